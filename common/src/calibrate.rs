@@ -1,0 +1,141 @@
+//! Calibration: learn, per node and format, how far the twin's run-time
+//! model is off, from what was observed, so later predictions are closer.
+//!
+//! Each (node, format) keeps a correction factor = observed / predicted run
+//! time, smoothed as an exponentially weighted mean in log space (errors
+//! are multiplicative) and clamped to a sane range. Per-format factors
+//! aggregated over all nodes give the measured slowdown of emulation.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Format;
+use crate::view::FabricView;
+
+/// One learned factor.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Factor {
+    /// Current estimate of observed / predicted.
+    pub value: f64,
+    /// Observations folded in.
+    pub samples: u64,
+}
+
+/// Learned correction factors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Weight of a new observation (0–1).
+    pub alpha: f64,
+    /// (node, format) → factor.
+    factors: BTreeMap<(String, Format), Factor>,
+}
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Calibration { alpha: 0.3, factors: BTreeMap::new() }
+    }
+}
+
+/// Factors are kept within [1/MAX_FACTOR, MAX_FACTOR].
+pub const MAX_FACTOR: f64 = 5.0;
+
+impl Calibration {
+    /// An empty calibration with smoothing `alpha`.
+    pub fn new(alpha: f64) -> Self {
+        Calibration { alpha: alpha.clamp(0.01, 1.0), factors: BTreeMap::new() }
+    }
+
+    /// Folds in one run: the *uncalibrated* model predicted
+    /// `model_ms`, the node took `observed_ms`.
+    pub fn observe(&mut self, node: &str, format: Format, model_ms: f64, observed_ms: f64) {
+        if !(model_ms > 0.0 && observed_ms > 0.0 && model_ms.is_finite() && observed_ms.is_finite()) {
+            return;
+        }
+        let ratio = (observed_ms / model_ms).clamp(1.0 / MAX_FACTOR, MAX_FACTOR);
+        let f = self.factors.entry((node.to_string(), format)).or_insert(Factor { value: 1.0, samples: 0 });
+        // The first observation is taken whole; later ones are smoothed.
+        let a = if f.samples == 0 { 1.0 } else { self.alpha };
+        f.value = ((1.0 - a) * f.value.ln() + a * ratio.ln()).exp();
+        f.samples += 1;
+    }
+
+    /// The factor for a node and format (1 when unknown).
+    pub fn factor(&self, node: &str, format: Format) -> f64 {
+        self.factors.get(&(node.to_string(), format)).map_or(1.0, |f| f.value)
+    }
+
+    /// Geometric mean of a format's factors across nodes, weighted by
+    /// samples (1 when none).
+    pub fn format_factor(&self, format: Format) -> f64 {
+        let (mut sum, mut n) = (0.0, 0u64);
+        for ((_, f), v) in &self.factors {
+            if *f == format {
+                sum += v.value.ln() * v.samples as f64;
+                n += v.samples;
+            }
+        }
+        if n == 0 { 1.0 } else { (sum / n as f64).exp() }
+    }
+
+    /// Writes the factors into a planning view.
+    pub fn apply(&self, view: &mut FabricView) {
+        for ((node, format), f) in &self.factors {
+            if let Some(n) = view.node_index(node) {
+                view.set_calibration(n, *format, f.value);
+            }
+        }
+    }
+
+    /// Every learned factor.
+    pub fn factors(&self) -> impl Iterator<Item = (&str, Format, Factor)> {
+        self.factors.iter().map(|((n, f), v)| (n.as_str(), *f, *v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converges_to_the_true_ratio() {
+        let mut c = Calibration::new(0.3);
+        for _ in 0..30 {
+            c.observe("n", Format::Native, 1000.0, 1300.0);
+        }
+        assert!((c.factor("n", Format::Native) - 1.3).abs() < 1e-9);
+        assert_eq!(c.factor("n", Format::Wasm), 1.0);
+        assert_eq!(c.factor("other", Format::Native), 1.0);
+    }
+
+    #[test]
+    fn smoothing_damps_outliers_and_bad_input_is_ignored() {
+        let mut c = Calibration::new(0.2);
+        c.observe("n", Format::QemuArm64, 100.0, 100.0);
+        c.observe("n", Format::QemuArm64, 100.0, 400.0);
+        let f = c.factor("n", Format::QemuArm64);
+        assert!((f - 4f64.powf(0.2)).abs() < 1e-12, "{f}");
+        c.observe("n", Format::QemuArm64, 0.0, 5.0);
+        c.observe("n", Format::QemuArm64, f64::NAN, 5.0);
+        assert_eq!(c.factor("n", Format::QemuArm64), f);
+        c.observe("m", Format::Native, 1.0, 1e9);
+        assert!((c.factor("m", Format::Native) - MAX_FACTOR).abs() < 1e-9);
+    }
+
+    #[test]
+    fn applies_to_a_view() {
+        let fabric = crate::fabric::reference();
+        let mut view = fabric.view();
+        let name = view.nodes.name[3].clone();
+        let mut c = Calibration::default();
+        c.observe(&name, Format::Native, 100.0, 150.0);
+        let job = crate::spec::parse_job(
+            "apiVersion: twinmesh.io/v1\nmetadata: {name: a, origin: {cluster: dc-core}}\nspec: {stages: [{id: s, compute: {cpu: 1, duration_ms: 1000}}]}",
+        )
+        .unwrap();
+        let before = view.compute_ms(3, &job.stages[0].compute, Format::Native);
+        c.apply(&mut view);
+        let after = view.compute_ms(3, &job.stages[0].compute, Format::Native);
+        assert!((after / before - 1.5).abs() < 1e-12);
+    }
+}

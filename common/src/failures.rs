@@ -1,0 +1,261 @@
+//! Failure events and the failure generator used for injection and
+//! simulation.
+//!
+//! Two triggers, both weighted by resiliency and throttled by a minimum
+//! interval per node:
+//! * **time-based** — each node fails as a Poisson process whose rate grows
+//!   as its resiliency falls (a node of resiliency 1 never fails);
+//! * **threshold** — sustained CPU at or above a threshold, or a
+//!   temperature above one, triggers a `thermal_throttle`.
+//!
+//! The generator is sans-IO: the caller passes `now` and the node states,
+//! and gets events back.
+
+use std::collections::HashMap;
+
+use rand::{Rng, RngExt};
+use serde::{Deserialize, Serialize};
+
+use crate::twin::FailureId;
+
+/// What went wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The node is down.
+    NodeDown,
+    /// The node runs slower (heat).
+    ThermalThrottle,
+    /// The node's network is lossy or slow.
+    NetworkDegradation,
+    /// The OS crashed; the node reboots.
+    SystemCrash,
+}
+
+impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 4] = [
+        FailureKind::NodeDown,
+        FailureKind::ThermalThrottle,
+        FailureKind::NetworkDegradation,
+        FailureKind::SystemCrash,
+    ];
+
+    /// Whether the node stops taking work while the failure lasts.
+    pub const fn makes_unavailable(self) -> bool {
+        matches!(self, FailureKind::NodeDown | FailureKind::SystemCrash)
+    }
+
+    /// Run-time slowdown while the failure lasts (1 = none).
+    pub const fn slowdown(self) -> f64 {
+        match self {
+            FailureKind::ThermalThrottle => 1.5,
+            FailureKind::NetworkDegradation => 1.2,
+            FailureKind::NodeDown | FailureKind::SystemCrash => 1.0,
+        }
+    }
+}
+
+/// A failure that happened (or was injected).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailureEvent {
+    /// Who reported it, and its sequence there.
+    pub id: FailureId,
+    /// The failed node.
+    pub node: String,
+    /// What kind.
+    pub kind: FailureKind,
+    /// When it started (ms, reporter's clock or virtual time).
+    pub at_ms: u64,
+    /// How long it lasts (ms).
+    pub duration_ms: u64,
+}
+
+impl FailureEvent {
+    /// Whether the failure is in force at `now_ms`.
+    pub fn active_at(&self, now_ms: u64) -> bool {
+        now_ms >= self.at_ms && now_ms < self.at_ms.saturating_add(self.duration_ms)
+    }
+}
+
+/// Generator settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailureConfig {
+    /// Mean time between failures of a node with resiliency 0.5 (ms); the
+    /// rate scales with (1 − resiliency).
+    pub mtbf_at_half_ms: f64,
+    /// No two generated failures of one node closer than this (ms).
+    pub min_interval_ms: u64,
+    /// How long a generated failure lasts (ms).
+    pub duration_ms: u64,
+    /// CPU % at or above which (sustained) a node throttles.
+    pub cpu_threshold_pct: f64,
+    /// Temperature at or above which a node throttles (°C).
+    pub temperature_threshold_c: f64,
+    /// How long the CPU must stay above threshold (ms).
+    pub sustain_ms: u64,
+}
+
+impl Default for FailureConfig {
+    fn default() -> Self {
+        FailureConfig {
+            mtbf_at_half_ms: 600_000.0,
+            min_interval_ms: 60_000,
+            duration_ms: 30_000,
+            cpu_threshold_pct: 95.0,
+            temperature_threshold_c: 90.0,
+            sustain_ms: 30_000,
+        }
+    }
+}
+
+/// What the generator needs to know about one node at a step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeSample<'a> {
+    /// Node name.
+    pub name: &'a str,
+    /// Resiliency score.
+    pub resiliency: f64,
+    /// CPU %.
+    pub cpu_pct: f64,
+    /// Temperature, if known.
+    pub temperature_c: Option<f64>,
+}
+
+/// Draws failure events over time.
+#[derive(Clone, Debug)]
+pub struct FailureGenerator {
+    cfg: FailureConfig,
+    reporter: String,
+    seq: u64,
+    last_step_ms: Option<u64>,
+    last_failure_ms: HashMap<String, u64>,
+    hot_since_ms: HashMap<String, u64>,
+}
+
+impl FailureGenerator {
+    /// A generator reporting as `reporter`.
+    pub fn new(reporter: impl Into<String>, cfg: FailureConfig) -> Self {
+        FailureGenerator {
+            cfg,
+            reporter: reporter.into(),
+            seq: 0,
+            last_step_ms: None,
+            last_failure_ms: HashMap::new(),
+            hot_since_ms: HashMap::new(),
+        }
+    }
+
+    /// Advances to `now_ms` and returns the failures that began since the
+    /// previous step.
+    pub fn step<R: Rng + ?Sized>(&mut self, now_ms: u64, nodes: &[NodeSample<'_>], rng: &mut R) -> Vec<FailureEvent> {
+        let dt = self.last_step_ms.map_or(0, |t| now_ms.saturating_sub(t)) as f64;
+        self.last_step_ms = Some(now_ms);
+        let mut out = Vec::new();
+        for n in nodes {
+            if let Some(&last) = self.last_failure_ms.get(n.name) {
+                if now_ms < last + self.cfg.min_interval_ms {
+                    continue;
+                }
+            }
+            let hot = n.cpu_pct >= self.cfg.cpu_threshold_pct;
+            if hot {
+                self.hot_since_ms.entry(n.name.to_string()).or_insert(now_ms);
+            } else {
+                self.hot_since_ms.remove(n.name);
+            }
+            let sustained = self.hot_since_ms.get(n.name).is_some_and(|&t| now_ms - t >= self.cfg.sustain_ms);
+            let too_warm = n.temperature_c.is_some_and(|t| t >= self.cfg.temperature_threshold_c);
+            let kind = if sustained || too_warm {
+                Some(FailureKind::ThermalThrottle)
+            } else {
+                let rate = 2.0 * (1.0 - n.resiliency.clamp(0.0, 1.0)) / self.cfg.mtbf_at_half_ms;
+                let p = 1.0 - (-rate * dt).exp();
+                if p > 0.0 && rng.random::<f64>() < p {
+                    Some(match rng.random_range(0..10u8) {
+                        0..=4 => FailureKind::NodeDown,
+                        5..=6 => FailureKind::NetworkDegradation,
+                        7..=8 => FailureKind::SystemCrash,
+                        _ => FailureKind::ThermalThrottle,
+                    })
+                } else {
+                    None
+                }
+            };
+            if let Some(kind) = kind {
+                self.seq += 1;
+                self.last_failure_ms.insert(n.name.to_string(), now_ms);
+                self.hot_since_ms.remove(n.name);
+                out.push(FailureEvent {
+                    id: FailureId { reporter: self.reporter.clone(), seq: self.seq },
+                    node: n.name.to_string(),
+                    kind,
+                    at_ms: now_ms,
+                    duration_ms: self.cfg.duration_ms,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::seeded;
+
+    fn sample(name: &str, r: f64) -> NodeSample<'_> {
+        NodeSample { name, resiliency: r, cpu_pct: 10.0, temperature_c: None }
+    }
+
+    #[test]
+    fn flaky_nodes_fail_more_and_perfect_nodes_never() {
+        let mut g = FailureGenerator::new("me", FailureConfig { min_interval_ms: 0, ..Default::default() });
+        let mut rng = seeded(3);
+        let mut counts = HashMap::new();
+        for step in 0..2_000u64 {
+            let nodes = [sample("flaky", 0.5), sample("solid", 0.95), sample("perfect", 1.0)];
+            for e in g.step(step * 10_000, &nodes, &mut rng) {
+                *counts.entry(e.node).or_insert(0) += 1;
+            }
+        }
+        let flaky = counts.get("flaky").copied().unwrap_or(0);
+        let solid = counts.get("solid").copied().unwrap_or(0);
+        assert!(!counts.contains_key("perfect"));
+        // 20,000 s at MTBF 600 s ⇒ ~33 failures; resiliency 0.95 ⇒ ~3.
+        assert!((20..=50).contains(&flaky), "flaky {flaky}");
+        assert!(solid < flaky / 3, "solid {solid} flaky {flaky}");
+    }
+
+    #[test]
+    fn minimum_interval_is_honoured_and_sequences_grow() {
+        let mut g = FailureGenerator::new("me", FailureConfig { mtbf_at_half_ms: 1.0, ..Default::default() });
+        let mut rng = seeded(1);
+        let mut times = Vec::new();
+        let mut seqs = Vec::new();
+        for step in 0..100u64 {
+            for e in g.step(step * 1_000, &[sample("n", 0.1)], &mut rng) {
+                times.push(e.at_ms);
+                seqs.push(e.id.seq);
+            }
+        }
+        assert!(times.len() >= 2);
+        assert!(times.windows(2).all(|w| w[1] - w[0] >= 60_000), "{times:?}");
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+
+    #[test]
+    fn sustained_heat_throttles() {
+        let mut g = FailureGenerator::new("me", FailureConfig::default());
+        let mut rng = seeded(1);
+        let hot = NodeSample { name: "gpu", resiliency: 1.0, cpu_pct: 99.0, temperature_c: Some(70.0) };
+        assert!(g.step(0, std::slice::from_ref(&hot), &mut rng).is_empty());
+        assert!(g.step(20_000, std::slice::from_ref(&hot), &mut rng).is_empty(), "not yet sustained");
+        let ev = g.step(30_000, std::slice::from_ref(&hot), &mut rng);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].kind, FailureKind::ThermalThrottle);
+        assert!(ev[0].active_at(30_000) && !ev[0].active_at(60_000));
+        let warm = NodeSample { name: "pc", resiliency: 1.0, cpu_pct: 1.0, temperature_c: Some(95.0) };
+        assert_eq!(g.step(31_000, &[warm], &mut rng).len(), 1);
+    }
+}

@@ -1,0 +1,547 @@
+//! The job document (`apiVersion: twinmesh.io/v1`) in JSON or YAML, and its
+//! validation into a [`Job`].
+//!
+//! Every error names the offending field by its path in the document
+//! (`spec.stages[1].compute.cpu`) and says why, so a person can fix the file
+//! without reading code. Unknown fields are errors, not silently ignored: a
+//! misspelt `deadline_sm` must not turn into "no deadline".
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::job::{Compute, Constraints, Job, Origin, Stage, topological_order};
+use crate::model::{Arch, Format};
+
+/// The only accepted `apiVersion`.
+pub const API_VERSION: &str = "twinmesh.io/v1";
+/// Longest job name (pods are named `tm-<job>-<stage>`, at most 63 chars).
+pub const MAX_JOB_NAME: usize = 40;
+/// Longest stage id.
+pub const MAX_STAGE_ID: usize = 19;
+/// Most stages in one job.
+pub const MAX_STAGES: usize = 64;
+/// Longest stage duration accepted: one week.
+pub const MAX_DURATION_MS: f64 = 7.0 * 24.0 * 3600.0 * 1000.0;
+
+/// A job document that could not be accepted.
+#[derive(Debug, Error, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SpecError {
+    /// Not valid JSON/YAML, a wrong type, or an unknown field.
+    #[error("{field}: {reason}")]
+    Parse {
+        /// Path of the field (`.` when the document itself is unreadable).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Well-formed, but not a job twinmesh can accept.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Path of the field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl SpecError {
+    /// The path of the offending field.
+    pub fn field(&self) -> &str {
+        match self {
+            SpecError::Parse { field, .. } | SpecError::Invalid { field, .. } => field,
+        }
+    }
+
+    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        SpecError::Invalid { field: field.into(), reason: reason.into() }
+    }
+}
+
+/// The job document as written by a user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobDocument {
+    /// Must be [`API_VERSION`].
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// Optional; `Job` when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Name, deadline, origin.
+    pub metadata: Metadata,
+    /// The stages.
+    pub spec: JobSpec,
+}
+
+/// `metadata` of a job document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Job name: lowercase letters, digits and `-`.
+    pub name: String,
+    /// Deadline in ms from submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<f64>,
+    /// Where the job comes from.
+    pub origin: OriginDoc,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `metadata.origin`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginDoc {
+    /// Cluster of origin.
+    pub cluster: String,
+    /// Node of origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// `spec` of a job document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The stages.
+    pub stages: Vec<StageDoc>,
+}
+
+/// One entry of `spec.stages`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageDoc {
+    /// Unique id within the job.
+    pub id: String,
+    /// Resource demand.
+    pub compute: ComputeDoc,
+    /// Placement constraints.
+    #[serde(default)]
+    pub constraints: ConstraintsDoc,
+    /// The stage (or stages) this one waits for.
+    #[serde(default, alias = "predecessors", skip_serializing_if = "Option::is_none")]
+    pub predecessor: Option<OneOrMany>,
+    /// Megabytes of output passed to each successor.
+    #[serde(default)]
+    pub output_mb: f64,
+}
+
+/// `compute` of a stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeDoc {
+    /// CPU cores.
+    pub cpu: f64,
+    /// Memory in GB.
+    #[serde(default)]
+    pub mem_gb: f64,
+    /// Run time on one reference core, natively, in ms.
+    pub duration_ms: f64,
+    /// GPU memory in GB.
+    #[serde(default)]
+    pub gpu_vram_gb: f64,
+}
+
+/// `constraints` of a stage.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConstraintsDoc {
+    /// Architectures the code is built for.
+    #[serde(default)]
+    pub arch: Vec<Arch>,
+    /// Allowed formats.
+    #[serde(default)]
+    pub formats: Vec<Format>,
+}
+
+/// One predecessor id or a list of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// `predecessor: a`
+    One(String),
+    /// `predecessor: [a, b]`
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn ids(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Parses a job document (JSON if it starts with `{`, YAML otherwise) and
+/// validates it.
+pub fn parse_job(text: &str) -> Result<Job, SpecError> {
+    parse_document(text)?.validate()
+}
+
+/// Parses a job document without validating it.
+pub fn parse_document(text: &str) -> Result<JobDocument, SpecError> {
+    if text.trim_start().starts_with('{') {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let doc: JobDocument = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = path_or_root(e.path().to_string());
+            let inner = e.into_inner();
+            SpecError::Parse { field: path, reason: format!("{inner}") }
+        })?;
+        de.end().map_err(|e| SpecError::Parse { field: ".".into(), reason: e.to_string() })?;
+        Ok(doc)
+    } else {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = path_or_root(e.path().to_string());
+            let inner = e.into_inner();
+            SpecError::Parse { field: path, reason: inner.to_string() }
+        })
+    }
+}
+
+fn path_or_root(p: String) -> String {
+    if p.is_empty() || p == "." { ".".into() } else { p }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn check_number(field: String, v: f64, min_exclusive: Option<f64>, min: f64, max: f64) -> Result<(), SpecError> {
+    if !v.is_finite() {
+        return Err(SpecError::invalid(field, format!("{v} is not a finite number")));
+    }
+    if let Some(m) = min_exclusive {
+        if v <= m {
+            return Err(SpecError::invalid(field, format!("must be greater than {m}, got {v}")));
+        }
+    }
+    if v < min {
+        return Err(SpecError::invalid(field, format!("must be at least {min}, got {v}")));
+    }
+    if v > max {
+        return Err(SpecError::invalid(field, format!("must be at most {max}, got {v}")));
+    }
+    Ok(())
+}
+
+impl JobDocument {
+    /// Checks everything the parser cannot and builds the [`Job`].
+    pub fn validate(&self) -> Result<Job, SpecError> {
+        if self.api_version != API_VERSION {
+            return Err(SpecError::invalid(
+                "apiVersion",
+                format!("unsupported apiVersion '{}' (expected {API_VERSION})", self.api_version),
+            ));
+        }
+        if let Some(kind) = &self.kind {
+            if kind != "Job" {
+                return Err(SpecError::invalid("kind", format!("expected 'Job', got '{kind}'")));
+            }
+        }
+        let m = &self.metadata;
+        if !valid_name(&m.name) || m.name.len() > MAX_JOB_NAME {
+            return Err(SpecError::invalid(
+                "metadata.name",
+                format!(
+                    "'{}' must be 1–{MAX_JOB_NAME} lowercase letters, digits or '-', not starting or ending with '-'",
+                    m.name
+                ),
+            ));
+        }
+        if let Some(d) = m.deadline_ms {
+            check_number("metadata.deadline_ms".into(), d, Some(0.0), 0.0, MAX_DURATION_MS * 64.0)?;
+        }
+        if m.origin.cluster.is_empty() {
+            return Err(SpecError::invalid("metadata.origin.cluster", "must not be empty"));
+        }
+        if m.origin.node.as_deref() == Some("") {
+            return Err(SpecError::invalid("metadata.origin.node", "must not be empty when given"));
+        }
+        let stages = &self.spec.stages;
+        if stages.is_empty() {
+            return Err(SpecError::invalid("spec.stages", "a job needs at least one stage"));
+        }
+        if stages.len() > MAX_STAGES {
+            return Err(SpecError::invalid(
+                "spec.stages",
+                format!("{} stages, at most {MAX_STAGES} allowed", stages.len()),
+            ));
+        }
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (i, s) in stages.iter().enumerate() {
+            let f = format!("spec.stages[{i}].id");
+            if !valid_name(&s.id) || s.id.len() > MAX_STAGE_ID {
+                return Err(SpecError::invalid(
+                    f,
+                    format!("'{}' must be 1–{MAX_STAGE_ID} lowercase letters, digits or '-'", s.id),
+                ));
+            }
+            if let Some(j) = index.insert(&s.id, i) {
+                return Err(SpecError::invalid(f, format!("duplicate stage id '{}' (also spec.stages[{j}])", s.id)));
+            }
+        }
+        let mut out = Vec::with_capacity(stages.len());
+        let mut preds = Vec::with_capacity(stages.len());
+        for (i, s) in stages.iter().enumerate() {
+            let p = |name: &str| format!("spec.stages[{i}].{name}");
+            let c = &s.compute;
+            check_number(p("compute.cpu"), c.cpu, Some(0.0), 0.0, 1024.0)?;
+            check_number(p("compute.mem_gb"), c.mem_gb, None, 0.0, 65536.0)?;
+            check_number(p("compute.duration_ms"), c.duration_ms, Some(0.0), 0.0, MAX_DURATION_MS)?;
+            check_number(p("compute.gpu_vram_gb"), c.gpu_vram_gb, None, 0.0, 1024.0)?;
+            check_number(p("output_mb"), s.output_mb, None, 0.0, 1.0e7)?;
+            let constraints = Constraints { arch: s.constraints.arch.clone(), formats: s.constraints.formats.clone() };
+            if Arch::ALL.iter().all(|a| constraints.formats_on(*a).is_empty()) {
+                return Err(SpecError::invalid(
+                    p("constraints"),
+                    format!(
+                        "no format can run this stage: formats {:?} with arch {:?} rule out every node",
+                        s.constraints.formats.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+                        s.constraints.arch.iter().map(|a| a.as_str()).collect::<Vec<_>>()
+                    ),
+                ));
+            }
+            let mut ps = Vec::new();
+            if let Some(pred) = &s.predecessor {
+                for id in pred.ids() {
+                    match index.get(id) {
+                        None => {
+                            return Err(SpecError::invalid(p("predecessor"), format!("unknown stage '{id}'")));
+                        }
+                        Some(&j) if j == i => {
+                            return Err(SpecError::invalid(p("predecessor"), "a stage cannot wait for itself"));
+                        }
+                        Some(&j) => {
+                            if !ps.contains(&j) {
+                                ps.push(j);
+                            }
+                        }
+                    }
+                }
+            }
+            preds.push(ps.clone());
+            out.push(Stage {
+                id: s.id.clone(),
+                compute: Compute {
+                    cpu: c.cpu,
+                    mem_gb: c.mem_gb,
+                    duration_ms: c.duration_ms,
+                    gpu_vram_gb: c.gpu_vram_gb,
+                },
+                constraints,
+                predecessors: ps,
+                output_mb: s.output_mb,
+            });
+        }
+        let topo = topological_order(&preds).map_err(|on_cycle| {
+            let cycle = find_cycle(&preds, on_cycle);
+            let names: Vec<&str> = cycle.iter().map(|&k| stages[k].id.as_str()).collect();
+            SpecError::invalid(
+                format!("spec.stages[{}].predecessor", cycle[0]),
+                format!("stages form a cycle: {}", names.join(" → ")),
+            )
+        })?;
+        Ok(Job {
+            name: m.name.clone(),
+            deadline_ms: m.deadline_ms,
+            origin: Origin { cluster: m.origin.cluster.clone(), node: m.origin.node.clone() },
+            stages: out,
+            topo,
+        })
+    }
+}
+
+/// Follows predecessor edges from a node known to lie on or behind a cycle
+/// until a node repeats; returns the cycle, closed (first == last).
+fn find_cycle(preds: &[Vec<usize>], start: usize) -> Vec<usize> {
+    // Only nodes with positive in-degree remain after Kahn's algorithm; from
+    // such a node, walking back along predecessors that are also unresolved
+    // must eventually revisit a node.
+    let unresolved: Vec<bool> = {
+        let order = topo_partial(preds);
+        let mut done = vec![false; preds.len()];
+        for i in order {
+            done[i] = true;
+        }
+        done.iter().map(|d| !d).collect()
+    };
+    let mut seen: HashMap<usize, usize> = HashMap::new();
+    let mut path = Vec::new();
+    let mut cur = start;
+    loop {
+        if let Some(&pos) = seen.get(&cur) {
+            let mut cycle: Vec<usize> = path[pos..].to_vec();
+            cycle.reverse();
+            cycle.push(cycle[0]);
+            return cycle;
+        }
+        seen.insert(cur, path.len());
+        path.push(cur);
+        cur = match preds[cur].iter().copied().find(|&p| unresolved[p]) {
+            Some(p) => p,
+            None => return vec![start, start],
+        };
+    }
+}
+
+fn topo_partial(preds: &[Vec<usize>]) -> Vec<usize> {
+    let n = preds.len();
+    let mut indegree: Vec<usize> = preds.iter().map(Vec::len).collect();
+    let mut succ = vec![Vec::new(); n];
+    for (i, ps) in preds.iter().enumerate() {
+        for &p in ps {
+            succ[p].push(i);
+        }
+    }
+    let mut ready: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::new();
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for &s in &succ[i] {
+            indegree[s] -= 1;
+            if indegree[s] == 0 {
+                ready.push(s);
+            }
+        }
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: twinmesh.io/v1
+metadata:
+  name: video-pipeline
+  deadline_ms: 30000
+  origin: { cluster: phone-pan-1, node: pan1-phone-03 }
+spec:
+  stages:
+    - id: decode
+      compute: { cpu: 2, mem_gb: 1, duration_ms: 1500 }
+      constraints: { arch: [arm64, amd64] }
+      output_mb: 20
+    - id: detect
+      compute: { cpu: 4, mem_gb: 8, duration_ms: 6000, gpu_vram_gb: 8 }
+      predecessor: decode
+      output_mb: 1
+    - id: notify
+      compute: { cpu: 0.5, duration_ms: 200 }
+      predecessor: [detect]
+"#;
+
+    fn err(text: &str) -> SpecError {
+        parse_job(text).unwrap_err()
+    }
+
+    fn with(find: &str, replace: &str) -> String {
+        assert!(GOOD.contains(find), "fixture lacks {find}");
+        GOOD.replacen(find, replace, 1)
+    }
+
+    #[test]
+    fn good_document_parses_in_yaml_and_json() {
+        let job = parse_job(GOOD).unwrap();
+        assert_eq!(job.name, "video-pipeline");
+        assert_eq!(job.stages.len(), 3);
+        assert_eq!(job.stages[1].predecessors, vec![0]);
+        assert_eq!(job.stages[2].predecessors, vec![1]);
+        assert_eq!(job.topo, vec![0, 1, 2]);
+        assert_eq!(job.stages[0].constraints.arch, vec![Arch::Arm64, Arch::Amd64]);
+        assert_eq!(job.origin.node.as_deref(), Some("pan1-phone-03"));
+        let doc = parse_document(GOOD).unwrap();
+        let json = serde_json::to_string(&doc).unwrap();
+        assert_eq!(parse_job(&json).unwrap(), job);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = err(&with("deadline_ms: 30000", "deadline_sm: 30000"));
+        assert_eq!(e.field(), "metadata.deadline_sm");
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = err(&with("compute: { cpu: 2,", "compute: { cpus: 2,"));
+        assert_eq!(e.field(), "spec.stages[0].compute.cpus");
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_and_bad_enum_are_named() {
+        let e = err(&with("cpu: 4,", "cpu: lots,"));
+        assert_eq!(e.field(), "spec.stages[1].compute.cpu", "{e}");
+        let e = err(&with("arch: [arm64, amd64]", "arch: [arm64, mips]"));
+        assert!(e.field().starts_with("spec.stages[0].constraints.arch"), "{e}");
+        assert!(e.to_string().contains("mips"), "{e}");
+    }
+
+    #[test]
+    fn malformed_json_is_an_error_not_a_panic() {
+        let e = err(r#"{"apiVersion": "twinmesh.io/v1", "metadata": {"#);
+        assert!(matches!(e, SpecError::Parse { .. }), "{e:?}");
+        let e = err(r#"{"apiVersion": "twinmesh.io/v1"} trailing"#);
+        assert!(matches!(e, SpecError::Parse { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn cycles_are_reported_with_their_path() {
+        let text = with(
+            "      compute: { cpu: 2, mem_gb: 1, duration_ms: 1500 }",
+            "      compute: { cpu: 2, mem_gb: 1, duration_ms: 1500 }\n      predecessor: detect",
+        );
+        let e = err(&text);
+        assert!(e.field().ends_with(".predecessor"), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("cycle") && msg.contains("decode") && msg.contains("detect"), "{msg}");
+    }
+
+    #[test]
+    fn dangling_and_self_predecessors() {
+        let e = err(&with("predecessor: decode", "predecessor: decoder"));
+        assert_eq!(e.field(), "spec.stages[1].predecessor");
+        assert!(e.to_string().contains("unknown stage 'decoder'"), "{e}");
+        let e = err(&with("predecessor: decode", "predecessor: detect"));
+        assert!(e.to_string().contains("itself"), "{e}");
+    }
+
+    #[test]
+    fn impossible_demands() {
+        let e = err(&with("cpu: 4,", "cpu: 0,"));
+        assert_eq!(e.field(), "spec.stages[1].compute.cpu");
+        let e = err(&with("duration_ms: 6000", "duration_ms: -5"));
+        assert_eq!(e.field(), "spec.stages[1].compute.duration_ms");
+        let e = err(&with("gpu_vram_gb: 8", "gpu_vram_gb: 5000"));
+        assert_eq!(e.field(), "spec.stages[1].compute.gpu_vram_gb");
+        assert!(e.to_string().contains("at most"), "{e}");
+        let e = err(&with("deadline_ms: 30000", "deadline_ms: 0"));
+        assert_eq!(e.field(), "metadata.deadline_ms");
+        let e = err(&with(
+            "constraints: { arch: [arm64, amd64] }",
+            "constraints: { arch: [amd64], formats: [qemu-arm64] }",
+        ));
+        assert_eq!(e.field(), "spec.stages[0].constraints");
+    }
+
+    #[test]
+    fn names_versions_and_duplicates() {
+        let e = err(&with("apiVersion: twinmesh.io/v1", "apiVersion: twinmesh.io/v2"));
+        assert_eq!(e.field(), "apiVersion");
+        let e = err(&with("name: video-pipeline", "name: Video_Pipeline"));
+        assert_eq!(e.field(), "metadata.name");
+        let e = err(&with("id: notify", "id: decode"));
+        assert_eq!(e.field(), "spec.stages[2].id");
+        assert!(e.to_string().contains("duplicate"), "{e}");
+        let e = err(&with("origin: { cluster: phone-pan-1, node: pan1-phone-03 }", "origin: { cluster: '' }"));
+        assert_eq!(e.field(), "metadata.origin.cluster");
+        let e = err("apiVersion: twinmesh.io/v1\nmetadata: {name: a, origin: {cluster: c}}\nspec: {stages: []}\n");
+        assert_eq!(e.field(), "spec.stages");
+    }
+}
