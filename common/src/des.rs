@@ -204,6 +204,15 @@ struct NodeState {
     used_mem: f64,
     peak_cpu: f64,
     waiting: VecDeque<u32>,
+    /// Σ cpu × expected end over running stages (core·ms).
+    running_end: f64,
+    /// Σ cpu × nominal run time over stages placed here that have not
+    /// started (waiting for predecessors or for room) (core·ms).
+    pending_work: f64,
+    /// CPU and memory of every placed, unfinished stage (what the twin
+    /// calls `allocated`).
+    assigned_cpu: f64,
+    assigned_mem: f64,
 }
 
 /// A simulation over one fabric view.
@@ -234,6 +243,20 @@ pub struct Simulator<'a> {
     st_finish: Vec<f64>,
     st_compute: Vec<f64>,
     st_attempt: Vec<u16>,
+    st_nominal: Vec<f64>,
+    st_state: Vec<StageState>,
+}
+
+/// Where a stage is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StageState {
+    /// Placed, not running: waiting for inputs or room (holds its node's
+    /// `assigned_*` and `pending_work`).
+    Pending,
+    /// On its node's cores.
+    Running,
+    /// Finished, or abandoned with its job.
+    Done,
 }
 
 impl<'a> Simulator<'a> {
@@ -264,6 +287,8 @@ impl<'a> Simulator<'a> {
             st_finish: Vec::new(),
             st_compute: Vec::new(),
             st_attempt: Vec::new(),
+            st_nominal: Vec::new(),
+            st_state: Vec::new(),
         }
     }
 
@@ -298,6 +323,10 @@ impl<'a> Simulator<'a> {
             self.st_finish.push(f64::NAN);
             self.st_compute.push(0.0);
             self.st_attempt.push(0);
+            let nominal = self.view.compute_ms(assign[s].node, &stage.compute, assign[s].format);
+            self.st_nominal.push(nominal);
+            self.st_state.push(StageState::Pending);
+            self.hold(assign[s].node, &stage.compute, nominal, 1.0);
             if stage.predecessors.is_empty() {
                 let t = at_ms + self.view.origin_latency(origin, assign[s].node);
                 self.st_ready[base as usize + s] = t;
@@ -329,10 +358,10 @@ impl<'a> Simulator<'a> {
         match ev {
             Ev::Arrive(g) => {
                 let g = g as usize;
-                let j = self.st_job[g] as usize;
-                if self.job_failed[j] {
-                    return;
+                if self.st_state[g] != StageState::Pending {
+                    return; // its job failed meanwhile
                 }
+                let j = self.st_job[g] as usize;
                 let node = self.st_assign[g].node;
                 let c = self.stage(g).compute;
                 if c.cpu > self.view.nodes.alloc_cpu[node] || c.mem_gb > self.view.nodes.alloc_mem[node] {
@@ -345,40 +374,51 @@ impl<'a> Simulator<'a> {
             }
             Ev::Finish(g, attempt) => {
                 let g = g as usize;
-                if self.st_attempt[g] != attempt {
+                if self.st_attempt[g] != attempt || self.st_state[g] != StageState::Running {
                     return;
                 }
                 let node = self.st_assign[g].node;
-                self.release(g, node);
-                self.st_finish[g] = now;
                 let j = self.st_job[g] as usize;
                 let c = self.stage(g).compute;
+                self.stop_running(g, node);
+                self.st_state[g] = StageState::Done;
+                self.hold(node, &c, 0.0, -1.0);
+                self.st_finish[g] = now;
                 self.job_energy[j] += self.view.energy_j(node, &c, now - self.st_start[g]);
                 self.job_left[j] -= 1;
                 if self.job_left[j] == 0 && !self.job_failed[j] {
                     self.job_finish[j] = now;
                 }
-                self.release_successors(j, g, now);
+                if !self.job_failed[j] {
+                    self.release_successors(j, g, now);
+                }
                 self.start_waiting(node, now);
             }
             Ev::Fail(g, attempt) => {
                 let g = g as usize;
-                if self.st_attempt[g] != attempt {
+                if self.st_attempt[g] != attempt || self.st_state[g] != StageState::Running {
                     return;
                 }
                 let node = self.st_assign[g].node;
-                self.release(g, node);
                 let j = self.st_job[g] as usize;
                 let c = self.stage(g).compute;
+                self.stop_running(g, node);
                 self.job_energy[j] += self.view.energy_j(node, &c, now - self.st_start[g]);
                 self.job_failures[j] += 1;
-                if self.st_attempt[g] >= self.cfg.max_attempts {
+                if self.job_failed[j] || self.st_attempt[g] >= self.cfg.max_attempts {
+                    self.st_state[g] = StageState::Done;
+                    self.hold(node, &c, 0.0, -1.0);
                     self.fail_job(j, now);
                 } else {
+                    self.st_state[g] = StageState::Pending;
                     if let Some(sh) = self.st_shadow[g] {
+                        self.hold(node, &c, 0.0, -1.0);
                         self.st_assign[g] = sh;
+                        self.st_nominal[g] = self.view.compute_ms(sh.node, &c, sh.format);
+                        self.hold(sh.node, &c, 0.0, 1.0);
                     }
                     let to = self.st_assign[g].node;
+                    self.nodes[to].pending_work += c.cpu * self.st_nominal[g];
                     let ready = (now + self.cfg.recovery_ms).max(self.inputs_ready(j, g, to));
                     self.st_ready[g] = ready;
                     self.queue.push(ready, Ev::Arrive(g as u32));
@@ -424,11 +464,7 @@ impl<'a> Simulator<'a> {
             }
             let gk = base + k;
             let arrive = now + self.view.transfer_ms(from, self.st_assign[gk].node, out_mb);
-            if self.st_pending[gk] == st.predecessors.len() as u16 {
-                self.st_ready[gk] = arrive;
-            } else {
-                self.st_ready[gk] = self.st_ready[gk].max(arrive);
-            }
+            self.st_ready[gk] = self.st_ready[gk].max(arrive);
             self.st_pending[gk] -= 1;
             if self.st_pending[gk] == 0 {
                 self.queue.push(self.st_ready[gk], Ev::Arrive(gk as u32));
@@ -436,17 +472,39 @@ impl<'a> Simulator<'a> {
         }
     }
 
-    fn release(&mut self, g: usize, node: usize) {
+    /// Takes a running stage off its node's cores.
+    fn stop_running(&mut self, g: usize, node: usize) {
         let c = self.stage(g).compute;
         let n = &mut self.nodes[node];
         n.used_cpu -= c.cpu;
         n.used_mem -= c.mem_gb;
+        n.running_end -= c.cpu * (self.st_start[g] + self.st_nominal[g]);
+    }
+
+    /// Adds (sign 1) or removes (−1) a placed stage's hold on a node, with
+    /// `pending_ms` of not-yet-started work.
+    fn hold(&mut self, node: usize, c: &crate::job::Compute, pending_ms: f64, sign: f64) {
+        let n = &mut self.nodes[node];
+        n.assigned_cpu += sign * c.cpu;
+        n.assigned_mem += sign * c.mem_gb;
+        n.pending_work += sign * c.cpu * pending_ms;
     }
 
     fn fail_job(&mut self, j: usize, now: f64) {
-        if !self.job_failed[j] {
-            self.job_failed[j] = true;
-            self.job_finish[j] = now;
+        if self.job_failed[j] {
+            return;
+        }
+        self.job_failed[j] = true;
+        self.job_finish[j] = now;
+        // Unstarted stages give back their hold now; running ones when their
+        // finish or failure event fires.
+        let base = self.job_base[j] as usize;
+        for g in base..base + self.jobs[j].stages.len() {
+            if self.st_state[g] == StageState::Pending {
+                self.st_state[g] = StageState::Done;
+                let c = self.stage(g).compute;
+                self.hold(self.st_assign[g].node, &c, self.st_nominal[g], -1.0);
+            }
         }
     }
 
@@ -456,9 +514,8 @@ impl<'a> Simulator<'a> {
         let cap_mem = self.view.nodes.alloc_mem[node];
         while let Some(&g) = self.nodes[node].waiting.front() {
             let g = g as usize;
-            let j = self.st_job[g] as usize;
-            if self.job_failed[j] {
-                self.nodes[node].waiting.pop_front();
+            if self.st_state[g] != StageState::Pending {
+                self.nodes[node].waiting.pop_front(); // its job failed
                 continue;
             }
             let c = self.stage(g).compute;
@@ -473,12 +530,14 @@ impl<'a> Simulator<'a> {
 
     fn start(&mut self, g: usize, node: usize, now: f64) {
         let c = self.stage(g).compute;
+        let nominal = self.st_nominal[g];
         let ns = &mut self.nodes[node];
         ns.used_cpu += c.cpu;
         ns.used_mem += c.mem_gb;
         ns.peak_cpu = ns.peak_cpu.max(ns.used_cpu);
-        let a = self.st_assign[g];
-        let nominal = self.view.compute_ms(node, &c, a.format);
+        ns.pending_work -= c.cpu * nominal;
+        ns.running_end += c.cpu * (now + nominal);
+        self.st_state[g] = StageState::Running;
         let sigma = if self.view.nodes.jitter_sigma[node] >= 0.0 {
             self.view.nodes.jitter_sigma[node]
         } else {
@@ -541,6 +600,31 @@ impl<'a> Simulator<'a> {
     /// Highest CPU in use on each node at any time.
     pub fn peak_cpu(&self) -> Vec<f64> {
         self.nodes.iter().map(|n| n.peak_cpu).collect()
+    }
+
+    /// CPU cores and GB of memory in use on `node` now.
+    pub fn used(&self, node: usize) -> (f64, f64) {
+        (self.nodes[node].used_cpu, self.nodes[node].used_mem)
+    }
+
+    /// CPU cores and GB of memory held on `node` by placed, unfinished
+    /// stages, running or not (the twin's `allocated`).
+    pub fn assigned(&self, node: usize) -> (f64, f64) {
+        (self.nodes[node].assigned_cpu.max(0.0), self.nodes[node].assigned_mem.max(0.0))
+    }
+
+    /// Expected wait (ms) at `now` before `node` has drained what it runs
+    /// and what is placed on it, treating its cores as one fluid pool and run
+    /// times as nominal — the estimate an agent publishes as its backlog.
+    pub fn backlog_ms(&self, node: usize, now: f64) -> f64 {
+        let n = &self.nodes[node];
+        let remaining = (n.running_end - n.used_cpu * now).max(0.0) + n.pending_work.max(0.0);
+        remaining / self.view.nodes.alloc_cpu[node].max(1e-9)
+    }
+
+    /// Stages waiting for room on `node` now.
+    pub fn waiting(&self, node: usize) -> usize {
+        self.nodes[node].waiting.len()
     }
 
     /// Events processed so far.

@@ -254,6 +254,7 @@ fn make_node(
         status: NodeStatus::Ready,
         resiliency: cluster.baseline_resiliency,
         jitter_sigma: None,
+        backlog_ms: None,
     }
 }
 

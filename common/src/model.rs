@@ -289,6 +289,11 @@ pub struct Node {
     /// observations; `None` means the policy default.
     #[serde(default)]
     pub jitter_sigma: Option<f64>,
+    /// Expected wait (ms) before new work that does not fit the free
+    /// resources can start, as estimated by the node's owner from its
+    /// queue; `None` when unknown (a full node is then not a candidate).
+    #[serde(default)]
+    pub backlog_ms: Option<f64>,
 }
 
 impl Node {
@@ -401,6 +406,7 @@ mod tests {
             status: NodeStatus::Ready,
             resiliency: 0.8,
             jitter_sigma: None,
+            backlog_ms: None,
         };
         assert_eq!(n.free().cpu, 0.0);
         assert_eq!(n.free().mem_gb, 6.0);

@@ -26,6 +26,8 @@ pub struct StageTiming {
     pub stage: String,
     /// When its inputs are on its node (ms).
     pub ready_ms: f64,
+    /// When it starts: ready, or later if its node is busy (ms).
+    pub start_ms: f64,
     /// When it finishes (ms).
     pub finish_ms: f64,
     /// Its run time (ms).

@@ -63,14 +63,16 @@ pub fn score_plan(
         let a = assign[s];
         let stage = &job.stages[s];
         let ready = ready_at(view, job, origin, s, a.node, assign, &finish);
+        let start = ready.max(view.wait_ms(a.node, &stage.compute));
         let compute = view.compute_ms(a.node, &stage.compute, a.format);
-        finish[s] = ready + compute;
+        finish[s] = start + compute;
         let e = view.energy_j(a.node, &stage.compute, compute);
         energy += e;
         survive *= 1.0 - view.failure_probability(a.node, compute, risk_horizon_ms);
         timing[s] = Some(StageTiming {
             stage: stage.id.clone(),
             ready_ms: ready,
+            start_ms: start,
             finish_ms: finish[s],
             compute_ms: compute,
             energy_j: e,

@@ -86,6 +86,11 @@ pub struct NodeTable {
     pub jitter_sigma: Vec<f64>,
     /// Per-format calibration factors (observed / predicted run time).
     pub calib: Vec<[f64; 5]>,
+    /// Allocatable GPU memory, GB.
+    pub alloc_vram: Vec<f64>,
+    /// Expected wait (ms) for work that does not fit the free resources;
+    /// infinite when unknown.
+    pub backlog_ms: Vec<f64>,
 }
 
 impl NodeTable {
@@ -169,6 +174,8 @@ impl FabricView {
             t.ready.push(n.schedulable());
             t.jitter_sigma.push(n.jitter_sigma.unwrap_or(-1.0));
             t.calib.push([1.0; 5]);
+            t.alloc_vram.push(n.allocatable.gpu_vram_gb);
+            t.backlog_ms.push(n.backlog_ms.unwrap_or(f64::INFINITY).max(0.0));
         }
         Ok(FabricView { latency, clusters: aligned, nodes: t, overheads, node_index })
     }
@@ -200,12 +207,28 @@ impl FabricView {
         self.nodes.calib[node][format.index()] = factor;
     }
 
-    /// Whether a stage's demand fits the node's free resources and the node
-    /// takes work.
+    /// Whether a stage's demand fits the node's free resources now and the
+    /// node takes work.
     #[inline]
     pub fn fits(&self, n: usize, c: &Compute) -> bool {
         let t = &self.nodes;
         t.ready[n] && t.free_cpu[n] >= c.cpu && t.free_mem[n] >= c.mem_gb && t.free_vram[n] >= c.gpu_vram_gb
+    }
+
+    /// Whether the node takes work and could ever hold the stage (its
+    /// allocatable resources suffice, busy or not).
+    #[inline]
+    pub fn hosts(&self, n: usize, c: &Compute) -> bool {
+        let t = &self.nodes;
+        t.ready[n] && t.alloc_cpu[n] >= c.cpu && t.alloc_mem[n] >= c.mem_gb && t.alloc_vram[n] >= c.gpu_vram_gb
+    }
+
+    /// How long (ms from now) the stage would wait for room on node `n`:
+    /// 0 if it fits the free resources, else the node's backlog (infinite
+    /// when unknown).
+    #[inline]
+    pub fn wait_ms(&self, n: usize, c: &Compute) -> f64 {
+        if self.fits(n, c) { 0.0 } else { self.nodes.backlog_ms[n] }
     }
 
     /// The fastest format for a stage on node `n`, with its factor

@@ -194,6 +194,21 @@ proptest! {
             (sim.outcomes(), sim.peak_cpu())
         };
         let (outs, peak) = run(seed);
+        // Every hold is given back once all jobs are done or failed.
+        {
+            let mut sim = Simulator::new(&v, SimConfig { seed, ..SimConfig::default() });
+            for ((j, _, at), (a, sh)) in jobs.iter().zip(&plans) {
+                sim.submit(j, v.origin(j).unwrap(), a, sh, *at);
+            }
+            sim.run();
+            for n in 0..v.nodes.len() {
+                let (cpu, mem) = sim.assigned(n);
+                prop_assert!(cpu.abs() < 1e-6 && mem.abs() < 1e-6, "node {n} still holds {cpu} cores");
+                let (ucpu, umem) = sim.used(n);
+                prop_assert!(ucpu.abs() < 1e-6 && umem.abs() < 1e-6);
+                prop_assert!(sim.backlog_ms(n, 0.0) < 1e-6, "backlog {}", sim.backlog_ms(n, 0.0));
+            }
+        }
         // Capacity is never exceeded.
         for (n, p) in peak.iter().enumerate() {
             prop_assert!(*p <= v.nodes.alloc_cpu[n] + 1e-9, "node {n} peaked at {p}");

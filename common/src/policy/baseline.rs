@@ -18,18 +18,15 @@ pub(crate) fn decide(view: &FabricView, job: &Job) -> Result<Decision, PlanError
         let allowed = allowed_by_arch(&st.constraints);
         let c = &st.compute;
         let mut best: Option<(usize, Format, f64)> = None;
+        // Like kube-scheduler: nodes with room now; if none, the pod stays
+        // pending and lands on the least-allocated node that can ever hold
+        // it.
+        let any_fits = (0..t.len()).any(|n| view.fits(n, c) && format_for(view, n, &allowed).is_some());
         for n in 0..t.len() {
-            if !view.fits(n, c) {
+            if !(if any_fits { view.fits(n, c) } else { view.hosts(n, c) }) {
                 continue;
             }
-            let mask = allowed[t.arch[n].index()].and(t.runtimes[n]);
-            let format = if mask.contains(Format::Native) {
-                Format::Native
-            } else if mask.contains(Format::Wasm) {
-                Format::Wasm
-            } else {
-                continue;
-            };
+            let Some(format) = format_for(view, n, &allowed) else { continue };
             let cpu_left = (t.free_cpu[n] - c.cpu) / t.alloc_cpu[n].max(1e-9);
             let mem_left = if t.alloc_mem[n] > 0.0 { (t.free_mem[n] - c.mem_gb) / t.alloc_mem[n] } else { 0.0 };
             let score = (cpu_left + mem_left) * 50.0;
@@ -41,4 +38,17 @@ pub(crate) fn decide(view: &FabricView, job: &Job) -> Result<Decision, PlanError
         assign[s] = Assignment { node, format };
     }
     Ok(Decision { shadow: vec![None; assign.len()], assign, tail_latency_ms: None })
+}
+
+/// Native where the architecture matches, Wasm if allowed, never QEMU:
+/// kube-scheduler knows nothing of emulation.
+fn format_for(view: &FabricView, n: usize, allowed: &[crate::model::FormatSet; 3]) -> Option<Format> {
+    let mask = allowed[view.nodes.arch[n].index()].and(view.nodes.runtimes[n]);
+    if mask.contains(Format::Native) {
+        Some(Format::Native)
+    } else if mask.contains(Format::Wasm) {
+        Some(Format::Wasm)
+    } else {
+        None
+    }
 }

@@ -55,7 +55,11 @@ pub(crate) fn decide(
         let c = &st.compute;
         let mut best: Option<(usize, Format, f64, f64)> = None;
         for n in 0..t.len() {
-            if !view.fits(n, c) {
+            if !view.hosts(n, c) {
+                continue;
+            }
+            let wait = view.wait_ms(n, c);
+            if !wait.is_finite() {
                 continue;
             }
             let Some((format, factor)) = view.best_format(n, &allowed) else { continue };
@@ -85,6 +89,7 @@ pub(crate) fn decide(
                 }
             }
             for run in 0..k {
+                cand[run] = cand[run].max(wait);
                 let mut run_ms = nominal * m[run];
                 if u[run] < p_fail {
                     run_ms += cfg.recovery_ms + nominal * m[run];
@@ -100,7 +105,9 @@ pub(crate) fn decide(
         let (node, format, nominal, score) = best.ok_or_else(|| infeasible(view, job, s))?;
         assign[s] = Assignment { node, format };
         finish[s * k..(s + 1) * k].copy_from_slice(&best_runs);
-        finish_nom[s] = crate::predict::ready_at(view, job, origin, s, node, &assign, &finish_nom) + nominal;
+        finish_nom[s] = crate::predict::ready_at(view, job, origin, s, node, &assign, &finish_nom)
+            .max(view.wait_ms(node, c))
+            + nominal;
         job_tail = f64::max(job_tail, score);
     }
     // The job's tail is that of its latest-finishing path, run by run.

@@ -27,22 +27,24 @@ pub(crate) fn decide(view: &FabricView, job: &Job, origin: OriginIdx) -> Result<
         let c = &st.compute;
         let mut best: Option<(usize, Format, f64)> = None;
         for n in 0..t.len() {
-            if !view.fits(n, c) {
+            if !view.hosts(n, c) {
                 continue;
             }
             let Some((format, factor)) = view.best_format(n, &allowed) else { continue };
-            let done = arrival[t.cluster[n] as usize] + c.duration_ms * t.inv_speed[n] * factor;
-            if best.is_none_or(|(_, _, b)| done < b) {
+            let start = arrival[t.cluster[n] as usize].max(view.wait_ms(n, c));
+            let done = start + c.duration_ms * t.inv_speed[n] * factor;
+            if done.is_finite() && best.is_none_or(|(_, _, b)| done < b) {
                 best = Some((n, format, done));
             }
         }
         for &n in &special {
-            if !view.fits(n, c) {
+            if !view.hosts(n, c) {
                 continue;
             }
             let Some((format, factor)) = view.best_format(n, &allowed) else { continue };
-            let done = ready_at(view, job, origin, s, n, &assign, &finish) + c.duration_ms * t.inv_speed[n] * factor;
-            if best.is_none_or(|(bn, _, b)| done < b || (done == b && n < bn)) {
+            let start = ready_at(view, job, origin, s, n, &assign, &finish).max(view.wait_ms(n, c));
+            let done = start + c.duration_ms * t.inv_speed[n] * factor;
+            if done.is_finite() && best.is_none_or(|(bn, _, b)| done < b || (done == b && n < bn)) {
                 best = Some((n, format, done));
             }
         }

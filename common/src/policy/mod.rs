@@ -216,11 +216,12 @@ pub(crate) fn infeasible(view: &FabricView, job: &Job, s: usize) -> PlanError {
     let max_cpu = usable.iter().map(|&n| t.free_cpu[n]).fold(0.0, f64::max);
     let max_mem = usable.iter().map(|&n| t.free_mem[n]).fold(0.0, f64::max);
     let max_vram = usable.iter().map(|&n| t.free_vram[n]).fold(0.0, f64::max);
+    let cap_cpu = usable.iter().map(|&n| t.alloc_cpu[n]).fold(0.0, f64::max);
     let c = &st.compute;
     PlanError::NoFeasibleNode {
         stage: st.id.clone(),
         reason: format!(
-            "{total} nodes, {not_ready} not ready, {no_format} without a usable format; needs cpu {} / mem {} GB / vram {} GB, most free on a usable node: cpu {max_cpu} / mem {max_mem} GB / vram {max_vram} GB",
+            "{total} nodes, {not_ready} not ready, {no_format} without a usable format; needs cpu {} / mem {} GB / vram {} GB, most free on a usable node: cpu {max_cpu} / mem {max_mem} GB / vram {max_vram} GB (largest: cpu {cap_cpu}); busy nodes without a known backlog are not candidates",
             c.cpu, c.mem_gb, c.gpu_vram_gb
         ),
     }

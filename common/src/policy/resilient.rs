@@ -33,7 +33,7 @@ pub(crate) fn decide(
         let c = &st.compute;
         scored.clear();
         for n in 0..t.len() {
-            if !view.fits(n, c) {
+            if !view.hosts(n, c) {
                 continue;
             }
             let Some((format, factor)) = view.best_format(n, &allowed) else { continue };
@@ -42,7 +42,10 @@ pub(crate) fn decide(
             } else {
                 arrival[t.cluster[n] as usize]
             };
-            let done = ready + c.duration_ms * t.inv_speed[n] * factor;
+            let done = ready.max(view.wait_ms(n, c)) + c.duration_ms * t.inv_speed[n] * factor;
+            if !done.is_finite() {
+                continue;
+            }
             scored.push((n, format, done, t.resiliency[n] - w * done));
         }
         let best = scored

@@ -215,3 +215,24 @@ spec:
         b.predicted.latency_ms
     );
 }
+
+#[test]
+fn busy_nodes_are_used_only_when_waiting_pays() {
+    // b-fast is full. With a known 100 ms backlog it still finishes first
+    // (max(20, 100) + 500 = 600 < 1,001); with 2 s it does not; with an
+    // unknown backlog it is not a candidate at all.
+    let mut f = tiny();
+    let fast = f.nodes.iter_mut().find(|n| n.name == "b-fast-01").unwrap();
+    fast.allocated.cpu = 8.0;
+    fast.backlog_ms = Some(100.0);
+    let j = one_stage("a", 1.0, 1000.0);
+    let p = plan(Policy::Greedy, &f, &j);
+    assert_eq!(p.placements[0].node, "b-fast-01");
+    assert_eq!(p.predicted.latency_ms, 600.0);
+    assert_eq!(p.predicted.stages[0].start_ms, 100.0);
+    f.nodes.iter_mut().find(|n| n.name == "b-fast-01").unwrap().backlog_ms = Some(2000.0);
+    assert_eq!(plan(Policy::Greedy, &f, &j).placements[0].node, "a-one-01");
+    assert_eq!(plan(Policy::Cvar, &f, &j).placements[0].node, "a-one-01");
+    f.nodes.iter_mut().find(|n| n.name == "b-fast-01").unwrap().backlog_ms = None;
+    assert_eq!(plan(Policy::Resilient, &f, &j).placements[0].node, "a-one-01");
+}
