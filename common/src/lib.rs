@@ -47,6 +47,7 @@ pub mod calibrate;
 pub mod des;
 pub mod fabric;
 pub mod failures;
+pub mod gossip;
 pub mod job;
 pub mod latency;
 pub mod model;
@@ -55,11 +56,13 @@ pub mod policy;
 pub mod predict;
 pub mod resiliency;
 pub mod rng;
+pub mod routing;
 pub mod scaling;
 pub mod spec;
 pub mod twin;
 pub mod verify;
 pub mod view;
+pub mod wire;
 
 #[cfg(test)]
 pub(crate) mod testkit;

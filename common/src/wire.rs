@@ -1,0 +1,182 @@
+//! Messages agents exchange, and their encoding.
+//!
+//! A frame is one version byte followed by the postcard encoding of a
+//! [`Message`]. A frame with an unknown version, or one that does not
+//! decode, is an error the caller counts and drops — a peer running a newer
+//! release, or a corrupt packet, must never crash an agent.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::failures::FailureEvent;
+use crate::twin::{Delta, Digest, NodeRecord};
+
+/// The wire version this build speaks.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Largest frame accepted (bytes). A full 10,000-node twin delta is well
+/// below this.
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// A job handed from one agent to another.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobHandoff {
+    /// Job id (idempotency key).
+    pub id: String,
+    /// The job document as submitted (JSON).
+    pub document: String,
+    /// Policy name.
+    pub policy: String,
+    /// Plan only, do not act.
+    pub dry_run: bool,
+    /// Agent the job was submitted to.
+    pub submitted_to: String,
+}
+
+/// Everything agents say to each other.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Gossip: a node record changed.
+    Record(NodeRecord),
+    /// Gossip: a failure happened.
+    Failure(FailureEvent),
+    /// Anti-entropy: "this is what I have".
+    SyncRequest(Digest),
+    /// Anti-entropy: "here is what you lack, and what I have".
+    SyncResponse {
+        /// Entries the requester lacks.
+        delta: Delta,
+        /// The responder's digest, so the requester can push back.
+        digest: Digest,
+    },
+    /// Anti-entropy: a push of what the other side lacked.
+    SyncPush(Delta),
+    /// Plan (and act on) this job: you are nearest its origin.
+    Forward(JobHandoff),
+    /// Answer to [`Message::Forward`]: the planner's JSON response body,
+    /// or why it refused.
+    ForwardResult {
+        /// Job id.
+        id: String,
+        /// `Ok(json)` or `Err(reason)`.
+        result: Result<String, String>,
+    },
+    /// Acknowledges a message that needs no other answer.
+    Ack,
+}
+
+impl Message {
+    /// A short name, for metrics labels.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Message::Record(_) => "record",
+            Message::Failure(_) => "failure",
+            Message::SyncRequest(_) => "sync_request",
+            Message::SyncResponse { .. } => "sync_response",
+            Message::SyncPush(_) => "sync_push",
+            Message::Forward(_) => "forward",
+            Message::ForwardResult { .. } => "forward_result",
+            Message::Ack => "ack",
+        }
+    }
+}
+
+/// Why a frame was dropped.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum WireError {
+    /// Zero bytes.
+    #[error("empty frame")]
+    Empty,
+    /// Over [`MAX_FRAME`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// A version this build does not speak.
+    #[error("unknown wire version {0} (this agent speaks {WIRE_VERSION})")]
+    UnknownVersion(u8),
+    /// Not a valid message.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+impl WireError {
+    /// A label for metrics (`dropped{reason=…}`).
+    pub const fn metric_label(&self) -> &'static str {
+        match self {
+            WireError::Empty => "empty",
+            WireError::TooLarge(_) => "too_large",
+            WireError::UnknownVersion(_) => "unknown_version",
+            WireError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// Encodes a message as a frame.
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let mut out = vec![WIRE_VERSION];
+    // Encoding our own types into a Vec cannot fail.
+    out.extend(postcard::to_allocvec(msg).expect("messages encode"));
+    out
+}
+
+/// Decodes a frame.
+pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
+    let (&version, body) = frame.split_first().ok_or(WireError::Empty)?;
+    if frame.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(frame.len()));
+    }
+    if version != WIRE_VERSION {
+        return Err(WireError::UnknownVersion(version));
+    }
+    let (msg, rest) = postcard::take_from_bytes::<Message>(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::Malformed(format!("{} trailing bytes", rest.len())));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Message {
+        let mut t = crate::twin::Twin::new();
+        let rec = t.update_own(crate::fabric::reference().nodes[0].clone());
+        Message::SyncResponse { delta: Delta { records: vec![rec], failures: vec![] }, digest: t.digest() }
+    }
+
+    #[test]
+    fn round_trips() {
+        for m in [sample(), Message::Ack, Message::SyncRequest(Digest::default())] {
+            assert_eq!(decode(&encode(&m)).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_errors() {
+        assert_eq!(decode(&[]), Err(WireError::Empty));
+        let mut f = encode(&sample());
+        f[0] = 9;
+        assert_eq!(decode(&f), Err(WireError::UnknownVersion(9)));
+        let f = encode(&sample());
+        assert!(matches!(decode(&f[..f.len() / 2]), Err(WireError::Malformed(_))));
+        let mut f = encode(&Message::Ack);
+        f.push(0);
+        assert!(matches!(decode(&f), Err(WireError::Malformed(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn corrupted_frames_never_panic(flip in 1usize..200, val in any::<u8>()) {
+            let mut f = encode(&sample());
+            let i = flip % f.len();
+            f[i] = val;
+            let _ = decode(&f);
+        }
+    }
+}
