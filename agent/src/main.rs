@@ -4,11 +4,24 @@
 //! `anyhow` with context they can act on; everything below the CLI returns
 //! typed errors.
 
+mod actuator;
+mod api;
 mod cli;
+mod jobs;
+mod mesh;
+mod node;
+mod store;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TWINMESH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,twinmesh=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -30,6 +30,8 @@ pub enum FailureKind {
     NetworkDegradation,
     /// The OS crashed; the node reboots.
     SystemCrash,
+    /// The node is back: ends every failure of it that began earlier.
+    Recovered,
 }
 
 impl FailureKind {
@@ -51,7 +53,7 @@ impl FailureKind {
         match self {
             FailureKind::ThermalThrottle => 1.5,
             FailureKind::NetworkDegradation => 1.2,
-            FailureKind::NodeDown | FailureKind::SystemCrash => 1.0,
+            FailureKind::NodeDown | FailureKind::SystemCrash | FailureKind::Recovered => 1.0,
         }
     }
 }
@@ -72,10 +74,34 @@ pub struct FailureEvent {
 }
 
 impl FailureEvent {
-    /// Whether the failure is in force at `now_ms`.
+    /// Whether the failure is in force at `now_ms` (ignoring recoveries;
+    /// see [`down_nodes`]).
     pub fn active_at(&self, now_ms: u64) -> bool {
         now_ms >= self.at_ms && now_ms < self.at_ms.saturating_add(self.duration_ms)
     }
+}
+
+/// Nodes made unavailable at `now_ms` by `events`: an active `node_down`
+/// or `system_crash` not followed by a `recovered` of the same node.
+pub fn down_nodes<'a>(events: impl IntoIterator<Item = &'a FailureEvent>, now_ms: u64) -> Vec<String> {
+    let mut last_recovery: HashMap<&str, u64> = HashMap::new();
+    let mut candidates: Vec<&FailureEvent> = Vec::new();
+    for e in events {
+        if e.kind == FailureKind::Recovered {
+            let t = last_recovery.entry(&e.node).or_insert(0);
+            *t = (*t).max(e.at_ms);
+        } else if e.kind.makes_unavailable() && e.active_at(now_ms) {
+            candidates.push(e);
+        }
+    }
+    let mut out: Vec<String> = candidates
+        .into_iter()
+        .filter(|e| last_recovery.get(e.node.as_str()).is_none_or(|&r| r < e.at_ms))
+        .map(|e| e.node.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Generator settings.
@@ -242,6 +268,27 @@ mod tests {
         assert!(times.len() >= 2);
         assert!(times.windows(2).all(|w| w[1] - w[0] >= 60_000), "{times:?}");
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+
+    #[test]
+    fn recovery_ends_earlier_failures_only() {
+        let ev = |seq: u64, node: &str, kind, at_ms| FailureEvent {
+            id: FailureId { reporter: "r".into(), seq },
+            node: node.into(),
+            kind,
+            at_ms,
+            duration_ms: 10_000,
+        };
+        let events = [
+            ev(1, "a", FailureKind::NodeDown, 100),
+            ev(2, "b", FailureKind::SystemCrash, 100),
+            ev(3, "a", FailureKind::Recovered, 200),
+            ev(4, "c", FailureKind::ThermalThrottle, 100),
+        ];
+        assert_eq!(down_nodes(&events, 300), vec!["b".to_string()]);
+        let later = [ev(5, "a", FailureKind::NodeDown, 250)];
+        assert_eq!(down_nodes(events.iter().chain(&later), 300), vec!["a".to_string(), "b".to_string()]);
+        assert!(down_nodes(&events, 20_000).is_empty(), "expired");
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub const fn kind_weight(k: FailureKind) -> f64 {
         FailureKind::NodeDown | FailureKind::SystemCrash => 1.0,
         FailureKind::ThermalThrottle => 0.4,
         FailureKind::NetworkDegradation => 0.5,
+        FailureKind::Recovered => 0.0,
     }
 }
 

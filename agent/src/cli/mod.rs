@@ -1,6 +1,9 @@
 //! Command-line interface: one clap struct per command, every flag also
 //! readable from a `TWINMESH_*` environment variable.
 
+pub mod agent;
+mod client;
+mod demo;
 mod plan;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -17,6 +20,14 @@ pub struct Cli {
 enum Command {
     /// Plan a job on a fabric and print the placement and predictions.
     Plan(plan::PlanArgs),
+    /// Run the agent: mesh, store, API, telemetry, actuator.
+    Agent(agent::AgentArgs),
+    /// Submit a job to a running agent.
+    Submit(client::SubmitArgs),
+    /// Print a running agent's twin.
+    Twin(client::TwinArgs),
+    /// Run a local mesh of seven agents on the embedded fabric and a stream of jobs.
+    Demo(demo::DemoArgs),
 }
 
 /// How results are printed.
@@ -33,5 +44,13 @@ pub enum Output {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan(args) => plan::run(args),
+        Command::Agent(args) => runtime()?.block_on(agent::run(args)),
+        Command::Submit(args) => runtime()?.block_on(client::submit(args)),
+        Command::Twin(args) => runtime()?.block_on(client::twin(args)),
+        Command::Demo(args) => runtime()?.block_on(demo::run(args)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }

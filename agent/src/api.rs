@@ -1,0 +1,264 @@
+//! The HTTP/JSON API. Errors map to status codes in one place
+//! ([`ApiError`]); every error body is `{"error": …, "field": …}`.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use twinmesh_common::failures::FailureKind;
+
+use crate::node::{Agent, PLAN_BUCKETS_US, SubmitError};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// An API error with its status.
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into(), field: None }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match &e {
+            SubmitError::Spec(s) => {
+                ApiError { status: StatusCode::BAD_REQUEST, message: e.to_string(), field: Some(s.field().to_string()) }
+            }
+            SubmitError::Param { field, .. } => {
+                ApiError { status: StatusCode::BAD_REQUEST, message: e.to_string(), field: Some((*field).to_string()) }
+            }
+            SubmitError::Unplaceable(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            SubmitError::Store(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message, "field": self.field }))).into_response()
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    agent: Arc<Agent>,
+    token: Option<Arc<str>>,
+}
+
+/// The router, with the bearer token required on `/v1/*` when set.
+pub fn router(agent: Arc<Agent>, token: Option<String>) -> Router {
+    let ctx = Ctx { agent, token: token.map(Into::into) };
+    let v1 = Router::new()
+        .route("/v1/jobs", post(submit))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/plans/{id}", get(get_plan))
+        .route("/v1/plans/{id}/verify", get(get_verification))
+        .route("/v1/twin", get(get_twin))
+        .route("/v1/observe", post(observe))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), auth));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(ctx)
+}
+
+async fn auth(State(ctx): State<Ctx>, req: Request, next: Next) -> Result<Response, ApiError> {
+    if let Some(token) = &ctx.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_ref()) {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"));
+        }
+    }
+    Ok(next.run(req).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitQuery {
+    policy: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn submit(
+    State(ctx): State<Ctx>,
+    query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<String, axum::extract::rejection::StringRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: e.body_text(),
+        field: Some("query".into()),
+    })?;
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let resp = ctx.agent.submit(&body, q.policy.as_deref(), q.dry_run, None).await?;
+    let status = if resp.created { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, Json(resp)).into_response())
+}
+
+async fn get_job(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let j = ctx
+        .agent
+        .job(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no job '{id}' on this agent")))?;
+    Ok(Json(j).into_response())
+}
+
+async fn get_plan(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let j = ctx
+        .agent
+        .job(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no job '{id}' on this agent")))?;
+    let plan = j.plan.ok_or_else(|| ApiError::new(StatusCode::CONFLICT, format!("job '{id}' has no plan yet")))?;
+    Ok(Json(plan).into_response())
+}
+
+async fn get_verification(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let j = ctx
+        .agent
+        .job(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no job '{id}' on this agent")))?;
+    let v = j.verification.ok_or_else(|| {
+        ApiError::new(StatusCode::CONFLICT, format!("job '{id}' is {:?}; it is verified once it finishes", j.state))
+    })?;
+    Ok(Json(json!({ "id": id, "verification": v, "observations": j.observations })).into_response())
+}
+
+async fn get_twin(State(ctx): State<Ctx>) -> Response {
+    let t = ctx.agent.twin();
+    let records: Vec<_> = t.records().cloned().collect();
+    let failures: Vec<_> = t.failures().cloned().collect();
+    Json(json!({
+        "agent": ctx.agent.cfg.name,
+        "peers": ctx.agent.peers(),
+        "nodes": records,
+        "failures": failures,
+        "digest": t.digest(),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObserveBody {
+    kind: String,
+    node: String,
+    #[serde(default = "default_failure_ms")]
+    duration_ms: u64,
+}
+
+fn default_failure_ms() -> u64 {
+    60_000
+}
+
+async fn observe(
+    State(ctx): State<Ctx>,
+    body: Result<Json<ObserveBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let kind = match b.kind.as_str() {
+        "node_down" => FailureKind::NodeDown,
+        "node_up" | "recovered" => FailureKind::Recovered,
+        "thermal_throttle" => FailureKind::ThermalThrottle,
+        "network_degradation" => FailureKind::NetworkDegradation,
+        "system_crash" => FailureKind::SystemCrash,
+        other => {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                message: format!(
+                    "kind: unknown event '{other}' (expected node_down, node_up, thermal_throttle, network_degradation, system_crash)"
+                ),
+                field: Some("kind".into()),
+            });
+        }
+    };
+    if ctx.agent.view().node_index(&b.node).is_none() {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("node: '{}' is not in the twin", b.node),
+            field: Some("node".into()),
+        });
+    }
+    let ev = ctx.agent.observe_failure(&b.node, kind, b.duration_ms).await;
+    Ok((StatusCode::ACCEPTED, Json(ev)).into_response())
+}
+
+async fn metrics(State(ctx): State<Ctx>) -> Response {
+    let m = &ctx.agent.metrics;
+    let mut s = String::new();
+    let counter = |s: &mut String, name: &str, help: &str, v: u64| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    };
+    counter(
+        &mut s,
+        "twinmesh_jobs_accepted_total",
+        "Jobs committed by this agent.",
+        m.jobs_accepted.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut s,
+        "twinmesh_jobs_planned_total",
+        "Jobs planned by this agent.",
+        m.jobs_planned.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut s,
+        "twinmesh_jobs_forwarded_total",
+        "Jobs forwarded to the agent nearest their origin.",
+        m.jobs_forwarded.load(Ordering::Relaxed),
+    );
+    counter(&mut s, "twinmesh_jobs_succeeded_total", "Jobs that finished.", m.jobs_succeeded.load(Ordering::Relaxed));
+    counter(&mut s, "twinmesh_jobs_failed_total", "Jobs that failed.", m.jobs_failed.load(Ordering::Relaxed));
+    counter(&mut s, "twinmesh_gossip_in_total", "Gossip frames received.", m.gossip_in.load(Ordering::Relaxed));
+    counter(&mut s, "twinmesh_gossip_out_total", "Gossip frames sent.", m.gossip_out.load(Ordering::Relaxed));
+    counter(
+        &mut s,
+        "twinmesh_gossip_dropped_total",
+        "Frames dropped as undecodable.",
+        m.gossip_dropped.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(s, "# HELP twinmesh_plan_seconds Time to plan a job.\n# TYPE twinmesh_plan_seconds histogram");
+    let mut cum = 0;
+    for (i, b) in PLAN_BUCKETS_US.iter().enumerate() {
+        cum += m.plan_us_buckets[i].load(Ordering::Relaxed);
+        let le = if *b == u64::MAX { "+Inf".to_string() } else { format!("{}", *b as f64 / 1e6) };
+        let _ = writeln!(s, "twinmesh_plan_seconds_bucket{{le=\"{le}\"}} {cum}");
+    }
+    let _ = writeln!(s, "twinmesh_plan_seconds_sum {}", m.plan_us_sum.load(Ordering::Relaxed) as f64 / 1e6);
+    let _ = writeln!(s, "twinmesh_plan_seconds_count {}", m.plan_count.load(Ordering::Relaxed));
+    let t = ctx.agent.twin();
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_twin_nodes Node records in the twin.\n# TYPE twinmesh_twin_nodes gauge\ntwinmesh_twin_nodes {}",
+        t.len()
+    );
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_peers Connected peer agents.\n# TYPE twinmesh_peers gauge\ntwinmesh_peers {}",
+        ctx.agent.peers().len()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
+}

@@ -1,0 +1,282 @@
+//! `twinmesh agent` — run the daemon: mesh, store, API, telemetry and the
+//! virtual actuator.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use libp2p::{Multiaddr, identity};
+use tracing::{info, warn};
+use twinmesh_common::fabric::{self, Fabric};
+use twinmesh_common::model::{Arch, Format, FormatSet, Hardware, Node, NodeStatus, Resources, Telemetry};
+use twinmesh_common::policy::Policy;
+
+use crate::mesh::{self, MeshConfig};
+use crate::node::{Agent, AgentConfig};
+use crate::store::Store;
+
+/// Arguments of `twinmesh agent`.
+#[derive(Debug, Args, Clone)]
+pub struct AgentArgs {
+    /// This agent's node name (the Kubernetes node name).
+    #[arg(long, env = "TWINMESH_NODE", default_value = "local-01")]
+    pub node: String,
+    /// Its cluster (pool).
+    #[arg(long, env = "TWINMESH_CLUSTER", default_value = "edge-microdc")]
+    pub cluster: String,
+    /// Also own (publish and execute for) every fabric node of the cluster,
+    /// as in the embedded demo fabric.
+    #[arg(long, env = "TWINMESH_OWN_CLUSTER")]
+    pub own_cluster: bool,
+    /// HTTP API address.
+    #[arg(long, env = "TWINMESH_API", default_value = "127.0.0.1:7400")]
+    pub api: SocketAddr,
+    /// Mesh listen address (multiaddr).
+    #[arg(long, env = "TWINMESH_LISTEN", default_value = "/ip4/127.0.0.1/tcp/7401")]
+    pub listen: Multiaddr,
+    /// Peers to dial (multiaddrs), comma-separated.
+    #[arg(long, env = "TWINMESH_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Where redb and the node identity live.
+    #[arg(long, env = "TWINMESH_DATA_DIR", default_value = "./twinmesh-data")]
+    pub data_dir: PathBuf,
+    /// Fabric document; the reference fabric when absent.
+    #[arg(long, env = "TWINMESH_FABRIC")]
+    pub fabric: Option<PathBuf>,
+    /// File with the 64-hex-digit mesh key; peers without it cannot join.
+    #[arg(long, env = "TWINMESH_MESH_KEY_FILE")]
+    pub mesh_key_file: Option<PathBuf>,
+    /// File with the API bearer token.
+    #[arg(long, env = "TWINMESH_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Telemetry period in seconds.
+    #[arg(long, env = "TWINMESH_TELEMETRY_INTERVAL", default_value_t = 5.0)]
+    pub telemetry_interval: f64,
+    /// Anti-entropy period in seconds.
+    #[arg(long, env = "TWINMESH_SYNC_INTERVAL", default_value_t = 10.0)]
+    pub sync_interval: f64,
+    /// Default placement policy.
+    #[arg(long, env = "TWINMESH_POLICY", default_value = "cvar")]
+    pub policy: Policy,
+    /// Wall seconds per fabric second in the virtual actuator.
+    #[arg(long, env = "TWINMESH_TIME_SCALE", default_value_t = 0.01)]
+    pub time_scale: f64,
+    /// Actuator: `virtual` (embedded fabric).
+    #[arg(long, env = "TWINMESH_ACTUATOR", default_value = "virtual")]
+    pub actuator: String,
+}
+
+/// A started agent.
+pub struct Running {
+    /// The agent.
+    pub agent: Arc<Agent>,
+    /// Where the API listens.
+    pub api: SocketAddr,
+    /// Where the mesh listens.
+    pub mesh: Vec<Multiaddr>,
+}
+
+fn own_nodes(args: &AgentArgs, fabric: &Fabric) -> Vec<Node> {
+    let mut owned: Vec<Node> = Vec::new();
+    match fabric.nodes.iter().find(|n| n.name == args.node) {
+        Some(n) => owned.push(n.clone()),
+        None => {
+            // A machine outside the fabric file: describe it from sysinfo.
+            let mut sys = sysinfo::System::new().ok();
+            let (cores, mem_gb) = sys.as_mut().map_or((1, 1.0), |s| {
+                s.refresh_memory();
+                (std::thread::available_parallelism().map_or(1, |n| n.get() as u32), s.total_memory() as f64 / 1e9)
+            });
+            let arch = match std::env::consts::ARCH {
+                "aarch64" => Arch::Arm64,
+                "riscv64" => Arch::Riscv64,
+                _ => Arch::Amd64,
+            };
+            owned.push(Node {
+                name: args.node.clone(),
+                cluster: args.cluster.clone(),
+                hardware: Hardware {
+                    arch,
+                    cores,
+                    ghz: 2.5,
+                    speed: 1.0,
+                    mem_gb,
+                    gpu_vram_gb: 0.0,
+                    tdp_w: 15.0 * f64::from(cores),
+                },
+                runtimes: FormatSet::of(&[Format::Native]),
+                labels: [
+                    ("dt.cluster.name".to_string(), args.cluster.clone()),
+                    ("kubernetes.io/arch".to_string(), arch.as_str().to_string()),
+                ]
+                .into_iter()
+                .collect(),
+                allocatable: Resources { cpu: f64::from(cores), mem_gb, gpu_vram_gb: 0.0 },
+                allocated: Resources::default(),
+                telemetry: Telemetry::default(),
+                status: NodeStatus::Ready,
+                resiliency: fabric
+                    .clusters
+                    .iter()
+                    .find(|c| c.name == args.cluster)
+                    .map_or(twinmesh_common::resiliency::DEFAULT_RESILIENCY, |c| c.baseline_resiliency),
+                jitter_sigma: None,
+                backlog_ms: None,
+            });
+        }
+    }
+    if args.own_cluster {
+        for n in fabric.nodes.iter().filter(|n| n.cluster == args.cluster && n.name != args.node) {
+            owned.push(n.clone());
+        }
+    }
+    owned
+}
+
+fn load_identity(dir: &std::path::Path) -> anyhow::Result<identity::Keypair> {
+    let path = dir.join("identity.key");
+    if let Ok(bytes) = std::fs::read(&path) {
+        return identity::Keypair::from_protobuf_encoding(&bytes)
+            .with_context(|| format!("{} is not a node identity; delete it to make a new one", path.display()));
+    }
+    let k = identity::Keypair::generate_ed25519();
+    std::fs::write(&path, k.to_protobuf_encoding().context("encoding identity")?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(k)
+}
+
+/// Starts an agent on the current runtime and returns once its API and mesh
+/// listen.
+pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
+    if args.actuator != "virtual" {
+        bail!("actuator '{}' is not available in this build (only 'virtual')", args.actuator);
+    }
+    let fabric = match &args.fabric {
+        Some(p) => Fabric::from_yaml(
+            &std::fs::read_to_string(p).with_context(|| format!("cannot read fabric {}", p.display()))?,
+        )
+        .with_context(|| format!("invalid fabric {}", p.display()))?,
+        None => fabric::reference(),
+    };
+    if fabric.latency.index_of(&args.cluster).is_none() {
+        bail!("cluster '{}' is not in the fabric (clusters: {})", args.cluster, fabric.latency.names().join(", "));
+    }
+    let key = match &args.mesh_key_file {
+        Some(p) => Some(
+            mesh::parse_key(
+                &std::fs::read_to_string(p).with_context(|| format!("cannot read mesh key {}", p.display()))?,
+            )
+            .map_err(|e| anyhow::anyhow!("mesh key {}: {e}", p.display()))?,
+        ),
+        None => {
+            warn!("no mesh key: any peer that can reach the mesh port can join");
+            None
+        }
+    };
+    let token = match &args.api_token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read API token {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let store = Store::open(&args.data_dir)?;
+    let identity = load_identity(&args.data_dir)?;
+    let mut m = mesh::start(MeshConfig {
+        agent: args.node.clone(),
+        listen: vec![args.listen.clone()],
+        bootstrap: args.bootstrap.clone(),
+        key,
+        identity,
+    })
+    .await
+    .context("starting the mesh")?;
+    let cfg = AgentConfig {
+        name: args.node.clone(),
+        cluster: args.cluster.clone(),
+        owned: own_nodes(&args, &fabric),
+        fabric,
+        time_scale: args.time_scale,
+        policy: args.policy,
+        sync_interval: Duration::from_secs_f64(args.sync_interval.max(0.1)),
+    };
+    let agent = Agent::new(cfg, store, m.commands.clone())?;
+    agent.publish_own(|_| {}).await;
+    let listener =
+        tokio::net::TcpListener::bind(args.api).await.with_context(|| format!("cannot listen on {}", args.api))?;
+    let api = listener.local_addr()?;
+    let router = crate::api::router(agent.clone(), token);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            warn!(error = %e, "API server stopped");
+        }
+    });
+    // Mesh events.
+    let a = agent.clone();
+    let mut events = std::mem::replace(&mut m.events, tokio::sync::mpsc::channel(1).1);
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            a.on_mesh_event(ev).await;
+        }
+    });
+    // Anti-entropy.
+    let a = agent.clone();
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(a.cfg.sync_interval);
+        loop {
+            t.tick().await;
+            a.sync_round().await;
+        }
+    });
+    // Telemetry.
+    let a = agent.clone();
+    let period = Duration::from_secs_f64(args.telemetry_interval.max(0.1));
+    let primary = args.node.clone();
+    tokio::spawn(async move {
+        let mut sys = sysinfo::System::new().ok();
+        let mut t = tokio::time::interval(period);
+        t.tick().await;
+        loop {
+            t.tick().await;
+            let (cpu, mem) = sys.as_mut().map_or((0.0, 0.0), |s| {
+                s.refresh_cpu_usage();
+                s.refresh_memory();
+                let total = s.total_memory().max(1) as f64;
+                (f64::from(s.global_cpu_usage()), s.used_memory() as f64 / total * 100.0)
+            });
+            a.publish_own(|n| {
+                if n.name == primary {
+                    n.telemetry.cpu_pct = cpu;
+                    n.telemetry.mem_pct = mem;
+                }
+            })
+            .await;
+        }
+    });
+    // Resume what a restart interrupted.
+    for id in agent.unfinished_jobs() {
+        info!(job = %id, "resuming job");
+        let a = agent.clone();
+        tokio::spawn(async move { crate::actuator::run(a, id).await });
+    }
+    info!(agent = %args.node, api = %api, mesh = ?m.listening, "agent started");
+    Ok(Running { agent, api, mesh: m.listening })
+}
+
+/// `twinmesh agent`: start and serve until interrupted.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let r = start(args).await?;
+    // One line each, for scripts and tests that start agents.
+    println!("api http://{}", r.api);
+    for a in &r.mesh {
+        println!("mesh {a}");
+    }
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    Ok(())
+}

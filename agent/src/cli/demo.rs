@@ -1,0 +1,259 @@
+//! `twinmesh demo` — a local mesh of seven agents, one per reference pool,
+//! on loopback in this process: they converge, take a stream of jobs from
+//! varied origins through their HTTP APIs, forward each to the agent
+//! nearest its origin, run them on the embedded fabric, verify and
+//! calibrate; a failure is injected on the way.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use rand::{RngExt, SeedableRng};
+use serde_json::json;
+use twinmesh_common::fabric;
+use twinmesh_common::policy::Policy;
+use twinmesh_common::rng::SimRng;
+
+use super::Output;
+use super::agent::{AgentArgs, Running, start};
+
+/// Arguments of `twinmesh demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Jobs to submit.
+    #[arg(long, default_value_t = 40, env = "TWINMESH_DEMO_JOBS")]
+    jobs: usize,
+    /// Give up waiting for jobs after this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    /// Seed for origins, targets and the injected failure.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output: a live text view, or the summary as one JSON object on the
+    /// last line.
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Wall seconds per fabric second.
+    #[arg(long, default_value_t = 0.002)]
+    time_scale: f64,
+}
+
+const TEMPLATES: [&str; 3] = [
+    r#"{"apiVersion":"twinmesh.io/v1","metadata":{"name":"video-NAME","deadline_ms":15000,"origin":{"cluster":"CLUSTER","node":"NODE"}},"spec":{"stages":[
+      {"id":"decode","compute":{"cpu":2,"mem_gb":1,"duration_ms":1500},"output_mb":20},
+      {"id":"detect","compute":{"cpu":4,"mem_gb":8,"duration_ms":6000,"gpu_vram_gb":8},"predecessor":"decode","output_mb":1},
+      {"id":"notify","compute":{"cpu":0.5,"mem_gb":0.25,"duration_ms":200},"predecessor":"detect"}]}}"#,
+    r#"{"apiVersion":"twinmesh.io/v1","metadata":{"name":"sensor-NAME","deadline_ms":8000,"origin":{"cluster":"CLUSTER","node":"NODE"}},"spec":{"stages":[
+      {"id":"ingest","compute":{"cpu":1,"mem_gb":0.5,"duration_ms":400},"output_mb":5},
+      {"id":"analyse","compute":{"cpu":2,"mem_gb":1,"duration_ms":2500},"constraints":{"arch":["riscv64","arm64"]},"predecessor":"ingest"}]}}"#,
+    r#"{"apiVersion":"twinmesh.io/v1","metadata":{"name":"batch-NAME","deadline_ms":40000,"origin":{"cluster":"CLUSTER","node":"NODE"}},"spec":{"stages":[
+      {"id":"split","compute":{"cpu":1,"mem_gb":2,"duration_ms":800},"output_mb":100},
+      {"id":"left","compute":{"cpu":8,"mem_gb":16,"duration_ms":12000},"predecessor":"split","output_mb":10},
+      {"id":"right","compute":{"cpu":8,"mem_gb":16,"duration_ms":12000},"predecessor":"split","output_mb":10},
+      {"id":"merge","compute":{"cpu":2,"mem_gb":4,"duration_ms":1000},"predecessor":["left","right"]}]}}"#,
+];
+
+struct Submitted {
+    id: String,
+    api: String,
+    origin_cluster: String,
+}
+
+pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
+    let text = a.output == Output::Text;
+    let say = |s: String| {
+        if text {
+            println!("{s}");
+        }
+    };
+    let fab = fabric::reference();
+    let dir = std::env::temp_dir().join(format!("twinmesh-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut rng = SimRng::seed_from_u64(a.seed);
+    let key: String = (0..64).map(|_| char::from_digit(rng.random_range(0..16u32), 16).expect("hex")).collect();
+    let key_file = dir.join("mesh.key");
+    std::fs::write(&key_file, &key)?;
+
+    // One agent per pool; the first node of each pool is the agent's node.
+    let t_start = Instant::now();
+    let mut agents: Vec<Running> = Vec::new();
+    for c in &fab.clusters {
+        let node = fab.nodes.iter().find(|n| n.cluster == c.name).context("empty pool")?;
+        let args = AgentArgs {
+            node: node.name.clone(),
+            cluster: c.name.clone(),
+            own_cluster: true,
+            api: "127.0.0.1:0".parse()?,
+            listen: "/ip4/127.0.0.1/tcp/0".parse()?,
+            bootstrap: agents.first().map(|r| r.mesh.clone()).unwrap_or_default(),
+            data_dir: dir.join(&node.name),
+            fabric: None,
+            mesh_key_file: Some(key_file.clone()),
+            api_token_file: None,
+            telemetry_interval: 2.0,
+            sync_interval: 1.0,
+            policy: Policy::Cvar,
+            time_scale: a.time_scale,
+            actuator: "virtual".into(),
+        };
+        agents.push(start(args).await.with_context(|| format!("starting the agent for {}", c.name))?);
+    }
+    say(format!("started {} agents on loopback (data in {})", agents.len(), dir.display()));
+    for r in &agents {
+        say(format!("  {:<16} {:<16} api http://{}", r.agent.cfg.name, r.agent.cfg.cluster, r.api));
+    }
+
+    // Convergence: every twin holds every node.
+    let total = fab.nodes.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sizes: Vec<usize> = agents.iter().map(|r| r.agent.twin().len()).collect();
+        if sizes.iter().all(|&s| s == total) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("twins did not converge in 30 s: sizes {sizes:?} of {total}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let converged = t_start.elapsed();
+    say(format!("twins converged: {total} nodes on every agent after {:.2} s", converged.as_secs_f64()));
+
+    // Submit through the HTTP API of random agents.
+    let client = reqwest::Client::new();
+    let mut submitted: Vec<Submitted> = Vec::new();
+    let mut injected = Vec::new();
+    let mut rejected = 0usize;
+    for k in 0..a.jobs {
+        if k == a.jobs / 3 {
+            // Fail the fastest GPU box in the middle of the stream.
+            let victim = "gamer-01";
+            let api = &agents[rng.random_range(0..agents.len())].api;
+            let r = client
+                .post(format!("http://{api}/v1/observe"))
+                .json(&json!({"kind": "node_down", "node": victim, "duration_ms": 600_000}))
+                .send()
+                .await?;
+            if r.status().is_success() {
+                injected.push(victim.to_string());
+                say(format!("injected node_down on {victim}"));
+            }
+        }
+        let origin = &fab.nodes[rng.random_range(0..fab.nodes.len())];
+        let doc = TEMPLATES[rng.random_range(0..TEMPLATES.len())]
+            .replace("NAME", &format!("{k:03}"))
+            .replace("CLUSTER", &origin.cluster)
+            .replace("NODE", &origin.name);
+        let target = &agents[rng.random_range(0..agents.len())];
+        let resp = client.post(format!("http://{}/v1/jobs", target.api)).body(doc).send().await?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await?;
+        if !status.is_success() {
+            rejected += 1;
+            say(format!("job {k}: {status} {}", body["error"]));
+            continue;
+        }
+        let planner = body["planner"].as_str().unwrap_or_default().to_string();
+        let api = agents.iter().find(|r| r.agent.cfg.name == planner).map_or(target.api, |r| r.api).to_string();
+        submitted.push(Submitted {
+            id: body["id"].as_str().unwrap_or_default().to_string(),
+            api,
+            origin_cluster: origin.cluster.clone(),
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Live view until everything is final.
+    let until = Instant::now() + Duration::from_secs_f64(a.duration);
+    let mut finals: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    loop {
+        for s in &submitted {
+            if finals.contains_key(&s.id) {
+                continue;
+            }
+            let j: serde_json::Value =
+                client.get(format!("http://{}/v1/jobs/{}", s.api, s.id)).send().await?.json().await?;
+            if matches!(j["state"].as_str(), Some("succeeded" | "failed")) {
+                finals.insert(s.id.clone(), j);
+            }
+        }
+        let accepted = finals.values().filter(|j| j["verification"]["accepted"] == true).count();
+        say(format!(
+            "progress {}/{} final · acceptance {:.0}%",
+            finals.len(),
+            submitted.len(),
+            if finals.is_empty() { 0.0 } else { 100.0 * accepted as f64 / finals.len() as f64 }
+        ));
+        if finals.len() == submitted.len() || Instant::now() > until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Summary.
+    let mut per_cluster: BTreeMap<String, usize> = BTreeMap::new();
+    let mut planners: BTreeMap<String, String> = BTreeMap::new();
+    let mut errs: Vec<f64> = Vec::new();
+    let mut near_origin = 0usize;
+    let mut states: BTreeMap<String, usize> = BTreeMap::new();
+    for s in &submitted {
+        let Some(j) = finals.get(&s.id) else {
+            *states.entry("unfinished".into()).or_default() += 1;
+            continue;
+        };
+        *states.entry(j["state"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+        let planner = j["planner"].as_str().unwrap_or_default().to_string();
+        let planner_cluster = agents.iter().find(|r| r.agent.cfg.name == planner).map(|r| r.agent.cfg.cluster.clone());
+        if planner_cluster.as_deref() == Some(s.origin_cluster.as_str()) {
+            near_origin += 1;
+        }
+        planners.insert(s.id.clone(), planner);
+        if let Some(ps) = j["plan"]["placements"].as_array() {
+            for p in ps {
+                *per_cluster.entry(p["cluster"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+            }
+        }
+        if let Some(e) = j["verification"]["latency"]["rel_error"].as_f64() {
+            errs.push(e.abs());
+        }
+    }
+    let half = errs.len() / 2;
+    let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+    let accepted = finals.values().filter(|j| j["verification"]["accepted"] == true).count();
+    let acceptance = if finals.is_empty() { 0.0 } else { accepted as f64 / finals.len() as f64 };
+    let summary = json!({
+        "agents": agents.iter().map(|r| json!({"name": r.agent.cfg.name, "cluster": r.agent.cfg.cluster, "api": format!("http://{}", r.api)})).collect::<Vec<_>>(),
+        "converged_s": converged.as_secs_f64(),
+        "jobs_submitted": submitted.len(),
+        "jobs_rejected": rejected,
+        "states": states,
+        "planner_of_job": planners,
+        "planned_in_origin_cluster": near_origin,
+        "stage_placements_per_cluster": per_cluster,
+        "acceptance_rate": acceptance,
+        "latency_error_first_half": mean(&errs[..half]),
+        "latency_error_second_half": mean(&errs[half..]),
+        "injected_failures": injected,
+    });
+    if text {
+        println!("\nsummary");
+        println!("  jobs            {} submitted, {} rejected, states {:?}", submitted.len(), rejected, states);
+        println!("  routing         {near_origin} of {} planned by an agent in the origin's cluster", finals.len());
+        println!("  placements      {per_cluster:?}");
+        println!("  verification    {:.0}% within ±10% latency and ±20% energy", acceptance * 100.0);
+        println!(
+            "  calibration     mean |latency error| {:.1}% (first half) → {:.1}% (second half)",
+            mean(&errs[..half]) * 100.0,
+            mean(&errs[half..]) * 100.0
+        );
+    } else {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if finals.len() < submitted.len() {
+        bail!("{} jobs did not finish within {} s", submitted.len() - finals.len(), a.duration);
+    }
+    Ok(())
+}

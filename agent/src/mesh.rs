@@ -1,0 +1,358 @@
+//! The libp2p shell around the mesh protocol.
+//!
+//! TCP, then (with a mesh key) a libp2p private-network handshake so peers
+//! without the key cannot even start noise, then noise and yamux. On top:
+//! gossipsub (signed messages, validated before they are forwarded) for twin
+//! records and failures, identify (which also carries the agent's name),
+//! and one request-response protocol for anti-entropy sync and job
+//! forwarding. What a message *means* is decided in `twinmesh_common`
+//! (`gossip`, `wire`); this module only moves bytes.
+
+use std::collections::HashMap;
+use std::io;
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::upgrade::Version;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Transport, gossipsub, identify, identity, noise, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+use twinmesh_common::wire::MAX_FRAME;
+
+/// Gossip topic for twin records and failure events.
+pub const TWIN_TOPIC: &str = "twinmesh/twin/1";
+const RPC_PROTOCOL: &str = "/twinmesh/rpc/1";
+const AGENT_PREFIX: &str = "twinmesh-agent/";
+
+/// What the agent asks of the mesh.
+#[derive(Debug)]
+pub enum Command {
+    /// Gossip a frame to every peer.
+    Publish(Vec<u8>),
+    /// Send a request to the agent named `to` and wait for its answer.
+    Request {
+        /// Agent name.
+        to: String,
+        /// Frame.
+        frame: Vec<u8>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Vec<u8>, String>>,
+    },
+    /// Answer an inbound request.
+    Respond(u64, Vec<u8>),
+}
+
+/// What the mesh tells the agent.
+#[derive(Debug)]
+pub enum Event {
+    /// A gossiped frame.
+    Gossip(Vec<u8>),
+    /// An inbound request; answer with [`Command::Respond`] and the id.
+    Request {
+        /// Sender's agent name, if identified.
+        from: Option<String>,
+        /// Id to answer with.
+        id: u64,
+        /// Frame.
+        frame: Vec<u8>,
+    },
+    /// A peer agent is connected and identified.
+    PeerUp(String),
+    /// A peer agent's last connection closed.
+    PeerDown(String),
+}
+
+/// Mesh settings.
+#[derive(Clone, Debug)]
+pub struct MeshConfig {
+    /// This agent's name (announced through identify).
+    pub agent: String,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start and whenever disconnected.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Private-network key; `None` = open mesh.
+    pub key: Option<[u8; 32]>,
+    /// Node identity key (persisted by the caller).
+    pub identity: identity::Keypair,
+}
+
+/// Handle to the running mesh.
+pub struct Mesh {
+    /// Commands in.
+    pub commands: mpsc::Sender<Command>,
+    /// Events out.
+    pub events: mpsc::Receiver<Event>,
+    /// Where it listens (filled once the listeners are up).
+    pub listening: Vec<Multiaddr>,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    gossipsub: gossipsub::Behaviour,
+    identify: identify::Behaviour,
+    rpc: request_response::Behaviour<FrameCodec>,
+}
+
+/// Length-prefixed byte frames, at most [`MAX_FRAME`].
+#[derive(Clone, Default)]
+struct FrameCodec;
+
+async fn read_frame<T: futures::AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes exceeds {MAX_FRAME}")));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: futures::AsyncWrite + Unpin + Send>(io: &mut T, data: Vec<u8>) -> io::Result<()> {
+    io.write_all(&(data.len() as u32).to_be_bytes()).await?;
+    io.write_all(&data).await?;
+    io.close().await
+}
+
+impl request_response::Codec for FrameCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_frame(io).await
+    }
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_frame(io).await
+    }
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
+        write_frame(io, req).await
+    }
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()> {
+        write_frame(io, res).await
+    }
+}
+
+/// Reads a mesh key: 64 hex digits, alone or in the `swarm.key` format.
+pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
+    let hex: String = text.lines().map(str::trim).filter(|l| !l.starts_with('/') && !l.is_empty()).collect();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("a mesh key is 64 hexadecimal digits (32 bytes)".into());
+    }
+    let mut key = [0u8; 32];
+    for (i, k) in key.iter_mut().enumerate() {
+        *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(key)
+}
+
+/// Starts the mesh on the current tokio runtime.
+pub async fn start(cfg: MeshConfig) -> anyhow::Result<Mesh> {
+    let psk = cfg.key.map(PreSharedKey::new);
+    let agent_version = format!("{AGENT_PREFIX}{}", cfg.agent);
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.identity.clone())
+        .with_tokio()
+        .with_other_transport(|key| {
+            let base = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+            let maybe_private = match psk {
+                Some(psk) => {
+                    either::Either::Left(base.and_then(move |socket, _| PnetConfig::new(psk).handshake(socket)))
+                }
+                None => either::Either::Right(base),
+            };
+            Ok(maybe_private
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default())
+                .timeout(Duration::from_secs(10))
+                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))))
+        })?
+        .with_dns()?
+        .with_behaviour(|key| {
+            let gcfg = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(200))
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validate_messages()
+                .max_transmit_size(MAX_FRAME)
+                .mesh_n_low(1)
+                .mesh_outbound_min(0)
+                .build()
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            let mut gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gcfg)
+                .map_err(io::Error::other)?;
+            gossipsub
+                .with_peer_score(gossipsub::PeerScoreParams::default(), gossipsub::PeerScoreThresholds::default())
+                .map_err(io::Error::other)?;
+            let identify = identify::Behaviour::new(
+                identify::Config::new("/twinmesh/id/1".into(), key.public()).with_agent_version(agent_version.clone()),
+            );
+            let rpc = request_response::Behaviour::new(
+                [(StreamProtocol::new(RPC_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+            );
+            Ok(Behaviour { gossipsub, identify, rpc })
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    let topic = gossipsub::IdentTopic::new(TWIN_TOPIC);
+    swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
+    for a in &cfg.listen {
+        swarm.listen_on(a.clone())?;
+    }
+    // Wait for the listeners so callers can print real addresses.
+    let mut listening = Vec::new();
+    while listening.len() < cfg.listen.len() {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            listening.push(address);
+        }
+    }
+    for b in &cfg.bootstrap {
+        if let Err(e) = swarm.dial(b.clone()) {
+            warn!(addr = %b, error = %e, "dial failed");
+        }
+    }
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (ev_tx, ev_rx) = mpsc::channel(4096);
+    tokio::spawn(run(swarm, topic, cfg.bootstrap.clone(), cmd_rx, ev_tx));
+    Ok(Mesh { commands: cmd_tx, events: ev_rx, listening })
+}
+
+async fn run(
+    mut swarm: libp2p::Swarm<Behaviour>,
+    topic: gossipsub::IdentTopic,
+    bootstrap: Vec<Multiaddr>,
+    mut cmds: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+) {
+    let mut names: HashMap<PeerId, String> = HashMap::new();
+    let mut peers_by_name: HashMap<String, PeerId> = HashMap::new();
+    let mut pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>> = HashMap::new();
+    let mut inbound: HashMap<u64, ResponseChannel<Vec<u8>>> = HashMap::new();
+    let mut next_inbound = 0u64;
+    let mut redial = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            cmd = cmds.recv() => {
+                let Some(cmd) = cmd else { return };
+                match cmd {
+                    Command::Publish(frame) => {
+                        if let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), frame) {
+                            debug!(error = %e, "publish");
+                        }
+                    }
+                    Command::Request { to, frame, reply } => match peers_by_name.get(&to) {
+                        Some(peer) => {
+                            let id = swarm.behaviour_mut().rpc.send_request(peer, frame);
+                            pending.insert(id, reply);
+                        }
+                        None => {
+                            let _ = reply.send(Err(format!("agent '{to}' is not connected")));
+                        }
+                    },
+                    Command::Respond(id, frame) => {
+                        if let Some(ch) = inbound.remove(&id) {
+                            let _ = swarm.behaviour_mut().rpc.send_response(ch, frame);
+                        }
+                    }
+                }
+            }
+            _ = redial.tick() => {
+                if swarm.connected_peers().next().is_none() {
+                    for b in &bootstrap {
+                        let _ = swarm.dial(b.clone());
+                    }
+                }
+            }
+            ev = swarm.select_next_some() => match ev {
+                SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { propagation_source, message_id, message })) => {
+                    // Validate before forwarding: only well-formed frames
+                    // travel on; the agent decides what they mean.
+                    let ok = twinmesh_common::wire::decode(&message.data).is_ok();
+                    let acceptance = if ok { gossipsub::MessageAcceptance::Accept } else { gossipsub::MessageAcceptance::Reject };
+                    let _ = swarm.behaviour_mut().gossipsub.report_message_validation_result(&message_id, &propagation_source, acceptance);
+                    let _ = events.send(Event::Gossip(message.data)).await;
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                    if let Some(name) = info.agent_version.strip_prefix(AGENT_PREFIX) {
+                        let name = name.to_string();
+                        swarm.behaviour_mut().gossipsub.add_explicit_peer(&peer_id);
+                        if names.insert(peer_id, name.clone()).is_none() {
+                            peers_by_name.insert(name.clone(), peer_id);
+                            info!(peer = %peer_id, agent = %name, "peer up");
+                            let _ = events.send(Event::PeerUp(name)).await;
+                        }
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message { peer, message, .. })) => match message {
+                    request_response::Message::Request { request, channel, .. } => {
+                        next_inbound += 1;
+                        inbound.insert(next_inbound, channel);
+                        let _ = events.send(Event::Request { from: names.get(&peer).cloned(), id: next_inbound, frame: request }).await;
+                    }
+                    request_response::Message::Response { request_id, response } => {
+                        if let Some(tx) = pending.remove(&request_id) {
+                            let _ = tx.send(Ok(response));
+                        }
+                    }
+                },
+                SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::OutboundFailure { request_id, error, .. })) => {
+                    if let Some(tx) = pending.remove(&request_id) {
+                        let _ = tx.send(Err(error.to_string()));
+                    }
+                }
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    if let Some(name) = names.remove(&peer_id) {
+                        peers_by_name.remove(&name);
+                        info!(peer = %peer_id, agent = %name, "peer down");
+                        let _ = events.send(Event::PeerDown(name)).await;
+                    }
+                }
+                SwarmEvent::IncomingConnectionError { error, .. } => {
+                    debug!(error = %error, "incoming connection refused");
+                }
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    debug!(error = %error, "outgoing connection failed");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_in_both_formats() {
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let k = parse_key(hex).unwrap();
+        assert_eq!(k[1], 0x11);
+        assert_eq!(parse_key(&format!("/key/swarm/psk/1.0.0/\n/base16/\n{hex}\n")).unwrap(), k);
+        assert!(parse_key("abc").unwrap_err().contains("64 hexadecimal"));
+    }
+}

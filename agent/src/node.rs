@@ -1,0 +1,593 @@
+//! The agent's core: its twin replica, its jobs, and the loop that ties the
+//! mesh, the store, the API and the actuator together.
+//!
+//! State lives behind one mutex held only for short, non-blocking sections;
+//! anything that waits (the store, the mesh, the actuator) happens outside
+//! it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+use twinmesh_common::calibrate::Calibration;
+use twinmesh_common::fabric::Fabric;
+use twinmesh_common::failures::{FailureEvent, FailureKind};
+use twinmesh_common::gossip;
+use twinmesh_common::model::{Node, NodeStatus};
+use twinmesh_common::policy::{Policy, PolicyConfig};
+use twinmesh_common::routing::{self, AgentInfo, Route};
+use twinmesh_common::spec::{self, SpecError};
+use twinmesh_common::twin::{FailureId, NodeRecord, Twin};
+use twinmesh_common::view::{FabricView, FormatOverheads};
+use twinmesh_common::wire::{self, JobHandoff, Message};
+
+use crate::jobs::{JobRecord, JobState, job_id};
+use crate::mesh;
+use crate::store::Store;
+
+/// Label on node records naming the agent that owns them.
+pub const AGENT_LABEL: &str = "twinmesh.io/agent";
+
+/// How an agent is set up.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Agent name (its primary node's name).
+    pub name: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// Clusters, latency matrix and the hardware of the nodes it stands for.
+    pub fabric: Fabric,
+    /// Node records this agent owns and publishes.
+    pub owned: Vec<Node>,
+    /// Wall seconds per fabric second for the virtual actuator.
+    pub time_scale: f64,
+    /// Default policy.
+    pub policy: Policy,
+    /// Anti-entropy period.
+    pub sync_interval: Duration,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    /// Jobs accepted (committed).
+    pub jobs_accepted: AtomicU64,
+    /// Jobs planned here.
+    pub jobs_planned: AtomicU64,
+    /// Jobs forwarded to another planner.
+    pub jobs_forwarded: AtomicU64,
+    /// Jobs that failed.
+    pub jobs_failed: AtomicU64,
+    /// Jobs that succeeded.
+    pub jobs_succeeded: AtomicU64,
+    /// Gossip frames received.
+    pub gossip_in: AtomicU64,
+    /// Gossip frames sent.
+    pub gossip_out: AtomicU64,
+    /// Frames dropped as undecodable.
+    pub gossip_dropped: AtomicU64,
+    /// Plan latency histogram: bucket upper bounds in µs.
+    pub plan_us_buckets: [AtomicU64; 10],
+    /// Sum of plan latencies (µs).
+    pub plan_us_sum: AtomicU64,
+    /// Plans timed.
+    pub plan_count: AtomicU64,
+}
+
+/// Upper bounds (µs) of the plan-latency buckets.
+pub const PLAN_BUCKETS_US: [u64; 10] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, u64::MAX];
+
+impl Metrics {
+    fn observe_plan(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        let i = PLAN_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(PLAN_BUCKETS_US.len() - 1);
+        self.plan_us_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.plan_us_sum.fetch_add(us, Ordering::Relaxed);
+        self.plan_count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The document is bad.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// No node can run it.
+    #[error("{0}")]
+    Unplaceable(String),
+    /// Storing it failed: it was not accepted.
+    #[error("not accepted: {0}")]
+    Store(String),
+    /// Bad query parameter.
+    #[error("{field}: {reason}")]
+    Param {
+        /// Parameter.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a submission returns.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct SubmitResponse {
+    /// Job id.
+    pub id: String,
+    /// Agent that planned it.
+    pub planner: String,
+    /// Whether this call created it (false: already known).
+    pub created: bool,
+    /// The job record.
+    pub job: JobRecord,
+}
+
+struct State {
+    twin: Twin,
+    view: Option<Arc<FabricView>>,
+    calibration: Calibration,
+    jobs: HashMap<String, JobRecord>,
+    peers: BTreeSet<String>,
+    failure_seq: u64,
+}
+
+/// A running agent.
+pub struct Agent {
+    /// Configuration.
+    pub cfg: AgentConfig,
+    state: Mutex<State>,
+    /// Durable state.
+    pub store: Store,
+    mesh: mpsc::Sender<mesh::Command>,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+/// Unix time in ms.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Agent {
+    /// Builds the agent from its store (restoring twin and jobs) and a
+    /// running mesh.
+    pub fn new(cfg: AgentConfig, store: Store, mesh: mpsc::Sender<mesh::Command>) -> anyhow::Result<Arc<Agent>> {
+        let mut twin = Twin::new();
+        let (records, bad_r) = store.twin()?;
+        let (failures, bad_f) = store.failures()?;
+        let (jobs, bad_j) = store.jobs()?;
+        for c in bad_r.iter().chain(&bad_f).chain(&bad_j) {
+            warn!(table = c.table, key = %c.key, reason = %c.reason, "skipping undecodable stored entry");
+        }
+        for r in records {
+            twin.merge_record(r);
+        }
+        let mut failure_seq = 0;
+        for f in failures {
+            if f.id.reporter == cfg.name {
+                failure_seq = failure_seq.max(f.id.seq);
+            }
+            twin.add_failure(f);
+        }
+        let mut calibration = Calibration::default();
+        for j in &jobs {
+            for o in &j.observations {
+                calibration.observe(&o.node, o.format, o.model_ms, o.compute_ms);
+            }
+        }
+        let jobs: HashMap<String, JobRecord> = jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
+        info!(agent = %cfg.name, jobs = jobs.len(), records = twin.len(), "restored state");
+        Ok(Arc::new(Agent {
+            cfg,
+            state: Mutex::new(State { twin, view: None, calibration, jobs, peers: BTreeSet::new(), failure_seq }),
+            store,
+            mesh,
+            metrics: Metrics::default(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes this agent's own records (new version of each), stores
+    /// and gossips them. `update` may change each node first.
+    pub async fn publish_own(&self, update: impl Fn(&mut Node)) {
+        let recs: Vec<NodeRecord> = {
+            let mut st = self.lock();
+            let mut out = Vec::new();
+            for base in &self.cfg.owned {
+                let mut n = st.twin.record(&base.name).map_or_else(|| base.clone(), |r| r.node.clone());
+                n.labels.insert(AGENT_LABEL.into(), self.cfg.name.clone());
+                update(&mut n);
+                out.push(st.twin.update_own(n));
+            }
+            st.view = None;
+            out
+        };
+        if let Err(e) = self.store.put_twin(&recs, &[]).await {
+            warn!(error = %e, "storing own records");
+        }
+        for r in recs {
+            self.send_gossip(&Message::Record(r)).await;
+        }
+    }
+
+    async fn send_gossip(&self, msg: &Message) {
+        self.metrics.gossip_out.fetch_add(1, Ordering::Relaxed);
+        let _ = self.mesh.send(mesh::Command::Publish(wire::encode(msg))).await;
+    }
+
+    /// The planning view (cached until the twin changes).
+    pub fn view(&self) -> Arc<FabricView> {
+        let mut st = self.lock();
+        if let Some(v) = &st.view {
+            return v.clone();
+        }
+        let now = now_ms();
+        let down: BTreeSet<String> =
+            twinmesh_common::failures::down_nodes(st.twin.failures(), now).into_iter().collect();
+        // Nodes the twin does not know yet come from the fabric file.
+        let mut nodes: HashMap<String, Node> =
+            self.cfg.fabric.nodes.iter().map(|n| (n.name.clone(), n.clone())).collect();
+        for n in st.twin.nodes() {
+            nodes.insert(n.name.clone(), n.clone());
+        }
+        let mut list: Vec<Node> = nodes.into_values().collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        for n in &mut list {
+            if down.contains(&n.name) {
+                n.status = NodeStatus::NotReady;
+            }
+        }
+        let mut view = match FabricView::new(
+            &self.cfg.fabric.clusters,
+            self.cfg.fabric.latency.clone(),
+            &list,
+            FormatOverheads::default(),
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(error = %e, "twin has nodes outside the fabric; planning on the fabric file alone");
+                self.cfg.fabric.view()
+            }
+        };
+        st.calibration.apply(&mut view);
+        let v = Arc::new(view);
+        st.view = Some(v.clone());
+        v
+    }
+
+    /// Agents known from the twin, for routing.
+    fn agents(&self) -> Vec<AgentInfo> {
+        let st = self.lock();
+        let mut by_agent: HashMap<String, AgentInfo> = HashMap::new();
+        for n in st.twin.nodes() {
+            let Some(agent) = n.labels.get(AGENT_LABEL) else { continue };
+            let alive = agent == &self.cfg.name || st.peers.contains(agent);
+            let e = by_agent.entry(agent.clone()).or_insert_with(|| AgentInfo {
+                name: agent.clone(),
+                cluster: n.cluster.clone(),
+                owns: Vec::new(),
+                alive,
+                resiliency: n.resiliency,
+                cpu_pct: n.telemetry.cpu_pct,
+            });
+            e.owns.push(n.name.clone());
+            if &n.name == agent {
+                e.cluster = n.cluster.clone();
+                e.resiliency = n.resiliency;
+                e.cpu_pct = n.telemetry.cpu_pct;
+            }
+        }
+        let mut v: Vec<AgentInfo> = by_agent.into_values().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Connected peer agents.
+    pub fn peers(&self) -> Vec<String> {
+        self.lock().peers.iter().cloned().collect()
+    }
+
+    /// A snapshot of the twin.
+    pub fn twin(&self) -> Twin {
+        self.lock().twin.clone()
+    }
+
+    /// A job by id.
+    pub fn job(&self, id: &str) -> Option<JobRecord> {
+        self.lock().jobs.get(id).cloned()
+    }
+
+    /// Accepts a job document: validates, routes to the agent nearest its
+    /// origin (forwarding over the mesh), plans, commits, and starts it.
+    pub async fn submit(
+        self: &Arc<Self>,
+        text: &str,
+        policy: Option<&str>,
+        dry_run: bool,
+        forwarded_from: Option<String>,
+    ) -> Result<SubmitResponse, SubmitError> {
+        let doc = spec::parse_document(text)?;
+        let job = doc.validate()?;
+        let policy: Policy = match policy {
+            Some(p) => p.parse().map_err(|reason| SubmitError::Param { field: "policy", reason })?,
+            None => self.cfg.policy,
+        };
+        let canonical = serde_json::to_string(&doc).expect("documents serialise");
+        let id = job_id(&job.name, &canonical);
+        if let Some(existing) = self.job(&id) {
+            return Ok(SubmitResponse { id, planner: existing.planner.clone(), created: false, job: existing });
+        }
+        // Route, unless another agent already routed it here.
+        let mut unreachable: Vec<String> = Vec::new();
+        let mut notes = Vec::new();
+        let mut route: Option<Route> = None;
+        if forwarded_from.is_none() {
+            let agents = self.agents();
+            while let Some(r) = routing::route(&job.origin, &agents, &self.cfg.fabric.latency, &unreachable) {
+                if r.agent == self.cfg.name {
+                    route = Some(r);
+                    break;
+                }
+                let handoff = JobHandoff {
+                    id: id.clone(),
+                    document: canonical.clone(),
+                    policy: policy.to_string(),
+                    dry_run,
+                    submitted_to: self.cfg.name.clone(),
+                };
+                match self.request(&r.agent, Message::Forward(handoff), Duration::from_secs(5)).await {
+                    Ok(Message::ForwardResult { result: Ok(json), .. }) => {
+                        if let Ok(resp) = serde_json::from_str::<SubmitResponse>(&json) {
+                            self.metrics.jobs_forwarded.fetch_add(1, Ordering::Relaxed);
+                            return Ok(resp);
+                        }
+                        unreachable.push(r.agent.clone());
+                    }
+                    Ok(Message::ForwardResult { result: Err(reason), .. }) => {
+                        // The planner refused the job itself (bad document,
+                        // unplaceable): that is the answer.
+                        return Err(SubmitError::Unplaceable(reason));
+                    }
+                    other => {
+                        let why = match other {
+                            Err(e) => e,
+                            Ok(m) => format!("unexpected answer {}", m.kind()),
+                        };
+                        notes
+                            .push(format!("agent {} nearest the origin is unreachable ({why}); planned here", r.agent));
+                        unreachable.push(r.agent.clone());
+                    }
+                }
+            }
+        } else if let Some(from) = &forwarded_from {
+            notes.push(format!("forwarded by {from}"));
+        }
+        self.plan_and_accept(id, canonical, job, policy, dry_run, forwarded_from, route, notes).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_and_accept(
+        self: &Arc<Self>,
+        id: String,
+        canonical: String,
+        job: twinmesh_common::job::Job,
+        policy: Policy,
+        dry_run: bool,
+        forwarded_from: Option<String>,
+        route: Option<Route>,
+        notes: Vec<String>,
+    ) -> Result<SubmitResponse, SubmitError> {
+        let view = self.view();
+        let t0 = Instant::now();
+        let cfg = PolicyConfig {
+            seed: id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
+            ..PolicyConfig::default()
+        };
+        let plan = policy.plan(&view, &job, &cfg).map_err(|e| SubmitError::Unplaceable(e.to_string()))?;
+        self.metrics.observe_plan(t0.elapsed());
+        let submitted_to = forwarded_from.unwrap_or_else(|| self.cfg.name.clone());
+        let mut rec = JobRecord::accepted(id.clone(), canonical, policy.to_string(), dry_run, submitted_to, now_ms());
+        rec.planner = self.cfg.name.clone();
+        rec.state = if dry_run { JobState::DryRun } else { JobState::Planned };
+        rec.plan = Some(plan);
+        rec.route = route;
+        rec.notes = notes;
+        {
+            let mut st = self.lock();
+            if let Some(existing) = st.jobs.get(&id) {
+                // Raced with a duplicate: the first one stands.
+                return Ok(SubmitResponse {
+                    id,
+                    planner: existing.planner.clone(),
+                    created: false,
+                    job: existing.clone(),
+                });
+            }
+            st.jobs.insert(id.clone(), rec.clone());
+        }
+        if let Err(e) = self.store.put_job(&rec).await {
+            self.lock().jobs.remove(&id);
+            return Err(SubmitError::Store(e.to_string()));
+        }
+        self.metrics.jobs_accepted.fetch_add(1, Ordering::Relaxed);
+        self.metrics.jobs_planned.fetch_add(1, Ordering::Relaxed);
+        if !dry_run {
+            let me = self.clone();
+            let job_id = id.clone();
+            tokio::spawn(async move { crate::actuator::run(me, job_id).await });
+        }
+        Ok(SubmitResponse { id, planner: self.cfg.name.clone(), created: true, job: rec })
+    }
+
+    /// Updates a job record in memory and in the store.
+    pub async fn update_job(&self, id: &str, f: impl FnOnce(&mut JobRecord)) -> Option<JobRecord> {
+        let rec = {
+            let mut st = self.lock();
+            let r = st.jobs.get_mut(id)?;
+            f(r);
+            r.clone()
+        };
+        if let Err(e) = self.store.put_job(&rec).await {
+            warn!(job = id, error = %e, "storing job update");
+        }
+        Some(rec)
+    }
+
+    /// Folds an observed run into calibration.
+    pub fn calibrate(&self, obs: &crate::jobs::StageObservation) {
+        let mut st = self.lock();
+        st.calibration.observe(&obs.node, obs.format, obs.model_ms, obs.compute_ms);
+        st.view = None;
+    }
+
+    /// Records a failure (or recovery) observed or injected here and
+    /// spreads it.
+    pub async fn observe_failure(&self, node: &str, kind: FailureKind, duration_ms: u64) -> FailureEvent {
+        let ev = {
+            let mut st = self.lock();
+            st.failure_seq += 1;
+            let ev = FailureEvent {
+                id: FailureId { reporter: self.cfg.name.clone(), seq: st.failure_seq },
+                node: node.to_string(),
+                kind,
+                at_ms: now_ms(),
+                duration_ms,
+            };
+            st.twin.add_failure(ev.clone());
+            st.view = None;
+            ev
+        };
+        if let Err(e) = self.store.put_twin(&[], std::slice::from_ref(&ev)).await {
+            warn!(error = %e, "storing failure");
+        }
+        self.send_gossip(&Message::Failure(ev.clone())).await;
+        ev
+    }
+
+    async fn request(&self, to: &str, msg: Message, timeout: Duration) -> Result<Message, String> {
+        let (tx, rx) = oneshot::channel();
+        self.mesh
+            .send(mesh::Command::Request { to: to.to_string(), frame: wire::encode(&msg), reply: tx })
+            .await
+            .map_err(|_| "mesh stopped".to_string())?;
+        let frame = tokio::time::timeout(timeout, rx)
+            .await
+            .map_err(|_| format!("no answer from {to} within {timeout:?}"))?
+            .map_err(|_| "mesh stopped".to_string())??;
+        wire::decode(&frame).map_err(|e| e.to_string())
+    }
+
+    /// Handles one mesh event.
+    pub async fn on_mesh_event(self: &Arc<Self>, ev: mesh::Event) {
+        match ev {
+            mesh::Event::Gossip(frame) => {
+                self.metrics.gossip_in.fetch_add(1, Ordering::Relaxed);
+                match wire::decode(&frame) {
+                    Ok(msg) => {
+                        self.apply_twin_message(msg).await;
+                    }
+                    Err(e) => {
+                        self.metrics.gossip_dropped.fetch_add(1, Ordering::Relaxed);
+                        warn!(reason = e.metric_label(), "dropped gossip frame");
+                    }
+                }
+            }
+            mesh::Event::Request { from, id, frame } => {
+                let reply = match wire::decode(&frame) {
+                    Err(e) => {
+                        self.metrics.gossip_dropped.fetch_add(1, Ordering::Relaxed);
+                        warn!(peer = ?from, reason = e.metric_label(), "dropped request frame");
+                        Message::Ack
+                    }
+                    Ok(Message::Forward(h)) => {
+                        let me = self.clone();
+                        let from2 = from.clone().unwrap_or(h.submitted_to.clone());
+                        // Plan outside the mesh loop; answer when done.
+                        let mesh_tx = self.mesh.clone();
+                        tokio::spawn(async move {
+                            let r = me.submit(&h.document, Some(&h.policy), h.dry_run, Some(from2)).await;
+                            let result = match r {
+                                Ok(resp) => Ok(serde_json::to_string(&resp).expect("serialises")),
+                                Err(e) => Err(e.to_string()),
+                            };
+                            let msg = Message::ForwardResult { id: h.id, result };
+                            let _ = mesh_tx.send(mesh::Command::Respond(id, wire::encode(&msg))).await;
+                        });
+                        return;
+                    }
+                    Ok(msg) => self.apply_twin_message(msg).await.unwrap_or(Message::Ack),
+                };
+                let _ = self.mesh.send(mesh::Command::Respond(id, wire::encode(&reply))).await;
+            }
+            mesh::Event::PeerUp(name) => {
+                self.lock().peers.insert(name.clone());
+                // Catch up at once rather than waiting for fresh gossip.
+                let me = self.clone();
+                tokio::spawn(async move { me.sync_with(&name).await });
+            }
+            mesh::Event::PeerDown(name) => {
+                self.lock().peers.remove(&name);
+            }
+        }
+    }
+
+    /// Applies a twin message; returns the reply, if any.
+    async fn apply_twin_message(&self, msg: Message) -> Option<Message> {
+        let (handled, changed_records, changed_failures) = {
+            let mut st = self.lock();
+            let before = st.twin.digest();
+            let h = gossip::handle(&mut st.twin, msg);
+            if h.changed > 0 {
+                st.view = None;
+            }
+            let delta = if h.changed > 0 { st.twin.delta_for(&before) } else { Default::default() };
+            (h, delta.records, delta.failures)
+        };
+        if !changed_records.is_empty() || !changed_failures.is_empty() {
+            if let Err(e) = self.store.put_twin(&changed_records, &changed_failures).await {
+                warn!(error = %e, "storing twin changes");
+            }
+        }
+        handled.reply
+    }
+
+    /// One anti-entropy exchange with `peer`.
+    pub async fn sync_with(&self, peer: &str) {
+        let digest = self.lock().twin.digest();
+        match self.request(peer, Message::SyncRequest(digest), Duration::from_secs(10)).await {
+            Ok(resp) => {
+                if let Some(push) = self.apply_twin_message(resp).await {
+                    let _ = self.request(peer, push, Duration::from_secs(10)).await;
+                }
+            }
+            Err(e) => warn!(peer, error = %e, "anti-entropy sync failed"),
+        }
+    }
+
+    /// Periodic anti-entropy with one random peer.
+    pub async fn sync_round(&self) {
+        let peers = self.peers();
+        if peers.is_empty() {
+            return;
+        }
+        let pick = (now_ms() as usize) % peers.len();
+        self.sync_with(&peers[pick]).await;
+    }
+
+    /// Resumes jobs that were accepted but not finished before a restart.
+    pub fn unfinished_jobs(&self) -> Vec<String> {
+        self.lock()
+            .jobs
+            .values()
+            .filter(|j| !j.state.is_final() && j.planner == self.cfg.name)
+            .map(|j| j.id.clone())
+            .collect()
+    }
+}

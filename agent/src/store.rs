@@ -1,0 +1,308 @@
+//! Durable state in redb: jobs (with their plans, observations and
+//! verification), twin records and failure events.
+//!
+//! An accepted job is committed before the API answers. Writes go through
+//! one writer thread that commits whatever has queued up in a single
+//! transaction (group commit), so many concurrent submissions share one
+//! fsync instead of paying one each. Every value carries a format version
+//! byte; a value that does not decode is reported with its table and key
+//! and skipped, never a crash, and never silently dropped from the count.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+use tokio::sync::oneshot;
+use twinmesh_common::failures::FailureEvent;
+use twinmesh_common::twin::NodeRecord;
+
+use crate::jobs::JobRecord;
+
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+const TWIN: TableDefinition<&str, &[u8]> = TableDefinition::new("twin");
+const FAILURES: TableDefinition<&str, &[u8]> = TableDefinition::new("failures");
+
+/// Version byte in front of every stored value.
+const VALUE_VERSION: u8 = 1;
+
+/// Most writes folded into one transaction.
+const MAX_BATCH: usize = 512;
+
+/// A storage failure.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database could not be opened.
+    #[error(
+        "cannot open database {path}: {reason} (if the file is damaged, move it aside; the agent then starts empty)"
+    )]
+    Open {
+        /// File path.
+        path: PathBuf,
+        /// What redb said.
+        reason: String,
+    },
+    /// A read or write failed.
+    #[error("database {op} failed: {reason}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// What redb said.
+        reason: String,
+    },
+    /// The writer thread is gone (the agent is shutting down).
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    fn io(op: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
+        move |e| StoreError::Io { op, reason: e.to_string() }
+    }
+}
+
+/// A stored value that did not decode.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Corrupt {
+    /// Table.
+    pub table: &'static str,
+    /// Key.
+    pub key: String,
+    /// Why.
+    pub reason: String,
+}
+
+enum Write {
+    Job(Vec<u8>, String),
+    Twin(Vec<u8>, String),
+    Failure(Vec<u8>, String),
+}
+
+struct Request {
+    writes: Vec<Write>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Handle to the store; cheap to clone. The last clone dropped stops the
+/// writer after it has committed everything queued, and closes the file.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    inner: Arc<Writer>,
+}
+
+struct Writer {
+    tx: Option<std_mpsc::Sender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![VALUE_VERSION];
+    out.extend(postcard::to_allocvec(v).expect("stored types encode"));
+    out
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    match bytes.split_first() {
+        None => Err("empty value".into()),
+        Some((&VALUE_VERSION, body)) => postcard::from_bytes(body).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("unknown value version {v}")),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) `dir/twinmesh.redb` and starts the writer.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Open { path: dir.to_path_buf(), reason: e.to_string() })?;
+        let path = dir.join("twinmesh.redb");
+        let db = Database::create(&path).map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
+        // Make sure the tables exist so reads never fail on a new file.
+        let w = db.begin_write().map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
+        for t in [JOBS, TWIN, FAILURES] {
+            w.open_table(t).map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
+        }
+        w.commit().map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
+        let db = Arc::new(db);
+        let (tx, rx) = std_mpsc::channel::<Request>();
+        let wdb = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("twinmesh-store".into())
+            .spawn(move || writer(&wdb, &rx))
+            .map_err(|e| StoreError::Open { path, reason: e.to_string() })?;
+        Ok(Store { db, inner: Arc::new(Writer { tx: Some(tx), thread: Some(thread) }) })
+    }
+
+    async fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        let tx = self.inner.tx.as_ref().ok_or(StoreError::Closed)?;
+        tx.send(Request { writes, done }).map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?.map_err(|reason| StoreError::Io { op: "commit", reason })
+    }
+
+    /// Stores a job record; returns once it is durable.
+    pub async fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        self.write(vec![Write::Job(encode(job), job.id.clone())]).await
+    }
+
+    /// Stores twin records and failure events; returns once durable.
+    pub async fn put_twin(&self, records: &[NodeRecord], failures: &[FailureEvent]) -> Result<(), StoreError> {
+        let mut w: Vec<Write> = records.iter().map(|r| Write::Twin(encode(r), r.node.name.clone())).collect();
+        w.extend(failures.iter().map(|f| Write::Failure(encode(f), failure_key(f))));
+        if w.is_empty() {
+            return Ok(());
+        }
+        self.write(w).await
+    }
+
+    /// One job by id.
+    #[cfg(test)]
+    pub fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let r = self.db.begin_read().map_err(|e| StoreError::io("read")(e.into()))?;
+        let t = r.open_table(JOBS).map_err(|e| StoreError::io("read")(e.into()))?;
+        let v = t.get(id).map_err(|e| StoreError::io("read")(e.into()))?;
+        Ok(v.and_then(|v| decode(v.value()).ok()))
+    }
+
+    /// Every stored job, and the entries that did not decode.
+    pub fn jobs(&self) -> Result<(Vec<JobRecord>, Vec<Corrupt>), StoreError> {
+        self.load(JOBS, "jobs")
+    }
+
+    /// Every stored twin record, and the entries that did not decode.
+    pub fn twin(&self) -> Result<(Vec<NodeRecord>, Vec<Corrupt>), StoreError> {
+        self.load(TWIN, "twin")
+    }
+
+    /// Every stored failure event, and the entries that did not decode.
+    pub fn failures(&self) -> Result<(Vec<FailureEvent>, Vec<Corrupt>), StoreError> {
+        self.load(FAILURES, "failures")
+    }
+
+    fn load<T: DeserializeOwned>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        name: &'static str,
+    ) -> Result<(Vec<T>, Vec<Corrupt>), StoreError> {
+        let r = self.db.begin_read().map_err(|e| StoreError::io("read")(e.into()))?;
+        let t = r.open_table(def).map_err(|e| StoreError::io("read")(e.into()))?;
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for entry in t.iter().map_err(|e| StoreError::io("read")(e.into()))? {
+            let (k, v) = entry.map_err(|e| StoreError::io("read")(e.into()))?;
+            match decode(v.value()) {
+                Ok(x) => ok.push(x),
+                Err(reason) => bad.push(Corrupt { table: name, key: k.value().to_string(), reason }),
+            }
+        }
+        Ok((ok, bad))
+    }
+
+    #[cfg(test)]
+    fn put_raw(&self, key: &str, value: &[u8]) {
+        let w = self.db.begin_write().unwrap();
+        w.open_table(JOBS).unwrap().insert(key, value).unwrap();
+        w.commit().unwrap();
+    }
+}
+
+fn failure_key(f: &FailureEvent) -> String {
+    format!("{}/{:020}", f.id.reporter, f.id.seq)
+}
+
+/// The writer thread: block for one request, fold in whatever else is
+/// queued, commit once, answer everyone.
+fn writer(db: &Arc<Database>, rx: &std_mpsc::Receiver<Request>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let result = commit(db, &batch).map_err(|e| e.to_string());
+        for r in batch {
+            let _ = r.done.send(result.clone());
+        }
+    }
+}
+
+fn commit(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
+    let w = db.begin_write()?;
+    {
+        let mut jobs = w.open_table(JOBS)?;
+        let mut twin = w.open_table(TWIN)?;
+        let mut failures = w.open_table(FAILURES)?;
+        for r in batch {
+            for op in &r.writes {
+                match op {
+                    Write::Job(v, k) => jobs.insert(k.as_str(), v.as_slice())?,
+                    Write::Twin(v, k) => twin.insert(k.as_str(), v.as_slice())?,
+                    Write::Failure(v, k) => failures.insert(k.as_str(), v.as_slice())?,
+                };
+            }
+        }
+    }
+    w.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::{JobRecord, JobState};
+
+    fn job(id: &str) -> JobRecord {
+        JobRecord::accepted(id.into(), "{}".into(), "greedy".into(), false, "me".into(), 0)
+    }
+
+    #[tokio::test]
+    async fn jobs_survive_reopen_and_corrupt_entries_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let mut handles = Vec::new();
+            for i in 0..200 {
+                let s = s.clone();
+                handles.push(tokio::spawn(async move { s.put_job(&job(&format!("j{i:03}"))).await }));
+            }
+            for h in handles {
+                h.await.unwrap().unwrap();
+            }
+            let mut j = job("j007");
+            j.state = JobState::Succeeded;
+            s.put_job(&j).await.unwrap();
+            s.put_raw("broken", &[1, 255, 255, 255]);
+            s.put_raw("future", &[9, 0]);
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let (jobs, bad) = s.jobs().unwrap();
+        assert_eq!(jobs.len(), 200);
+        assert_eq!(s.job("j007").unwrap().unwrap().state, JobState::Succeeded);
+        let keys: Vec<&str> = bad.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["broken", "future"]);
+        assert!(bad[1].reason.contains("unknown value version 9"));
+    }
+
+    #[test]
+    fn a_garbage_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("twinmesh.redb"), b"this is not a database, just forty bytes.").unwrap();
+        let e = Store::open(dir.path()).err().expect("must not open");
+        let msg = e.to_string();
+        assert!(msg.contains("twinmesh.redb") && msg.contains("move it aside"), "{msg}");
+    }
+}
