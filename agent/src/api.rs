@@ -176,9 +176,12 @@ fn default_failure_ms() -> u64 {
 
 async fn observe(
     State(ctx): State<Ctx>,
-    body: Result<Json<ObserveBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<String, axum::extract::rejection::StringRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    // Any content type: curl users send form-encoded headers by default.
+    let b: ObserveBody = serde_json::from_str(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid event: {e}")))?;
     let kind = match b.kind.as_str() {
         "node_down" => FailureKind::NodeDown,
         "node_up" | "recovered" => FailureKind::Recovered,

@@ -44,6 +44,8 @@ pub enum Command {
     },
     /// Answer an inbound request.
     Respond(u64, Vec<u8>),
+    /// Dial these addresses (one agent's) unless already connected.
+    Dial(Vec<Multiaddr>),
 }
 
 /// What the mesh tells the agent.
@@ -87,7 +89,8 @@ pub struct Mesh {
     pub commands: mpsc::Sender<Command>,
     /// Events out.
     pub events: mpsc::Receiver<Event>,
-    /// Where it listens (filled once the listeners are up).
+    /// Where it listens (filled once the listeners are up), with
+    /// `/p2p/<peer id>` appended so others can dial it by identity.
     pub listening: Vec<Multiaddr>,
 }
 
@@ -235,6 +238,8 @@ pub async fn start(cfg: MeshConfig) -> anyhow::Result<Mesh> {
             warn!(addr = %b, error = %e, "dial failed");
         }
     }
+    let me = *swarm.local_peer_id();
+    let listening = listening.into_iter().map(|a| a.with(libp2p::multiaddr::Protocol::P2p(me))).collect();
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (ev_tx, ev_rx) = mpsc::channel(4096);
     tokio::spawn(run(swarm, topic, cfg.bootstrap.clone(), cmd_rx, ev_tx));
@@ -276,6 +281,13 @@ async fn run(
                     Command::Respond(id, frame) => {
                         if let Some(ch) = inbound.remove(&id) {
                             let _ = swarm.behaviour_mut().rpc.send_response(ch, frame);
+                        }
+                    }
+                    Command::Dial(addrs) => {
+                        for a in addrs {
+                            if let Err(e) = swarm.dial(a.clone()) {
+                                debug!(addr = %a, error = %e, "dial");
+                            }
                         }
                     }
                 }

@@ -31,6 +31,10 @@ use crate::store::Store;
 
 /// Label on node records naming the agent that owns them.
 pub const AGENT_LABEL: &str = "twinmesh.io/agent";
+/// Label on an agent's own node record: its mesh addresses, space
+/// separated, so every agent can dial every other (discovery through the
+/// twin itself).
+pub const MESH_LABEL: &str = "twinmesh.io/mesh";
 
 /// How an agent is set up.
 #[derive(Clone, Debug)]
@@ -49,6 +53,8 @@ pub struct AgentConfig {
     pub policy: Policy,
     /// Anti-entropy period.
     pub sync_interval: Duration,
+    /// This agent's mesh addresses (published for discovery).
+    pub mesh_addrs: Vec<String>,
 }
 
 /// Counters for `/metrics`.
@@ -203,6 +209,9 @@ impl Agent {
             for base in &self.cfg.owned {
                 let mut n = st.twin.record(&base.name).map_or_else(|| base.clone(), |r| r.node.clone());
                 n.labels.insert(AGENT_LABEL.into(), self.cfg.name.clone());
+                if n.name == self.cfg.name && !self.cfg.mesh_addrs.is_empty() {
+                    n.labels.insert(MESH_LABEL.into(), self.cfg.mesh_addrs.join(" "));
+                }
                 update(&mut n);
                 out.push(st.twin.update_own(n));
             }
@@ -579,6 +588,22 @@ impl Agent {
         }
         let pick = (now_ms() as usize) % peers.len();
         self.sync_with(&peers[pick]).await;
+    }
+
+    /// Dials agents the twin knows of that are not connected.
+    pub async fn discover(&self) {
+        let wanted: Vec<Vec<libp2p::Multiaddr>> = {
+            let st = self.lock();
+            st.twin
+                .nodes()
+                .filter(|n| n.name != self.cfg.name && !st.peers.contains(&n.name))
+                .filter_map(|n| n.labels.get(MESH_LABEL))
+                .map(|addrs| addrs.split_whitespace().filter_map(|a| a.parse().ok()).collect())
+                .collect()
+        };
+        for addrs in wanted {
+            let _ = self.mesh.send(mesh::Command::Dial(addrs)).await;
+        }
     }
 
     /// Resumes jobs that were accepted but not finished before a restart.

@@ -297,6 +297,46 @@ mod tests {
         assert!(bad[1].reason.contains("unknown value version 9"));
     }
 
+    #[tokio::test]
+    async fn a_full_record_round_trips() {
+        // Everything a finished job carries must survive postcard.
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let f = twinmesh_common::fabric::reference();
+        let jd = twinmesh_common::spec::parse_job(include_str!("../../docs/examples/video-pipeline.yaml")).unwrap();
+        let plan = twinmesh_common::policy::Policy::Cvar
+            .plan(&f.view(), &jd, &twinmesh_common::policy::PolicyConfig::default())
+            .unwrap();
+        let mut j = job("full");
+        j.plan = Some(plan.clone());
+        j.route = Some(twinmesh_common::routing::Route {
+            agent: "a".into(),
+            reason: twinmesh_common::routing::RouteReason::Nearest { latency_ms: 15.0 },
+            skipped: vec!["b".into()],
+        });
+        j.verification = Some(twinmesh_common::verify::verify(
+            &plan.predicted,
+            &twinmesh_common::verify::Observed { latency_ms: 1.0, energy_j: 2.0 },
+            &Default::default(),
+        ));
+        j.observations.push(crate::jobs::StageObservation {
+            stage: "decode".into(),
+            node: "n".into(),
+            format: twinmesh_common::model::Format::QemuArm64,
+            start_ms: 1.0,
+            finish_ms: 2.0,
+            compute_ms: 1.0,
+            model_ms: 1.0,
+            energy_j: 1.0,
+            attempts: 1,
+        });
+        j.error = Some("x".into());
+        s.put_job(&j).await.unwrap();
+        let (jobs, bad) = s.jobs().unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(jobs, vec![j]);
+    }
+
     #[test]
     fn a_garbage_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();

@@ -52,7 +52,9 @@ pub struct Prediction {
     /// Whether the nominal latency meets the deadline (true without one).
     pub meets_deadline: bool,
     /// CVaR of latency at the policy's α, for plans made by CVaR.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // No `skip_serializing_if`: plans are stored with postcard, which is
+    // not self-describing and cannot skip fields.
+    #[serde(default)]
     pub tail_latency_ms: Option<f64>,
     /// Per-stage timing, in document order.
     pub stages: Vec<StageTiming>,

@@ -30,7 +30,9 @@ pub struct AgentInfo {
 
 /// Why a route was chosen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+// Externally tagged (serde's default): routes are stored with postcard,
+// which cannot read internally tagged enums.
+#[serde(rename_all = "snake_case")]
 pub enum RouteReason {
     /// The agent owns the origin node.
     OriginNode,

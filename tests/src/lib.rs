@@ -64,3 +64,140 @@ pub fn run_twinmesh(args: &[&str], stdin: Option<&str>, limit: Duration) -> Outp
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A `twinmesh agent` process, killed when dropped.
+pub struct AgentProc {
+    child: std::process::Child,
+    /// Node name.
+    pub name: String,
+    /// API base URL (`http://127.0.0.1:port`).
+    pub api: String,
+    /// Mesh address (with `/p2p/<peer id>`).
+    pub mesh: String,
+    /// Data directory.
+    pub data: PathBuf,
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl AgentProc {
+    /// Starts `twinmesh agent --node NAME --cluster CLUSTER` with free
+    /// ports, data in `data`, plus `extra` arguments; waits until it prints
+    /// its API and mesh addresses (30 s at most). Its log goes to
+    /// `data/agent.log`.
+    pub fn start(name: &str, cluster: &str, data: &std::path::Path, extra: &[&str]) -> AgentProc {
+        use std::io::BufRead;
+        std::fs::create_dir_all(data).expect("data dir");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(data.join("agent.log")).expect("log file");
+        let mut child = Command::new(twinmesh_bin())
+            .args(["agent", "--node", name, "--cluster", cluster, "--api", "127.0.0.1:0"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .env("TWINMESH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn agent");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut api, mut mesh) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while api.is_none() || mesh.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => {
+                    if let Some(a) = l.strip_prefix("api ") {
+                        api = Some(a.to_string());
+                    } else if let Some(m) = l.strip_prefix("mesh ") {
+                        mesh = Some(m.to_string());
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(data.join("agent.log")).unwrap_or_default();
+                    panic!("agent {name} did not start within 30 s; log:\n{log}");
+                }
+            }
+        }
+        AgentProc {
+            child,
+            name: name.to_string(),
+            api: api.expect("api"),
+            mesh: mesh.expect("mesh"),
+            data: data.to_path_buf(),
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// GET `path` as JSON, with an optional bearer token.
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = http().get(format!("{}{path}", self.api)).send().expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
+    /// POST `body` to `path`, with an optional bearer token.
+    pub fn post(&self, path: &str, body: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut r = http().post(format!("{}{path}", self.api)).body(body.to_string());
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
+    /// This agent's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.join("agent.log")).unwrap_or_default()
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().expect("client")
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A fresh temporary directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// A mesh key file (64 hex digits) in `dir`.
+pub fn key_file(dir: &std::path::Path, name: &str, byte: u8) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{byte:02x}").repeat(32)).expect("key file");
+    p
+}

@@ -205,6 +205,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         time_scale: args.time_scale,
         policy: args.policy,
         sync_interval: Duration::from_secs_f64(args.sync_interval.max(0.1)),
+        mesh_addrs: m.listening.iter().map(ToString::to_string).collect(),
     };
     let agent = Agent::new(cfg, store, m.commands.clone())?;
     agent.publish_own(|_| {}).await;
@@ -231,6 +232,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         let mut t = tokio::time::interval(a.cfg.sync_interval);
         loop {
             t.tick().await;
+            a.discover().await;
             a.sync_round().await;
         }
     });

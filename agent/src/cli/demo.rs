@@ -119,6 +119,17 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let converged = t_start.elapsed();
+    // Full mesh: every agent connected to every other (discovered through
+    // the twin), so jobs can be forwarded to the agent nearest their origin.
+    loop {
+        if agents.iter().all(|r| r.agent.peers().len() == agents.len() - 1) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("agents did not all connect in 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     say(format!("twins converged: {total} nodes on every agent after {:.2} s", converged.as_secs_f64()));
 
     // Submit through the HTTP API of random agents.

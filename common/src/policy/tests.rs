@@ -189,6 +189,20 @@ spec:
 }
 
 #[test]
+fn plans_round_trip_through_postcard_and_json() {
+    // Plans are stored with postcard (not self-describing) and served as
+    // JSON; both must give back the same plan.
+    let f = crate::fabric::reference();
+    for pol in Policy::ALL {
+        let p = plan(pol, &f, &one_stage("dc-core", 1.0, 100.0));
+        let bytes = postcard::to_allocvec(&p).unwrap();
+        assert_eq!(postcard::from_bytes::<Plan>(&bytes).unwrap(), p, "{pol}");
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<Plan>(&json).unwrap(), p, "{pol}");
+    }
+}
+
+#[test]
 fn policies_plan_the_reference_fabric() {
     let f = crate::fabric::reference();
     let j = job(r#"

@@ -1,0 +1,275 @@
+//! Agents as real processes on loopback: convergence, routing to the
+//! origin's agent, crash and restart, membership and authentication, bad
+//! input. Every test is bounded in time and kills what it starts.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use twinmesh_tests::{AgentProc, key_file, tempdir, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn job(name: &str, cluster: &str, node: Option<&str>) -> String {
+    let node = node.map_or(String::new(), |n| format!(r#", "node": "{n}""#));
+    format!(
+        r#"{{"apiVersion":"twinmesh.io/v1","metadata":{{"name":"{name}","deadline_ms":60000,"origin":{{"cluster":"{cluster}"{node}}}}},"spec":{{"stages":[
+        {{"id":"decode","compute":{{"cpu":2,"mem_gb":1,"duration_ms":1500}},"output_mb":20}},
+        {{"id":"detect","compute":{{"cpu":4,"mem_gb":8,"duration_ms":6000,"gpu_vram_gb":8}},"predecessor":"decode","output_mb":1}},
+        {{"id":"notify","compute":{{"cpu":0.5,"mem_gb":0.25,"duration_ms":200}},"predecessor":"detect"}}]}}}}"#
+    )
+}
+
+/// Node name → version, as an agent's `/v1/twin` lists them.
+fn versions(a: &AgentProc) -> std::collections::BTreeMap<String, u64> {
+    let (_, t) = a.get("/v1/twin");
+    t["nodes"]
+        .as_array()
+        .map(|ns| {
+            ns.iter()
+                .map(|r| (r["node"]["name"].as_str().unwrap_or("").to_string(), r["version"].as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn five_agents_converge() {
+    // Rule: every agent's twin lists every agent's node at the version its
+    // owner last published.
+    let dir = tempdir();
+    let key = key_file(dir.path(), "mesh.key", 0x5a);
+    let key = key.to_str().unwrap();
+    let pools = [
+        ("dc-x86-01", "dc-core"),
+        ("edge-srv-01", "edge-microdc"),
+        ("lab-pc-01", "campus-lab"),
+        ("pan1-phone-01", "phone-pan-1"),
+        ("gamer-01", "gamer-pc"),
+    ];
+    let t0 = Instant::now();
+    let first = AgentProc::start(
+        pools[0].0,
+        pools[0].1,
+        &dir.path().join(pools[0].0),
+        &["--mesh-key-file", key, "--telemetry-interval", "3600"],
+    );
+    let mut agents = vec![first];
+    for (name, cluster) in &pools[1..] {
+        let boot = agents[0].mesh.clone();
+        agents.push(AgentProc::start(
+            name,
+            cluster,
+            &dir.path().join(name),
+            &["--mesh-key-file", key, "--bootstrap", &boot, "--telemetry-interval", "3600", "--sync-interval", "1"],
+        ));
+    }
+    let started = t0.elapsed();
+    let done = wait_for(LIMIT, || {
+        let own: Vec<u64> = agents.iter().map(|a| versions(a).get(&a.name).copied().unwrap_or(0)).collect();
+        let all = agents.iter().all(|a| {
+            let v = versions(a);
+            agents.iter().zip(&own).all(|(b, ver)| *ver > 0 && v.get(&b.name) == Some(ver))
+        });
+        all.then(|| t0.elapsed())
+    });
+    let Some(took) = done else {
+        panic!("no convergence within {LIMIT:?}; first agent log:\n{}", agents[0].log());
+    };
+    eprintln!("five agents converged {:?} after start ({:?} to start them)", took - started, started);
+    // And they are connected to each other, found through the twin.
+    let full = wait_for(LIMIT, || {
+        agents.iter().all(|a| a.get("/v1/twin").1["peers"].as_array().map_or(0, Vec::len) == 4).then_some(())
+    });
+    assert!(full.is_some(), "agents did not form a full mesh");
+}
+
+#[test]
+fn a_job_goes_to_the_agent_of_its_origin_and_is_verified() {
+    let dir = tempdir();
+    let key = key_file(dir.path(), "mesh.key", 0x11);
+    let key = key.to_str().unwrap();
+    let a = AgentProc::start("dc-x86-01", "dc-core", &dir.path().join("a"), &["--mesh-key-file", key]);
+    let extra = ["--mesh-key-file", key, "--bootstrap", &a.mesh, "--sync-interval", "1", "--own-cluster"];
+    let b = AgentProc::start("edge-srv-01", "edge-microdc", &dir.path().join("b"), &extra);
+    let c = AgentProc::start("pan1-phone-01", "phone-pan-1", &dir.path().join("c"), &extra);
+    // Wait until A knows C owns pan1-phone-05 and is connected to it.
+    let ready = wait_for(LIMIT, || {
+        let (_, t) = a.get("/v1/twin");
+        let owns = t["nodes"].as_array()?.iter().any(|r| {
+            r["node"]["name"] == "pan1-phone-05" && r["node"]["labels"]["twinmesh.io/agent"] == "pan1-phone-01"
+        });
+        let connected = t["peers"].as_array()?.iter().any(|p| p == "pan1-phone-01");
+        (owns && connected).then_some(())
+    });
+    assert!(ready.is_some(), "A never learnt of C; A log:\n{}", a.log());
+    let (status, resp) = a.post("/v1/jobs", &job("route-me", "phone-pan-1", Some("pan1-phone-05")), None);
+    assert_eq!(status, 202, "{resp}");
+    assert_eq!(resp["planner"], "pan1-phone-01", "{resp}");
+    let id = resp["id"].as_str().unwrap().to_string();
+    // Submitting the same document again is the same job, not a new one.
+    // B must reach C too before it can route there.
+    let b_ready =
+        wait_for(LIMIT, || b.get("/v1/twin").1["peers"].as_array()?.iter().any(|p| p == "pan1-phone-01").then_some(()));
+    assert!(b_ready.is_some());
+    let (status2, again) = b.post("/v1/jobs", &job("route-me", "phone-pan-1", Some("pan1-phone-05")), None);
+    assert_eq!(status2, 200, "{again}");
+    assert_eq!(again["id"], id.as_str());
+    let v = wait_for(LIMIT, || {
+        let (s, v) = c.get(&format!("/v1/plans/{id}/verify"));
+        (s == 200).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("job never verified; C log:\n{}", c.log()));
+    assert_eq!(v["observations"].as_array().unwrap().len(), 3);
+    let lat = &v["verification"]["latency"];
+    assert!(lat["observed"].as_f64().unwrap() > 0.0 && lat["predicted"].as_f64().unwrap() > 0.0);
+    let (_, j) = c.get(&format!("/v1/jobs/{id}"));
+    assert_eq!(j["state"], "succeeded");
+    assert_eq!(j["submitted_to"], "dc-x86-01");
+}
+
+#[test]
+fn acknowledged_jobs_survive_kill_9() {
+    // Rule: every job the API acknowledged is there after a crash and
+    // reaches a final state; the restarted twin catches up by anti-entropy.
+    let dir = tempdir();
+    let key = key_file(dir.path(), "mesh.key", 0x22);
+    let key = key.to_str().unwrap();
+    let a_dir = dir.path().join("a");
+    let a = AgentProc::start("edge-srv-01", "edge-microdc", &a_dir, &["--mesh-key-file", key, "--time-scale", "0.05"]);
+    let b = AgentProc::start(
+        "dc-x86-01",
+        "dc-core",
+        &dir.path().join("b"),
+        &["--mesh-key-file", key, "--bootstrap", &a.mesh, "--telemetry-interval", "0.3"],
+    );
+    let a_api = a.api.clone();
+    let submitter = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let mut acked = Vec::new();
+        for k in 0..400 {
+            let doc = job(&format!("crash-{k:03}"), "edge-microdc", None);
+            match client.post(format!("{a_api}/v1/jobs")).body(doc).send() {
+                Ok(r) if r.status().as_u16() == 202 => {
+                    let v: Value = r.json().unwrap();
+                    acked.push(v["id"].as_str().unwrap().to_string());
+                }
+                Ok(_) => {}
+                Err(_) => break, // the agent is gone
+            }
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    a.kill9();
+    let acked = submitter.join().unwrap();
+    assert!(!acked.is_empty(), "no job was acknowledged before the crash");
+    // B keeps publishing while A is down.
+    std::thread::sleep(Duration::from_millis(800));
+    let a = AgentProc::start(
+        "edge-srv-01",
+        "edge-microdc",
+        &a_dir,
+        &["--mesh-key-file", key, "--bootstrap", &b.mesh, "--time-scale", "0.05", "--sync-interval", "1"],
+    );
+    for id in &acked {
+        let (s, j) = a.get(&format!("/v1/jobs/{id}"));
+        assert_eq!(s, 200, "acknowledged job {id} lost after kill -9");
+        assert!(j["plan"].is_object());
+    }
+    let finals = wait_for(LIMIT, || {
+        acked
+            .iter()
+            .all(|id| matches!(a.get(&format!("/v1/jobs/{id}")).1["state"].as_str(), Some("succeeded" | "failed")))
+            .then_some(())
+    });
+    assert!(finals.is_some(), "not every acknowledged job reached a final state; log:\n{}", a.log());
+    // A's replica of B catches up with B's own, newer record.
+    let caught_up = wait_for(LIMIT, || {
+        let theirs = versions(&b).get("dc-x86-01").copied()?;
+        let ours = versions(&a).get("dc-x86-01").copied()?;
+        (ours >= theirs.saturating_sub(3) && ours > 1).then_some(())
+    });
+    assert!(caught_up.is_some(), "restarted agent's twin did not catch up");
+    eprintln!("{} jobs acknowledged before the crash, all recovered", acked.len());
+}
+
+#[test]
+fn strangers_cannot_join_and_submissions_need_the_token() {
+    let dir = tempdir();
+    let k1 = key_file(dir.path(), "k1", 0x01);
+    let k2 = key_file(dir.path(), "k2", 0x02);
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let a = AgentProc::start(
+        "dc-x86-01",
+        "dc-core",
+        &dir.path().join("a"),
+        &["--mesh-key-file", k1.to_str().unwrap(), "--api-token-file", token.to_str().unwrap()],
+    );
+    let friend = AgentProc::start(
+        "edge-srv-01",
+        "edge-microdc",
+        &dir.path().join("f"),
+        &["--mesh-key-file", k1.to_str().unwrap(), "--bootstrap", &a.mesh],
+    );
+    let stranger = AgentProc::start(
+        "gamer-01",
+        "gamer-pc",
+        &dir.path().join("s"),
+        &["--mesh-key-file", k2.to_str().unwrap(), "--bootstrap", &a.mesh],
+    );
+    // The friend joins (proves the wait is long enough); the stranger never does.
+    let joined = wait_for(LIMIT, || {
+        friend.get("/v1/twin").1["peers"].as_array()?.iter().any(|p| p == "dc-x86-01").then_some(())
+    });
+    assert!(joined.is_some());
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, st) = stranger.get("/v1/twin");
+    assert_eq!(st["peers"].as_array().unwrap().len(), 0, "a peer with another key joined: {st}");
+    assert_eq!(st["nodes"].as_array().unwrap().len(), 1, "the stranger learnt the twin: {st}");
+    // Token.
+    let doc = job("auth", "dc-core", None);
+    let (s, e) = a.post("/v1/jobs?dry_run=true", &doc, None);
+    assert_eq!(s, 401, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("token"));
+    let (s, _) = a.post("/v1/jobs?dry_run=true", &doc, Some("wrong"));
+    assert_eq!(s, 401);
+    let (s, ok) = a.post("/v1/jobs?dry_run=true", &doc, Some("s3cret"));
+    assert_eq!(s, 202, "{ok}");
+    assert_eq!(ok["job"]["state"], "dry_run");
+    // Health stays open for probes.
+    let r = reqwest::blocking::get(format!("{}/healthz", a.api)).unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[test]
+fn bad_input_gets_4xx_naming_the_problem_and_the_agent_keeps_serving() {
+    let dir = tempdir();
+    let a = AgentProc::start("dc-x86-01", "dc-core", &dir.path().join("a"), &[]);
+    let good = job("fine", "dc-core", None);
+    let cases: Vec<(String, &str, u16, &str)> = vec![
+        ("{\"apiVersion\": ".to_string(), "/v1/jobs", 400, "EOF"),
+        (good.replace("\"output_mb\":20", "\"output_mb\":20,\"colour\":1"), "/v1/jobs", 400, "spec.stages[0].colour"),
+        (good.replace("\"predecessor\":\"decode\"", "\"predecessor\":\"notify\""), "/v1/jobs", 400, "cycle"),
+        (good.replace("\"cpu\":2,", "\"cpu\":-2,"), "/v1/jobs", 400, "spec.stages[0].compute.cpu"),
+        (good.clone(), "/v1/jobs?policy=fastest", 400, "policy"),
+        (good.clone(), "/v1/jobs?colour=red", 400, "colour"),
+        (job("nowhere", "mars", None), "/v1/jobs", 422, "mars"),
+        (good.replace("\"cpu\":4,", "\"cpu\":1000,"), "/v1/jobs", 422, "no feasible node"),
+        ("x".repeat(2 * 1024 * 1024), "/v1/jobs", 413, ""),
+        ("{\"kind\": \"melt\", \"node\": \"dc-x86-01\"}".to_string(), "/v1/observe", 400, "kind"),
+        ("{\"kind\": \"node_down\", \"node\": \"atlantis\"}".to_string(), "/v1/observe", 400, "atlantis"),
+    ];
+    for (body, path, want, says) in &cases {
+        let (s, e) = a.post(path, body, None);
+        assert_eq!(s, *want, "{path} {}…: {e}", &body[..body.len().min(60)]);
+        if !says.is_empty() {
+            assert!(e.to_string().contains(says), "{path}: expected '{says}' in {e}");
+        }
+    }
+    assert_eq!(a.get("/v1/jobs/missing").0, 404);
+    let (s, ok) = a.post("/v1/jobs", &good, None);
+    assert_eq!(s, 202, "agent stopped serving after bad input: {ok}");
+    let (s, m) = (reqwest::blocking::get(format!("{}/metrics", a.api)).unwrap().status().as_u16(), ());
+    assert_eq!((s, m), (200, ()));
+}
