@@ -207,9 +207,13 @@ pub async fn start(cfg: MeshConfig) -> anyhow::Result<Mesh> {
                 .map_err(|e| io::Error::other(e.to_string()))?;
             let mut gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gcfg)
                 .map_err(io::Error::other)?;
-            gossipsub
-                .with_peer_score(gossipsub::PeerScoreParams::default(), gossipsub::PeerScoreThresholds::default())
-                .map_err(io::Error::other)?;
+            // Peer scoring stays on, but without the IP-colocation
+            // penalty: membership is already gated by the mesh key, and
+            // many agents legitimately share an address (one host running
+            // several pools, k3d on one Docker network, this test rig).
+            // With it, more than ten agents on one IP graylist each other.
+            let score = gossipsub::PeerScoreParams { ip_colocation_factor_weight: 0.0, ..Default::default() };
+            gossipsub.with_peer_score(score, gossipsub::PeerScoreThresholds::default()).map_err(io::Error::other)?;
             let identify = identify::Behaviour::new(
                 identify::Config::new("/twinmesh/id/1".into(), key.public()).with_agent_version(agent_version.clone()),
             );
@@ -266,7 +270,7 @@ async fn run(
                 match cmd {
                     Command::Publish(frame) => {
                         if let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), frame) {
-                            debug!(error = %e, "publish");
+                            warn!(error = %e, "publish failed");
                         }
                     }
                     Command::Request { to, frame, reply } => match peers_by_name.get(&to) {

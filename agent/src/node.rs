@@ -151,6 +151,7 @@ pub struct Agent {
     mesh: mpsc::Sender<mesh::Command>,
     /// Counters.
     pub metrics: Metrics,
+    persist: mpsc::UnboundedSender<(Vec<NodeRecord>, Vec<FailureEvent>)>,
 }
 
 /// Unix time in ms.
@@ -187,12 +188,27 @@ impl Agent {
         }
         let jobs: HashMap<String, JobRecord> = jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
         info!(agent = %cfg.name, jobs = jobs.len(), records = twin.len(), "restored state");
+        let (persist, mut queue) = mpsc::unbounded_channel::<(Vec<NodeRecord>, Vec<FailureEvent>)>();
+        let st = store.clone();
+        tokio::spawn(async move {
+            while let Some((mut recs, mut fails)) = queue.recv().await {
+                // Fold whatever else is queued into one write.
+                while let Ok((r, f)) = queue.try_recv() {
+                    recs.extend(r);
+                    fails.extend(f);
+                }
+                if let Err(e) = st.put_twin(&recs, &fails).await {
+                    warn!(error = %e, "storing twin changes");
+                }
+            }
+        });
         Ok(Arc::new(Agent {
             cfg,
             state: Mutex::new(State { twin, view: None, calibration, jobs, peers: BTreeSet::new(), failure_seq }),
             store,
             mesh,
             metrics: Metrics::default(),
+            persist,
         }))
     }
 
@@ -200,22 +216,28 @@ impl Agent {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Publishes this agent's own records (new version of each), stores
-    /// and gossips them. `update` may change each node first.
-    pub async fn publish_own(&self, update: impl Fn(&mut Node)) {
+    /// Publishes this agent's own records, stores and gossips them:
+    /// every one when `force` (at start, so a restarted agent supersedes
+    /// what it published before), otherwise only those `update` changed.
+    pub async fn publish_own(&self, force: bool, update: impl Fn(&mut Node)) {
         let recs: Vec<NodeRecord> = {
             let mut st = self.lock();
             let mut out = Vec::new();
             for base in &self.cfg.owned {
-                let mut n = st.twin.record(&base.name).map_or_else(|| base.clone(), |r| r.node.clone());
+                let current = st.twin.record(&base.name).map(|r| r.node.clone());
+                let mut n = current.clone().unwrap_or_else(|| base.clone());
                 n.labels.insert(AGENT_LABEL.into(), self.cfg.name.clone());
                 if n.name == self.cfg.name && !self.cfg.mesh_addrs.is_empty() {
                     n.labels.insert(MESH_LABEL.into(), self.cfg.mesh_addrs.join(" "));
                 }
                 update(&mut n);
-                out.push(st.twin.update_own(n));
+                if force || current.as_ref() != Some(&n) {
+                    out.push(st.twin.update_own(n));
+                }
             }
-            st.view = None;
+            if !out.is_empty() {
+                st.view = None;
+            }
             out
         };
         if let Err(e) = self.store.put_twin(&recs, &[]).await {
@@ -301,6 +323,16 @@ impl Agent {
     /// Connected peer agents.
     pub fn peers(&self) -> Vec<String> {
         self.lock().peers.iter().cloned().collect()
+    }
+
+    /// Whether the twin holds failure event `id`.
+    pub fn has_failure(&self, id: &FailureId) -> bool {
+        self.lock().twin.has_failure(id)
+    }
+
+    /// Number of node records in the twin.
+    pub fn twin_len(&self) -> usize {
+        self.lock().twin.len()
     }
 
     /// A snapshot of the twin.
@@ -560,9 +592,10 @@ impl Agent {
             (h, delta.records, delta.failures)
         };
         if !changed_records.is_empty() || !changed_failures.is_empty() {
-            if let Err(e) = self.store.put_twin(&changed_records, &changed_failures).await {
-                warn!(error = %e, "storing twin changes");
-            }
+            // Others' records need no synchronous durability (anti-entropy
+            // restores them); persisting them in order, off the event
+            // loop, keeps one slow fsync from delaying gossip.
+            let _ = self.persist.send((changed_records, changed_failures));
         }
         handled.reply
     }

@@ -219,6 +219,11 @@ impl Twin {
         self.nodes.values().map(|e| &e.record.node)
     }
 
+    /// Whether the failure event `id` is held.
+    pub fn has_failure(&self, id: &FailureId) -> bool {
+        self.failures.contains_key(id)
+    }
+
     /// All failure events, by id.
     pub fn failures(&self) -> impl Iterator<Item = &FailureEvent> {
         self.failures.values()

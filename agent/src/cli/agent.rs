@@ -46,6 +46,9 @@ pub struct AgentArgs {
     /// Fabric document; the reference fabric when absent.
     #[arg(long, env = "TWINMESH_FABRIC")]
     pub fabric: Option<PathBuf>,
+    /// Use a synthetic fabric of this many nodes (seed 42) instead.
+    #[arg(long, env = "TWINMESH_SYNTHETIC_FABRIC", conflicts_with = "fabric")]
+    pub synthetic_fabric: Option<usize>,
     /// File with the 64-hex-digit mesh key; peers without it cannot join.
     #[arg(long, env = "TWINMESH_MESH_KEY_FILE")]
     pub mesh_key_file: Option<PathBuf>,
@@ -155,6 +158,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         bail!("actuator '{}' is not available in this build (only 'virtual')", args.actuator);
     }
     let fabric = match &args.fabric {
+        None if args.synthetic_fabric.is_some() => fabric::synthetic(args.synthetic_fabric.unwrap_or(0), 42),
         Some(p) => Fabric::from_yaml(
             &std::fs::read_to_string(p).with_context(|| format!("cannot read fabric {}", p.display()))?,
         )
@@ -208,7 +212,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         mesh_addrs: m.listening.iter().map(ToString::to_string).collect(),
     };
     let agent = Agent::new(cfg, store, m.commands.clone())?;
-    agent.publish_own(|_| {}).await;
+    agent.publish_own(true, |_| {}).await;
     let listener =
         tokio::net::TcpListener::bind(args.api).await.with_context(|| format!("cannot listen on {}", args.api))?;
     let api = listener.local_addr()?;
@@ -252,10 +256,12 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
                 let total = s.total_memory().max(1) as f64;
                 (f64::from(s.global_cpu_usage()), s.used_memory() as f64 / total * 100.0)
             });
-            a.publish_own(|n| {
+            a.publish_own(false, |n| {
                 if n.name == primary {
-                    n.telemetry.cpu_pct = cpu;
-                    n.telemetry.mem_pct = mem;
+                    // Whole percents: finer figures would only churn
+                    // versions and gossip.
+                    n.telemetry.cpu_pct = cpu.round();
+                    n.telemetry.mem_pct = mem.round();
                 }
             })
             .await;

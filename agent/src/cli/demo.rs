@@ -90,6 +90,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             bootstrap: agents.first().map(|r| r.mesh.clone()).unwrap_or_default(),
             data_dir: dir.join(&node.name),
             fabric: None,
+            synthetic_fabric: None,
             mesh_key_file: Some(key_file.clone()),
             api_token_file: None,
             telemetry_interval: 2.0,

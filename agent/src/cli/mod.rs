@@ -2,6 +2,7 @@
 //! readable from a `TWINMESH_*` environment variable.
 
 pub mod agent;
+mod bench;
 mod client;
 mod demo;
 mod plan;
@@ -28,6 +29,8 @@ enum Command {
     Twin(client::TwinArgs),
     /// Run a local mesh of seven agents on the embedded fabric and a stream of jobs.
     Demo(demo::DemoArgs),
+    /// Agent benchmarks (gossip delivery, API, idle footprint).
+    Bench(bench::BenchArgs),
 }
 
 /// How results are printed.
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Submit(args) => runtime()?.block_on(client::submit(args)),
         Command::Twin(args) => runtime()?.block_on(client::twin(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        Command::Bench(args) => runtime()?.block_on(bench::run(args)),
     }
 }
 
