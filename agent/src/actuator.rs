@@ -19,6 +19,7 @@ use twinmesh_common::rng::SimRng;
 use twinmesh_common::spec;
 use twinmesh_common::verify::{Observed, Thresholds, verify};
 use twinmesh_common::view::FabricView;
+use twinmesh_common::wire::StageRun;
 
 use crate::jobs::{JobState, StageObservation};
 use crate::node::Agent;
@@ -41,24 +42,36 @@ pub fn hidden_factor(name: &str) -> f64 {
 }
 
 /// The model's uncalibrated run time of a stage on a node.
-fn model_ms(view: &FabricView, n: usize, duration_ms: f64, f: Format) -> f64 {
+pub(crate) fn model_ms(view: &FabricView, n: usize, duration_ms: f64, f: Format) -> f64 {
     duration_ms * view.nodes.inv_speed[n] * view.overheads.get(f)
 }
 
-/// Runs job `id`'s plan on the embedded fabric, records observations,
-/// verifies and calibrates.
+/// What the stage really takes on node `n`: the model's time × the node's
+/// hidden factor × the true/assumed format overhead × noise seeded by
+/// `run_key` (so a repeated booking of the same run gives the same time).
+pub(crate) fn true_ms(view: &FabricView, n: usize, model_ms: f64, f: Format, run_key: &str) -> f64 {
+    let mut rng =
+        SimRng::seed_from_u64(run_key.bytes().fold(1u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b))));
+    let z: f64 = StandardNormal.sample(&mut rng);
+    model_ms * hidden_factor(&view.nodes.name[n]) * TRUE_OVERHEAD[f.index()] / view.overheads.get(f)
+        * (TRUE_SIGMA * z - TRUE_SIGMA * TRUE_SIGMA / 2.0).exp()
+}
+
+/// Most attempts per stage before the job fails.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Runs job `id`'s plan on the embedded fabric: each stage, when its inputs
+/// are ready, is booked with the owner of its node (who knows the truth and
+/// the node's load), and the job waits for it; a stage whose node went down
+/// meanwhile reruns on its shadow or the next-best node. Then verifies and
+/// calibrates.
 pub async fn run(agent: Arc<Agent>, id: String) {
     let Some(rec) = agent.job(&id) else { return };
     let Some(plan) = rec.plan.clone() else { return };
     let job = match spec::parse_job(&rec.document) {
         Ok(j) => j,
         Err(e) => {
-            agent
-                .update_job(&id, |r| {
-                    r.state = JobState::Failed;
-                    r.error = Some(format!("stored document no longer valid: {e}"));
-                })
-                .await;
+            fail(&agent, &id, format!("stored document no longer valid: {e}")).await;
             return;
         }
     };
@@ -72,17 +85,11 @@ pub async fn run(agent: Arc<Agent>, id: String) {
         .await;
     let view = agent.view();
     let Some(origin) = view.origin(&job) else {
-        agent
-            .update_job(&id, |r| {
-                r.state = JobState::Failed;
-                r.error = Some(format!("origin cluster '{}' left the fabric", job.origin.cluster))
-            })
-            .await;
+        fail(&agent, &id, format!("origin cluster '{}' left the fabric", job.origin.cluster)).await;
         return;
     };
-    let scale = agent.cfg.time_scale.max(1e-6);
-    let t0 = tokio::time::Instant::now();
-    let mut rng = SimRng::seed_from_u64(id.bytes().fold(1u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b))));
+    let scale = agent.cfg.time_scale.max(1e-9);
+    let t0 = agent.fabric_now();
     let mut finish = vec![0.0f64; job.stages.len()];
     let mut node_of = vec![0usize; job.stages.len()];
     let mut observations: Vec<Option<StageObservation>> = vec![None; job.stages.len()];
@@ -90,53 +97,80 @@ pub async fn run(agent: Arc<Agent>, id: String) {
     for &s in &job.topo {
         let st = &job.stages[s];
         let pl = &plan.placements[s];
-        let mut target = view.node_index(&pl.node);
-        let mut format = pl.format;
-        let mut attempts = 1;
-        // A node that went down since planning: take the shadow.
-        if target.is_none_or(|n| !agent.view().nodes.ready[n]) {
-            if let Some(sh) = plan.shadow[s].as_ref().and_then(|sh| view.node_index(&sh.node).map(|n| (n, sh.format))) {
-                warn!(job = %id, stage = %st.id, from = %pl.node, to = %view.nodes.name[sh.0], "node down; using shadow");
-                target = Some(sh.0);
-                format = sh.1;
-                attempts += 1;
+        let mut candidates: Vec<(String, Format)> = vec![(pl.node.clone(), pl.format)];
+        if let Some(sh) = &plan.shadow[s] {
+            candidates.push((sh.node.clone(), sh.format));
+        }
+        let mut attempt = 0u32;
+        let done = loop {
+            attempt += 1;
+            if attempt > MAX_ATTEMPTS {
+                fail(&agent, &id, format!("stage '{}' failed {MAX_ATTEMPTS} times", st.id)).await;
+                return;
             }
-        }
-        let Some(n) = target else {
-            fail(&agent, &id, format!("stage '{}': node '{}' is not in the fabric", st.id, pl.node)).await;
-            return;
-        };
-        let ready = if st.predecessors.is_empty() {
-            view.origin_latency(origin, n)
-        } else {
-            st.predecessors
+            let current = agent.view();
+            let pick = candidates
                 .iter()
-                .map(|&p| finish[p] + view.transfer_ms(node_of[p], n, job.stages[p].output_mb))
-                .fold(0.0, f64::max)
+                .find(|(n, _)| current.node_index(n).is_some_and(|i| current.nodes.ready[i]))
+                .cloned()
+                .or_else(|| next_best(&current, &job, s, &node_of, &finish, origin));
+            let Some((node, format)) = pick else {
+                fail(&agent, &id, format!("stage '{}': no node left to run it", st.id)).await;
+                return;
+            };
+            let Some(n) = view.node_index(&node) else {
+                fail(&agent, &id, format!("stage '{}': node '{node}' is not in the fabric", st.id)).await;
+                return;
+            };
+            let ready = if st.predecessors.is_empty() {
+                view.origin_latency(origin, n)
+            } else {
+                st.predecessors
+                    .iter()
+                    .map(|&p| finish[p] + view.transfer_ms(node_of[p], n, job.stages[p].output_mb))
+                    .fold(0.0, f64::max)
+            };
+            sleep_until_fabric(t0 + ready, scale).await;
+            let run = StageRun {
+                job: id.clone(),
+                stage: st.id.clone(),
+                attempt,
+                node: node.clone(),
+                format,
+                compute: st.compute,
+                ready_at: t0 + ready,
+            };
+            let slot = match agent.run_stage(run).await {
+                Ok(slot) => slot,
+                Err(e) => {
+                    warn!(job = %id, stage = %st.id, node = %node, error = %e, "stage refused; trying elsewhere");
+                    candidates.retain(|(c, _)| c != &node);
+                    continue;
+                }
+            };
+            sleep_until_fabric(slot.end, scale).await;
+            let (from_wall, to_wall) = ((slot.start * scale) as u64, (slot.end * scale) as u64 + 1);
+            if agent.went_down(&node, from_wall, to_wall) {
+                warn!(job = %id, stage = %st.id, node = %node, "node went down during the stage; rerunning");
+                candidates.retain(|(c, _)| c != &node);
+                continue;
+            }
+            break (n, format, slot, attempt);
         };
-        let model = model_ms(&view, n, st.compute.duration_ms, format);
-        let z: f64 = StandardNormal.sample(&mut rng);
-        let truth = model * hidden_factor(&view.nodes.name[n]) * TRUE_OVERHEAD[format.index()]
-            / view.overheads.get(format)
-            * (TRUE_SIGMA * z - TRUE_SIGMA * TRUE_SIGMA / 2.0).exp();
-        let start = ready;
-        let done = start + truth;
-        tokio::time::sleep_until(t0 + Duration::from_secs_f64(done / 1000.0 * scale)).await;
-        if !agent.view().nodes.ready[n] {
-            warn!(job = %id, stage = %st.id, node = %view.nodes.name[n], "node went down during the stage");
-        }
+        let (n, format, slot, attempts) = done;
+        let truth = slot.end - slot.start;
         let e = view.energy_j(n, &st.compute, truth);
         energy += e;
-        finish[s] = done;
+        finish[s] = slot.end - t0;
         node_of[s] = n;
         let obs = StageObservation {
             stage: st.id.clone(),
             node: view.nodes.name[n].clone(),
             format,
-            start_ms: start,
-            finish_ms: done,
+            start_ms: slot.start - t0,
+            finish_ms: slot.end - t0,
             compute_ms: truth,
-            model_ms: model,
+            model_ms: slot.model_ms,
             energy_j: e,
             attempts,
         };
@@ -161,6 +195,41 @@ pub async fn run(agent: Arc<Agent>, id: String) {
             r.verification = Some(verification);
         })
         .await;
+}
+
+/// Sleeps until absolute fabric time `t` (ms).
+async fn sleep_until_fabric(t: f64, scale: f64) {
+    let wall_ms = t * scale;
+    let now = crate::node::now_ms() as f64;
+    if wall_ms > now {
+        tokio::time::sleep(Duration::from_secs_f64((wall_ms - now) / 1000.0)).await;
+    }
+}
+
+/// The greedy choice for stage `s` alone, on the current view (used when
+/// its planned node and shadow are both gone).
+fn next_best(
+    view: &FabricView,
+    job: &twinmesh_common::job::Job,
+    s: usize,
+    node_of: &[usize],
+    _finish: &[f64],
+    origin: twinmesh_common::view::OriginIdx,
+) -> Option<(String, Format)> {
+    let st = &job.stages[s];
+    // Inputs come from the first predecessor's node, or the origin.
+    let from_cluster = st.predecessors.first().map_or(origin.cluster, |&p| view.nodes.cluster[node_of[p]] as usize);
+    let single = twinmesh_common::job::Job {
+        name: job.name.clone(),
+        deadline_ms: None,
+        origin: twinmesh_common::job::Origin { cluster: view.latency.names()[from_cluster].clone(), node: None },
+        stages: vec![twinmesh_common::job::Stage { predecessors: vec![], ..st.clone() }],
+        topo: vec![0],
+    };
+    let plan = twinmesh_common::policy::Policy::Greedy
+        .plan(view, &single, &twinmesh_common::policy::PolicyConfig::default())
+        .ok()?;
+    plan.placements.first().map(|p| (p.node.clone(), p.format))
 }
 
 async fn fail(agent: &Agent, id: &str, why: String) {

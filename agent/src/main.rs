@@ -11,6 +11,7 @@ mod jobs;
 mod mesh;
 mod node;
 mod store;
+mod telemetry;
 
 use clap::Parser;
 

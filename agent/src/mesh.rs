@@ -15,10 +15,12 @@ use std::time::Duration;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::upgrade::Version;
+use libp2p::multiaddr::Protocol;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Transport, gossipsub, identify, identity, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Transport, gossipsub, identify, identity, mdns, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use twinmesh_common::wire::MAX_FRAME;
@@ -81,6 +83,8 @@ pub struct MeshConfig {
     pub key: Option<[u8; 32]>,
     /// Node identity key (persisted by the caller).
     pub identity: identity::Keypair,
+    /// Also find peers by mDNS on the local network.
+    pub mdns: bool,
 }
 
 /// Handle to the running mesh.
@@ -99,6 +103,7 @@ struct Behaviour {
     gossipsub: gossipsub::Behaviour,
     identify: identify::Behaviour,
     rpc: request_response::Behaviour<FrameCodec>,
+    mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
 /// Length-prefixed byte frames, at most [`MAX_FRAME`].
@@ -221,7 +226,15 @@ pub async fn start(cfg: MeshConfig) -> anyhow::Result<Mesh> {
                 [(StreamProtocol::new(RPC_PROTOCOL), ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
             );
-            Ok(Behaviour { gossipsub, identify, rpc })
+            let mdns = if cfg.mdns {
+                Some(
+                    mdns::tokio::Behaviour::new(mdns::Config::default(), key.public().to_peer_id())
+                        .map_err(io::Error::other)?,
+                )
+            } else {
+                None
+            };
+            Ok(Behaviour { gossipsub, identify, rpc, mdns: Toggle::from(mdns) })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
@@ -237,7 +250,7 @@ pub async fn start(cfg: MeshConfig) -> anyhow::Result<Mesh> {
             listening.push(address);
         }
     }
-    for b in &cfg.bootstrap {
+    for b in resolve(&cfg.bootstrap).await {
         if let Err(e) = swarm.dial(b.clone()) {
             warn!(addr = %b, error = %e, "dial failed");
         }
@@ -269,8 +282,12 @@ async fn run(
                 let Some(cmd) = cmd else { return };
                 match cmd {
                     Command::Publish(frame) => {
-                        if let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), frame) {
-                            warn!(error = %e, "publish failed");
+                        match swarm.behaviour_mut().gossipsub.publish(topic.clone(), frame) {
+                            // Alone (at start, or cut off): anti-entropy
+                            // catches peers up when they arrive.
+                            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+                            Err(e) => warn!(error = %e, "publish failed"),
+                            Ok(_) => {}
                         }
                     }
                     Command::Request { to, frame, reply } => match peers_by_name.get(&to) {
@@ -298,8 +315,9 @@ async fn run(
             }
             _ = redial.tick() => {
                 if swarm.connected_peers().next().is_none() {
-                    for b in &bootstrap {
-                        let _ = swarm.dial(b.clone());
+                    // Re-resolve: a headless Service's endpoints change.
+                    for b in resolve(&bootstrap).await {
+                        let _ = swarm.dial(b);
                     }
                 }
             }
@@ -347,6 +365,13 @@ async fn run(
                         let _ = events.send(Event::PeerDown(name)).await;
                     }
                 }
+                SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                    for (peer, addr) in found {
+                        if !swarm.is_connected(&peer) {
+                            let _ = swarm.dial(addr);
+                        }
+                    }
+                }
                 SwarmEvent::IncomingConnectionError { error, .. } => {
                     debug!(error = %error, "incoming connection refused");
                 }
@@ -359,9 +384,56 @@ async fn run(
     }
 }
 
+/// Expands `/dns*/<name>/tcp/<port>` bootstrap entries into one address
+/// per resolved IP (a headless Service's DNS name resolves to every peer);
+/// other addresses pass through. A name that does not resolve is logged
+/// and skipped.
+pub async fn resolve(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+    let mut out = Vec::new();
+    for a in addrs {
+        let mut it = a.iter();
+        let (host, port) = match (it.next(), it.next()) {
+            (Some(Protocol::Dns(h) | Protocol::Dns4(h) | Protocol::Dns6(h)), Some(Protocol::Tcp(p))) => {
+                (h.to_string(), p)
+            }
+            _ => {
+                out.push(a.clone());
+                continue;
+            }
+        };
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(ips) => {
+                for sa in ips {
+                    let ip = match sa.ip() {
+                        std::net::IpAddr::V4(v) => Protocol::Ip4(v),
+                        std::net::IpAddr::V6(v) => Protocol::Ip6(v),
+                    };
+                    out.push(Multiaddr::empty().with(ip).with(Protocol::Tcp(port)));
+                }
+            }
+            Err(e) => warn!(host = %host, error = %e, "bootstrap name does not resolve"),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn dns_bootstrap_expands_to_every_address() {
+        let addrs: Vec<Multiaddr> =
+            vec!["/dns4/localhost/tcp/7401".parse().unwrap(), "/ip4/10.1.2.3/tcp/9".parse().unwrap()];
+        let out = resolve(&addrs).await;
+        assert!(out.contains(&"/ip4/127.0.0.1/tcp/7401".parse().unwrap()), "{out:?}");
+        assert!(out.contains(&"/ip4/10.1.2.3/tcp/9".parse().unwrap()));
+        assert!(out.iter().all(|a| !a.to_string().starts_with("/dns")));
+        let none = resolve(&["/dns4/no-such-host.invalid/tcp/1".parse().unwrap()]).await;
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn keys_parse_in_both_formats() {

@@ -23,7 +23,7 @@ use twinmesh_common::routing::{self, AgentInfo, Route};
 use twinmesh_common::spec::{self, SpecError};
 use twinmesh_common::twin::{FailureId, NodeRecord, Twin};
 use twinmesh_common::view::{FabricView, FormatOverheads};
-use twinmesh_common::wire::{self, JobHandoff, Message};
+use twinmesh_common::wire::{self, JobHandoff, Message, StageRun, StageSlot};
 
 use crate::jobs::{JobRecord, JobState, job_id};
 use crate::mesh;
@@ -133,6 +133,11 @@ pub struct SubmitResponse {
 }
 
 struct State {
+    /// Bookings of the nodes this agent runs stages on (virtual actuator).
+    schedules: HashMap<String, twinmesh_common::capacity::NodeSchedule>,
+    /// Slots already given, by (job, stage, attempt): a retried request
+    /// gets the same slot, never a second booking.
+    slots: HashMap<(String, String, u32), StageSlot>,
     twin: Twin,
     view: Option<Arc<FabricView>>,
     calibration: Calibration,
@@ -204,7 +209,16 @@ impl Agent {
         });
         Ok(Arc::new(Agent {
             cfg,
-            state: Mutex::new(State { twin, view: None, calibration, jobs, peers: BTreeSet::new(), failure_seq }),
+            state: Mutex::new(State {
+                schedules: HashMap::new(),
+                slots: HashMap::new(),
+                twin,
+                view: None,
+                calibration,
+                jobs,
+                peers: BTreeSet::new(),
+                failure_seq,
+            }),
             store,
             mesh,
             metrics: Metrics::default(),
@@ -231,6 +245,7 @@ impl Agent {
                     n.labels.insert(MESH_LABEL.into(), self.cfg.mesh_addrs.join(" "));
                 }
                 update(&mut n);
+                n.resiliency = self.resiliency_of(&st.twin, &n);
                 if force || current.as_ref() != Some(&n) {
                     out.push(st.twin.update_own(n));
                 }
@@ -246,6 +261,21 @@ impl Agent {
         for r in recs {
             self.send_gossip(&Message::Record(r)).await;
         }
+    }
+
+    /// A node's resiliency from the replicated failure history, its
+    /// cluster's baseline and its sustained CPU, to three decimals.
+    fn resiliency_of(&self, twin: &Twin, n: &Node) -> f64 {
+        use twinmesh_common::resiliency::{ResiliencyConfig, ResiliencyInputs, score};
+        let failures: Vec<&FailureEvent> = twin.failures().filter(|f| f.node == n.name).collect();
+        let baseline = self.cfg.fabric.clusters.iter().find(|c| c.name == n.cluster).map(|c| c.baseline_resiliency);
+        let inputs = ResiliencyInputs {
+            baseline,
+            failures: &failures,
+            uptime: None,
+            sustained_cpu_pct: (n.telemetry.cpu_pct > 0.0).then_some(n.telemetry.cpu_pct),
+        };
+        (score(&inputs, now_ms(), &ResiliencyConfig::default()) * 1000.0).round() / 1000.0
     }
 
     async fn send_gossip(&self, msg: &Message) {
@@ -563,6 +593,14 @@ impl Agent {
                         });
                         return;
                     }
+                    Ok(Message::RunStage(run)) => {
+                        let node = run.node.clone();
+                        let r = self.book_stage(&run);
+                        if r.is_ok() {
+                            self.publish_load(&node).await;
+                        }
+                        Message::StageScheduled(r)
+                    }
                     Ok(msg) => self.apply_twin_message(msg).await.unwrap_or(Message::Ack),
                 };
                 let _ = self.mesh.send(mesh::Command::Respond(id, wire::encode(&reply))).await;
@@ -637,6 +675,113 @@ impl Agent {
         for addrs in wanted {
             let _ = self.mesh.send(mesh::Command::Dial(addrs)).await;
         }
+    }
+
+    /// Absolute fabric time now (ms): wall time divided by the time scale,
+    /// the same on every agent that shares the scale.
+    pub fn fabric_now(&self) -> f64 {
+        now_ms() as f64 / self.cfg.time_scale.max(1e-9)
+    }
+
+    /// The agent that runs stages on `node`: its owner, or this agent
+    /// when nobody owns it.
+    pub fn owner_of(&self, node: &str) -> String {
+        self.lock()
+            .twin
+            .record(node)
+            .and_then(|r| r.node.labels.get(AGENT_LABEL).cloned())
+            .unwrap_or_else(|| self.cfg.name.clone())
+    }
+
+    /// Books a stage on a node this agent runs: the virtual counterpart of
+    /// the kubelet admitting a pod. The run time comes from the ground
+    /// truth (see `actuator`), which only the executing side knows.
+    pub fn book_stage(&self, run: &StageRun) -> Result<StageSlot, String> {
+        let view = self.view();
+        let n = view.node_index(&run.node).ok_or_else(|| format!("node '{}' is not in the twin", run.node))?;
+        if !view.nodes.ready[n] {
+            return Err(format!("node '{}' is down", run.node));
+        }
+        let model = crate::actuator::model_ms(&view, n, run.compute.duration_ms, run.format);
+        let truth = crate::actuator::true_ms(
+            &view,
+            n,
+            model,
+            run.format,
+            &format!("{}/{}/{}", run.job, run.stage, run.attempt),
+        );
+        let now = self.fabric_now();
+        let mut st = self.lock();
+        let key = (run.job.clone(), run.stage.clone(), run.attempt);
+        if let Some(slot) = st.slots.get(&key) {
+            return Ok(slot.clone());
+        }
+        let sched = st.schedules.entry(run.node.clone()).or_insert_with(|| {
+            twinmesh_common::capacity::NodeSchedule::new(view.nodes.alloc_cpu[n], view.nodes.alloc_mem[n])
+        });
+        // Book at the ready time the planner computed, not at arrival: the
+        // request's own network delay is not part of the fabric's time
+        // (at a time scale of 1/500, one wall millisecond is half a fabric
+        // second). Keep a wall second of history for such late requests.
+        sched.prune(now - 1000.0 / self.cfg.time_scale.max(1e-9));
+        let b = sched
+            .book(run.ready_at, truth, run.compute.cpu, run.compute.mem_gb)
+            .ok_or_else(|| format!("stage needs more than node '{}' has", run.node))?;
+        let slot = StageSlot { start: b.start, end: b.end, model_ms: model };
+        if st.slots.len() > 100_000 {
+            st.slots.clear();
+        }
+        st.slots.insert(key, slot.clone());
+        Ok(slot)
+    }
+
+    /// Publishes the load of an owned node (allocated resources, backlog).
+    pub async fn publish_load(&self, node: &str) {
+        if !self.cfg.owned.iter().any(|n| n.name == node) {
+            return;
+        }
+        let now = self.fabric_now();
+        let (cpu, mem, backlog) = {
+            let st = self.lock();
+            st.schedules.get(node).map_or((0.0, 0.0, 0.0), |s| {
+                let (c, m) = s.allocated(now);
+                (c, m, s.backlog(now))
+            })
+        };
+        let node = node.to_string();
+        self.publish_own(false, |n| {
+            if n.name == node {
+                n.allocated.cpu = cpu;
+                n.allocated.mem_gb = mem;
+                n.backlog_ms = Some(backlog.round());
+            }
+        })
+        .await;
+    }
+
+    /// Asks `node`'s owner to run a stage; returns its slot.
+    pub async fn run_stage(&self, run: StageRun) -> Result<StageSlot, String> {
+        let owner = self.owner_of(&run.node);
+        if owner == self.cfg.name {
+            let node = run.node.clone();
+            let r = self.book_stage(&run);
+            if r.is_ok() {
+                self.publish_load(&node).await;
+            }
+            return r;
+        }
+        match self.request(&owner, Message::RunStage(run), Duration::from_secs(10)).await? {
+            Message::StageScheduled(r) => r,
+            other => Err(format!("{owner} answered {}", other.kind())),
+        }
+    }
+
+    /// Whether `node` was made unavailable between two wall times (ms).
+    pub fn went_down(&self, node: &str, from_ms: u64, to_ms: u64) -> bool {
+        self.lock()
+            .twin
+            .failures()
+            .any(|f| f.node == node && f.kind.makes_unavailable() && f.at_ms >= from_ms && f.at_ms < to_ms)
     }
 
     /// Resumes jobs that were accepted but not finished before a restart.

@@ -31,7 +31,11 @@ pub fn handle(twin: &mut Twin, msg: Message) -> Handled {
             Handled { changed, reply: (!back.is_empty()).then_some(Message::SyncPush(back)) }
         }
         Message::SyncPush(delta) => Handled { changed: twin.apply(delta), reply: None },
-        Message::Forward(_) | Message::ForwardResult { .. } | Message::Ack => Handled::default(),
+        Message::Forward(_)
+        | Message::ForwardResult { .. }
+        | Message::RunStage(_)
+        | Message::StageScheduled(_)
+        | Message::Ack => Handled::default(),
     }
 }
 

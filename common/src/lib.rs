@@ -44,6 +44,7 @@
 #![forbid(unsafe_code)]
 
 pub mod calibrate;
+pub mod capacity;
 pub mod des;
 pub mod fabric;
 pub mod failures;

@@ -33,6 +33,38 @@ pub struct JobHandoff {
     pub submitted_to: String,
 }
 
+/// A planner asks a node's owner to run one stage (the virtual
+/// counterpart of creating a pod on the target cluster).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageRun {
+    /// Job id.
+    pub job: String,
+    /// Stage id.
+    pub stage: String,
+    /// Attempt number (1, 2, …): names the run, so a retried request is
+    /// the same run, not a second one.
+    pub attempt: u32,
+    /// Target node.
+    pub node: String,
+    /// Execution format.
+    pub format: crate::model::Format,
+    /// The stage's demand.
+    pub compute: crate::job::Compute,
+    /// When its inputs are on the node (absolute fabric ms).
+    pub ready_at: f64,
+}
+
+/// The owner's answer: when the stage runs on its node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageSlot {
+    /// Start (absolute fabric ms): ready, or later if the node was full.
+    pub start: f64,
+    /// End (absolute fabric ms).
+    pub end: f64,
+    /// What the owner's uncalibrated model predicts for the run (ms).
+    pub model_ms: f64,
+}
+
 /// Everything agents say to each other.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
@@ -61,6 +93,10 @@ pub enum Message {
         /// `Ok(json)` or `Err(reason)`.
         result: Result<String, String>,
     },
+    /// Run a stage on a node you own.
+    RunStage(StageRun),
+    /// Answer to [`Message::RunStage`]: the slot, or why not.
+    StageScheduled(Result<StageSlot, String>),
     /// Acknowledges a message that needs no other answer.
     Ack,
 }
@@ -76,6 +112,8 @@ impl Message {
             Message::SyncPush(_) => "sync_push",
             Message::Forward(_) => "forward",
             Message::ForwardResult { .. } => "forward_result",
+            Message::RunStage(_) => "run_stage",
+            Message::StageScheduled(_) => "stage_scheduled",
             Message::Ack => "ack",
         }
     }

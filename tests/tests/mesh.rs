@@ -273,3 +273,41 @@ fn bad_input_gets_4xx_naming_the_problem_and_the_agent_keeps_serving() {
     let (s, m) = (reqwest::blocking::get(format!("{}/metrics", a.api)).unwrap().status().as_u16(), ());
     assert_eq!((s, m), (200, ()));
 }
+
+#[test]
+fn a_reported_failure_lowers_the_owners_resiliency_everywhere() {
+    // Rule: failure events spread; the owner folds them into its nodes'
+    // resiliency scores, and those spread back with the records.
+    let dir = tempdir();
+    let key = key_file(dir.path(), "mesh.key", 0x33);
+    let key = key.to_str().unwrap();
+    let a = AgentProc::start(
+        "dc-x86-01",
+        "dc-core",
+        &dir.path().join("a"),
+        &["--mesh-key-file", key, "--own-cluster", "--telemetry-interval", "0.3"],
+    );
+    let b = AgentProc::start(
+        "edge-srv-01",
+        "edge-microdc",
+        &dir.path().join("b"),
+        &["--mesh-key-file", key, "--bootstrap", &a.mesh],
+    );
+    let resiliency = |agent: &AgentProc, node: &str| -> Option<f64> {
+        let (_, t) = agent.get("/v1/twin");
+        t["nodes"].as_array()?.iter().find(|r| r["node"]["name"] == node)?["node"]["resiliency"].as_f64()
+    };
+    let before = wait_for(LIMIT, || resiliency(&b, "dc-x86-02")).expect("B learns A's nodes");
+    assert!((before - 0.97).abs() < 1e-9, "baseline of a datacenter node: {before}");
+    let (s, ev) = b.post("/v1/observe", r#"{"kind": "node_down", "node": "dc-x86-02", "duration_ms": 600000}"#, None);
+    assert_eq!(s, 202, "{ev}");
+    let after = wait_for(LIMIT, || resiliency(&b, "dc-x86-02").filter(|r| *r < before))
+        .unwrap_or_else(|| panic!("resiliency never dropped; A log:\n{}", a.log()));
+    // 0.97 × (1 − 0.1)^1 for one fresh node_down.
+    assert!((after - 0.873).abs() < 0.002, "{after}");
+    // And planners stop using the node: a dry run from dc-core avoids it.
+    let (_, plan) = b.post("/v1/jobs?dry_run=true&policy=greedy", &job("avoid", "dc-core", Some("dc-x86-02")), None);
+    let nodes: Vec<&str> =
+        plan["job"]["plan"]["placements"].as_array().unwrap().iter().map(|p| p["node"].as_str().unwrap()).collect();
+    assert!(!nodes.contains(&"dc-x86-02"), "{nodes:?}");
+}

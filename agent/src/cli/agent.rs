@@ -67,6 +67,9 @@ pub struct AgentArgs {
     /// Wall seconds per fabric second in the virtual actuator.
     #[arg(long, env = "TWINMESH_TIME_SCALE", default_value_t = 0.01)]
     pub time_scale: f64,
+    /// Also discover peers by mDNS on the local network.
+    #[arg(long, env = "TWINMESH_MDNS")]
+    pub mdns: bool,
     /// Actuator: `virtual` (embedded fabric).
     #[arg(long, env = "TWINMESH_ACTUATOR", default_value = "virtual")]
     pub actuator: String,
@@ -198,6 +201,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         bootstrap: args.bootstrap.clone(),
         key,
         identity,
+        mdns: args.mdns,
     })
     .await
     .context("starting the mesh")?;
@@ -245,23 +249,15 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
     let period = Duration::from_secs_f64(args.telemetry_interval.max(0.1));
     let primary = args.node.clone();
     tokio::spawn(async move {
-        let mut sys = sysinfo::System::new().ok();
+        let mut sampler = crate::telemetry::Sampler::default();
         let mut t = tokio::time::interval(period);
         t.tick().await;
         loop {
             t.tick().await;
-            let (cpu, mem) = sys.as_mut().map_or((0.0, 0.0), |s| {
-                s.refresh_cpu_usage();
-                s.refresh_memory();
-                let total = s.total_memory().max(1) as f64;
-                (f64::from(s.global_cpu_usage()), s.used_memory() as f64 / total * 100.0)
-            });
+            let sample = sampler.sample();
             a.publish_own(false, |n| {
                 if n.name == primary {
-                    // Whole percents: finer figures would only churn
-                    // versions and gossip.
-                    n.telemetry.cpu_pct = cpu.round();
-                    n.telemetry.mem_pct = mem.round();
+                    n.telemetry = sample;
                 }
             })
             .await;

@@ -120,6 +120,7 @@ fn agent_args(
         sync_interval: 1.0,
         policy: Policy::Greedy,
         time_scale: 0.01,
+        mdns: false,
         actuator: "virtual".into(),
     }
 }

@@ -97,6 +97,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             sync_interval: 1.0,
             policy: Policy::Cvar,
             time_scale: a.time_scale,
+            mdns: false,
             actuator: "virtual".into(),
         };
         agents.push(start(args).await.with_context(|| format!("starting the agent for {}", c.name))?);
