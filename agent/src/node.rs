@@ -255,8 +255,10 @@ impl Agent {
             }
             out
         };
-        if let Err(e) = self.store.put_twin(&recs, &[]).await {
-            warn!(error = %e, "storing own records");
+        // Own records are republished at every start, so they need no
+        // synchronous durability either.
+        if !recs.is_empty() {
+            let _ = self.persist.send((recs.clone(), Vec::new()));
         }
         for r in recs {
             self.send_gossip(&Message::Record(r)).await;

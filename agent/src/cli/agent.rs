@@ -18,7 +18,8 @@ use crate::mesh::{self, MeshConfig};
 use crate::node::{Agent, AgentConfig};
 use crate::store::Store;
 
-/// Arguments of `twinmesh agent`.
+/// Arguments of `twinmesh agent`. `--config FILE` (or `TWINMESH_CONFIG`)
+/// reads any of them from a YAML file (see `cli::config`).
 #[derive(Debug, Args, Clone)]
 pub struct AgentArgs {
     /// This agent's node name (the Kubernetes node name).

@@ -189,12 +189,27 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             let j: serde_json::Value =
                 client.get(format!("http://{}/v1/jobs/{}", s.api, s.id)).send().await?.json().await?;
             if matches!(j["state"].as_str(), Some("succeeded" | "failed")) {
+                let lat = &j["verification"]["latency"];
+                let clusters: std::collections::BTreeSet<&str> = j["plan"]["placements"]
+                    .as_array()
+                    .map(|ps| ps.iter().filter_map(|p| p["cluster"].as_str()).collect())
+                    .unwrap_or_default();
+                say(format!(
+                    "  {} {:<24} planner {:<14} on {:<26} predicted {:>6.0} ms observed {:>6.0} ms ({:+.1}%)",
+                    if j["verification"]["accepted"] == true { "✓" } else { "·" },
+                    s.id,
+                    j["planner"].as_str().unwrap_or("?"),
+                    clusters.into_iter().collect::<Vec<_>>().join(","),
+                    lat["predicted"].as_f64().unwrap_or(f64::NAN),
+                    lat["observed"].as_f64().unwrap_or(f64::NAN),
+                    lat["rel_error"].as_f64().unwrap_or(f64::NAN) * 100.0
+                ));
                 finals.insert(s.id.clone(), j);
             }
         }
         let accepted = finals.values().filter(|j| j["verification"]["accepted"] == true).count();
         say(format!(
-            "progress {}/{} final · acceptance {:.0}%",
+            "progress {}/{} final · acceptance {:.0}% (✓ = within ±10% latency and ±20% energy)",
             finals.len(),
             submitted.len(),
             if finals.is_empty() { 0.0 } else { 100.0 * accepted as f64 / finals.len() as f64 }

@@ -4,6 +4,7 @@
 pub mod agent;
 mod bench;
 mod client;
+pub mod config;
 mod demo;
 mod plan;
 
@@ -11,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// twinmesh: predictive placement on a digital twin of a cloud–edge fabric.
 #[derive(Debug, Parser)]
-#[command(name = "twinmesh", version, about)]
+#[command(name = "twinmesh", version, about, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
