@@ -78,8 +78,20 @@ impl Calibration {
         if n == 0 { 1.0 } else { (sum / n as f64).exp() }
     }
 
-    /// Writes the factors into a planning view.
+    /// Writes the factors into a planning view. A node with observations
+    /// in a format gets its own factor; for emulated formats (QEMU, Wasm)
+    /// every other node gets the format's factor measured across the fabric,
+    /// so once emulation has been observed anywhere the predictor uses the
+    /// measured slowdown instead of the assumed constant.
     pub fn apply(&self, view: &mut FabricView) {
+        for f in Format::ALL.into_iter().filter(|f| *f != Format::Native) {
+            if self.factors.keys().any(|(_, g)| *g == f) {
+                let measured = self.format_factor(f);
+                for n in 0..view.nodes.len() {
+                    view.set_calibration(n, f, measured);
+                }
+            }
+        }
         for ((node, format), f) in &self.factors {
             if let Some(n) = view.node_index(node) {
                 view.set_calibration(n, *format, f.value);
@@ -120,6 +132,29 @@ mod tests {
         assert_eq!(c.factor("n", Format::QemuArm64), f);
         c.observe("m", Format::Native, 1.0, 1e9);
         assert!((c.factor("m", Format::Native) - MAX_FACTOR).abs() < 1e-9);
+    }
+
+    #[test]
+    fn measured_emulation_slowdown_reaches_unobserved_nodes() {
+        // Rule: qemu-riscv64 observed 20 % slower than assumed on one node
+        // makes every node's qemu-riscv64 prediction 20 % slower; native
+        // predictions elsewhere are untouched.
+        let fabric = crate::fabric::reference();
+        let mut view = fabric.view();
+        let seen = view.nodes.name[0].clone();
+        let mut c = Calibration::default();
+        c.observe(&seen, Format::QemuRiscv64, 1000.0, 1200.0);
+        c.apply(&mut view);
+        let other = 5;
+        let job = crate::spec::parse_job(
+            "apiVersion: twinmesh.io/v1\nmetadata: {name: a, origin: {cluster: dc-core}}\nspec: {stages: [{id: s, compute: {cpu: 1, duration_ms: 1000}}]}",
+        )
+        .unwrap();
+        let cmp = &job.stages[0].compute;
+        let base = crate::fabric::reference().view();
+        let ratio = view.compute_ms(other, cmp, Format::QemuRiscv64) / base.compute_ms(other, cmp, Format::QemuRiscv64);
+        assert!((ratio - 1.2).abs() < 1e-9, "{ratio}");
+        assert_eq!(view.compute_ms(other, cmp, Format::Native), base.compute_ms(other, cmp, Format::Native));
     }
 
     #[test]

@@ -65,6 +65,29 @@ pub fn run_twinmesh(args: &[&str], stdin: Option<&str>, limit: Duration) -> Outp
     }
 }
 
+/// The `twinmesh` binary cross-built for `triple` (debug profile), built
+/// on first use; `None` when the cross toolchain is missing.
+pub fn cross_bin(triple: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // <target>/debug/deps/<test> → <target>
+    let target = exe.parent()?.parent()?.parent()?.to_path_buf();
+    let bin = target.join(triple).join("debug").join("twinmesh");
+    // Always ask cargo: a no-op when up to date, a rebuild when not.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .current_dir(repo_root())
+        .args(["build", "-q", "-p", "twinmesh-agent", "--bin", "twinmesh", "--target", triple])
+        .status()
+        .ok()?;
+    (st.success() && bin.exists()).then_some(bin)
+}
+
+/// The path of a program on the PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
 /// A `twinmesh agent` process, killed when dropped.
 pub struct AgentProc {
     child: std::process::Child,
@@ -91,10 +114,22 @@ impl AgentProc {
     /// its API and mesh addresses (30 s at most). Its log goes to
     /// `data/agent.log`.
     pub fn start(name: &str, cluster: &str, data: &std::path::Path, extra: &[&str]) -> AgentProc {
+        Self::start_with(Command::new(twinmesh_bin()), name, cluster, data, extra)
+    }
+
+    /// As [`AgentProc::start`], running `cmd` (a `twinmesh` binary, or an
+    /// emulator with the binary as its first argument).
+    pub fn start_with(
+        mut cmd: Command,
+        name: &str,
+        cluster: &str,
+        data: &std::path::Path,
+        extra: &[&str],
+    ) -> AgentProc {
         use std::io::BufRead;
         std::fs::create_dir_all(data).expect("data dir");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(data.join("agent.log")).expect("log file");
-        let mut child = Command::new(twinmesh_bin())
+        let mut child = cmd
             .args(["agent", "--node", name, "--cluster", cluster, "--api", "127.0.0.1:0"])
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
             .arg(data)
@@ -115,7 +150,7 @@ impl AgentProc {
             }
         });
         let (mut api, mut mesh) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while api.is_none() || mesh.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -129,7 +164,7 @@ impl AgentProc {
                 Err(_) => {
                     let _ = child.kill();
                     let log = std::fs::read_to_string(data.join("agent.log")).unwrap_or_default();
-                    panic!("agent {name} did not start within 30 s; log:\n{log}");
+                    panic!("agent {name} did not start within 120 s; log:\n{log}");
                 }
             }
         }

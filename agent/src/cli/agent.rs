@@ -68,6 +68,14 @@ pub struct AgentArgs {
     /// Wall seconds per fabric second in the virtual actuator.
     #[arg(long, env = "TWINMESH_TIME_SCALE", default_value_t = 0.01)]
     pub time_scale: f64,
+    /// Take the node's architecture and formats from the fabric file
+    /// instead of this machine (for agents that stand for simulated pools,
+    /// as in the demo).
+    #[arg(long, env = "TWINMESH_VIRTUAL_HARDWARE")]
+    pub virtual_hardware: bool,
+    /// Advertise the Wasm format (a Wasm runtime is installed).
+    #[arg(long, env = "TWINMESH_WASM")]
+    pub wasm: bool,
     /// Also discover peers by mDNS on the local network.
     #[arg(long, env = "TWINMESH_MDNS")]
     pub mdns: bool,
@@ -86,10 +94,53 @@ pub struct Running {
     pub mesh: Vec<Multiaddr>,
 }
 
+/// The architecture this binary runs as (under QEMU user-mode emulation,
+/// the emulated one: that is what it really executes).
+pub fn host_arch() -> Arch {
+    match std::env::consts::ARCH {
+        "aarch64" => Arch::Arm64,
+        "riscv64" => Arch::Riscv64,
+        _ => Arch::Amd64,
+    }
+}
+
+/// Formats this machine can execute: native, QEMU for every other
+/// architecture whose user-mode emulator is registered with binfmt_misc or
+/// on the PATH, and Wasm when asked.
+pub fn host_formats(host: Arch, wasm: bool) -> FormatSet {
+    let mut s = FormatSet::of(&[Format::Native]);
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let on_path = |bin: &str| std::env::split_paths(&path).any(|d| d.join(bin).is_file());
+    for a in Arch::ALL.into_iter().filter(|a| *a != host) {
+        let q = match a {
+            Arch::Amd64 => "x86_64",
+            Arch::Arm64 => "aarch64",
+            Arch::Riscv64 => "riscv64",
+        };
+        let binfmt = std::path::Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{q}")).exists();
+        if binfmt || on_path(&format!("qemu-{q}-static")) || on_path(&format!("qemu-{q}")) {
+            s = s.with(a.qemu_format());
+        }
+    }
+    if wasm {
+        s = s.with(Format::Wasm);
+    }
+    s
+}
+
 fn own_nodes(args: &AgentArgs, fabric: &Fabric) -> Vec<Node> {
     let mut owned: Vec<Node> = Vec::new();
     match fabric.nodes.iter().find(|n| n.name == args.node) {
-        Some(n) => owned.push(n.clone()),
+        Some(n) => {
+            let mut n = n.clone();
+            if !args.virtual_hardware {
+                // Report what this agent really runs as.
+                n.hardware.arch = host_arch();
+                n.runtimes = host_formats(n.hardware.arch, args.wasm);
+                n.labels.insert("kubernetes.io/arch".into(), n.hardware.arch.as_str().into());
+            }
+            owned.push(n);
+        }
         None => {
             // A machine outside the fabric file: describe it from sysinfo.
             let mut sys = sysinfo::System::new().ok();
@@ -97,11 +148,7 @@ fn own_nodes(args: &AgentArgs, fabric: &Fabric) -> Vec<Node> {
                 s.refresh_memory();
                 (std::thread::available_parallelism().map_or(1, |n| n.get() as u32), s.total_memory() as f64 / 1e9)
             });
-            let arch = match std::env::consts::ARCH {
-                "aarch64" => Arch::Arm64,
-                "riscv64" => Arch::Riscv64,
-                _ => Arch::Amd64,
-            };
+            let arch = host_arch();
             owned.push(Node {
                 name: args.node.clone(),
                 cluster: args.cluster.clone(),
@@ -114,7 +161,7 @@ fn own_nodes(args: &AgentArgs, fabric: &Fabric) -> Vec<Node> {
                     gpu_vram_gb: 0.0,
                     tdp_w: 15.0 * f64::from(cores),
                 },
-                runtimes: FormatSet::of(&[Format::Native]),
+                runtimes: host_formats(arch, args.wasm),
                 labels: [
                     ("dt.cluster.name".to_string(), args.cluster.clone()),
                     ("kubernetes.io/arch".to_string(), arch.as_str().to_string()),

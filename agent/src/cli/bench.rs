@@ -51,6 +51,13 @@ enum What {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// The core's hot paths in this binary (for comparing architectures,
+    /// e.g. under QEMU): plan latency and DES throughput.
+    Core {
+        /// Synthetic fabric size.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+    },
     /// Resident memory and CPU of an idle agent whose twin holds a
     /// synthetic fabric, with peers gossiping telemetry.
     Idle {
@@ -79,6 +86,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         What::Gossip { agents, rounds } => gossip(agents, rounds).await?,
         What::Api { requests, jobs, concurrency } => api(requests, jobs, concurrency).await?,
         What::Idle { nodes, agents, seconds } => idle(nodes, agents, seconds).await?,
+        What::Core { nodes } => core(nodes)?,
     };
     match a.output {
         Output::Json => println!("{}", serde_json::to_string(&result)?),
@@ -121,6 +129,8 @@ fn agent_args(
         policy: Policy::Greedy,
         time_scale: 0.01,
         mdns: false,
+        virtual_hardware: true,
+        wasm: false,
         actuator: "virtual".into(),
     }
 }
@@ -181,6 +191,60 @@ async fn gossip(n: usize, rounds: usize) -> anyhow::Result<serde_json::Value> {
         "delivery_p50_ms": quantile(&mut delays, 0.5),
         "delivery_p99_ms": quantile(&mut delays, 0.99),
         "delivery_max_ms": quantile(&mut delays, 1.0),
+    }))
+}
+
+/// Median time per call of `f` over `reps` batches of `n` calls (µs).
+fn time_us(reps: usize, n: usize, mut f: impl FnMut()) -> f64 {
+    let mut per = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        per.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+    }
+    quantile(&mut per, 0.5)
+}
+
+fn core(nodes: usize) -> anyhow::Result<serde_json::Value> {
+    use twinmesh_common::des::{SimConfig, Simulator};
+    use twinmesh_common::policy::PolicyConfig;
+    use twinmesh_common::predict::Assignment;
+    let f = fabric::synthetic(nodes, 42);
+    let view = f.view();
+    let origin = f.clusters.iter().find(|c| c.name.contains("phone-pan")).context("phone cluster")?;
+    let job =
+        twinmesh_common::spec::parse_job(&BENCH_JOB.replace("NAME", "core").replace("edge-microdc", &origin.name))?;
+    let cfg = PolicyConfig::default();
+    let greedy = time_us(7, 200, || {
+        std::hint::black_box(Policy::Greedy.plan(&view, &job, &cfg).expect("plan"));
+    });
+    let cvar = time_us(5, 20, || {
+        std::hint::black_box(Policy::Cvar.plan(&view, &job, &cfg).expect("plan"));
+    });
+    let plan = Policy::Greedy.plan(&view, &job, &cfg)?;
+    let assign: Vec<Assignment> = plan
+        .placements
+        .iter()
+        .map(|p| Assignment { node: view.node_index(&p.node).expect("node"), format: p.format })
+        .collect();
+    let o = view.origin(&job).context("origin")?;
+    let jobs = 10_000usize;
+    let des_us = time_us(5, 1, || {
+        let mut sim = Simulator::new(&view, SimConfig::default());
+        for k in 0..jobs {
+            sim.submit(&job, o, &assign, &[], k as f64 * 2.0);
+        }
+        std::hint::black_box(sim.run());
+    });
+    Ok(json!({
+        "benchmark": "core",
+        "arch": std::env::consts::ARCH,
+        "fabric_nodes": nodes,
+        "greedy_plan_us": greedy,
+        "cvar_plan_us": cvar,
+        "des_jobs_per_s": jobs as f64 / (des_us / 1e6),
     }))
 }
 

@@ -98,6 +98,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             policy: Policy::Cvar,
             time_scale: a.time_scale,
             mdns: false,
+            virtual_hardware: true,
+            wasm: false,
             actuator: "virtual".into(),
         };
         agents.push(start(args).await.with_context(|| format!("starting the agent for {}", c.name))?);
