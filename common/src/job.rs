@@ -105,9 +105,23 @@ impl Job {
     }
 }
 
-/// A topological order of `preds` (Kahn), or the index of a stage on a
-/// cycle.
+/// A topological order of `preds` (Kahn), or the index of a stage on or
+/// behind a cycle.
 pub fn topological_order(preds: &[Vec<usize>]) -> Result<Vec<usize>, usize> {
+    let order = kahn(preds);
+    if order.len() == preds.len() {
+        return Ok(order);
+    }
+    let mut placed = vec![false; preds.len()];
+    for &i in &order {
+        placed[i] = true;
+    }
+    Err(placed.iter().position(|p| !p).unwrap_or(0))
+}
+
+/// Kahn's algorithm: the stages that can be ordered, predecessors first
+/// (all of them unless there is a cycle).
+pub fn kahn(preds: &[Vec<usize>]) -> Vec<usize> {
     let n = preds.len();
     let mut indegree: Vec<usize> = preds.iter().map(Vec::len).collect();
     let mut succ = vec![Vec::new(); n];
@@ -127,7 +141,7 @@ pub fn topological_order(preds: &[Vec<usize>]) -> Result<Vec<usize>, usize> {
             }
         }
     }
-    if order.len() == n { Ok(order) } else { Err((0..n).find(|&i| indegree[i] > 0).unwrap_or(0)) }
+    order
 }
 
 #[cfg(test)]

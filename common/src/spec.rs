@@ -366,7 +366,7 @@ fn find_cycle(preds: &[Vec<usize>], start: usize) -> Vec<usize> {
     // such a node, walking back along predecessors that are also unresolved
     // must eventually revisit a node.
     let unresolved: Vec<bool> = {
-        let order = topo_partial(preds);
+        let order = crate::job::kahn(preds);
         let mut done = vec![false; preds.len()];
         for i in order {
             done[i] = true;
@@ -390,29 +390,6 @@ fn find_cycle(preds: &[Vec<usize>], start: usize) -> Vec<usize> {
             None => return vec![start, start],
         };
     }
-}
-
-fn topo_partial(preds: &[Vec<usize>]) -> Vec<usize> {
-    let n = preds.len();
-    let mut indegree: Vec<usize> = preds.iter().map(Vec::len).collect();
-    let mut succ = vec![Vec::new(); n];
-    for (i, ps) in preds.iter().enumerate() {
-        for &p in ps {
-            succ[p].push(i);
-        }
-    }
-    let mut ready: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
-    let mut order = Vec::new();
-    while let Some(i) = ready.pop() {
-        order.push(i);
-        for &s in &succ[i] {
-            indegree[s] -= 1;
-            if indegree[s] == 0 {
-                ready.push(s);
-            }
-        }
-    }
-    order
 }
 
 #[cfg(test)]
