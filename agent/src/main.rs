@@ -8,6 +8,7 @@ mod actuator;
 mod api;
 mod cli;
 mod jobs;
+mod memory;
 mod mesh;
 mod node;
 mod store;

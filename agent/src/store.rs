@@ -32,6 +32,11 @@ const VALUE_VERSION: u8 = 1;
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
 
+/// redb's page cache. Its default (1 GiB) lets the cache grow with every
+/// page ever touched; the agent's working set is small, and it must stay
+/// small on a phone.
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 /// A storage failure.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -128,7 +133,10 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Open { path: dir.to_path_buf(), reason: e.to_string() })?;
         let path = dir.join("twinmesh.redb");
-        let db = Database::create(&path).map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
         // Make sure the tables exist so reads never fail on a new file.
         let w = db.begin_write().map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
         for t in [JOBS, TWIN, FAILURES] {

@@ -302,6 +302,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         t.tick().await;
         loop {
             t.tick().await;
+            crate::memory::trim();
             let sample = sampler.sample();
             a.publish_own(false, |n| {
                 if n.name == primary {

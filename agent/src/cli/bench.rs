@@ -450,6 +450,14 @@ async fn idle(nodes: usize, n: usize, seconds: f64) -> anyhow::Result<serde_json
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let (rss_kib, ticks1) = proc_stats(pid)?;
     let (_, anon_kib, file_kib) = memory(pid)?;
+    // Proportional set size: shared pages (the binary) split among the
+    // processes mapping them.
+    let pss_kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Pss:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0);
     let wall = start.elapsed().as_secs_f64();
     let cpu_pct = (ticks1 - ticks0) as f64 / 100.0 / wall * 100.0;
     drop(procs);
@@ -463,6 +471,7 @@ async fn idle(nodes: usize, n: usize, seconds: f64) -> anyhow::Result<serde_json
         "rss_mib": rss_kib as f64 / 1024.0,
         "rss_anon_mib": anon_kib as f64 / 1024.0,
         "rss_file_mib": file_kib as f64 / 1024.0,
+        "pss_mib": pss_kib as f64 / 1024.0,
         "cpu_percent_of_a_core": cpu_pct,
         "measured_s": wall,
     }))
