@@ -216,9 +216,22 @@ fn next_best(
     _finish: &[f64],
     origin: twinmesh_common::view::OriginIdx,
 ) -> Option<(String, Format)> {
-    let st = &job.stages[s];
     // Inputs come from the first predecessor's node, or the origin.
-    let from_cluster = st.predecessors.first().map_or(origin.cluster, |&p| view.nodes.cluster[node_of[p]] as usize);
+    let from = job.stages[s].predecessors.first().map(|&p| node_of[p]);
+    next_best_for(view, job, s, from, origin)
+}
+
+/// The greedy choice for stage `s` alone, its inputs coming from node
+/// `from` (or the job's origin).
+pub(crate) fn next_best_for(
+    view: &FabricView,
+    job: &twinmesh_common::job::Job,
+    s: usize,
+    from: Option<usize>,
+    origin: twinmesh_common::view::OriginIdx,
+) -> Option<(String, Format)> {
+    let st = &job.stages[s];
+    let from_cluster = from.map_or(origin.cluster, |n| view.nodes.cluster[n] as usize);
     let single = twinmesh_common::job::Job {
         name: job.name.clone(),
         deadline_ms: None,

@@ -70,6 +70,7 @@ pub fn router(agent: Arc<Agent>, token: Option<String>) -> Router {
         .route("/v1/plans/{id}/verify", get(get_verification))
         .route("/v1/twin", get(get_twin))
         .route("/v1/observe", post(observe))
+        .route("/v1/inject", post(inject))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), auth));
     Router::new()
         .merge(v1)
@@ -174,13 +175,10 @@ fn default_failure_ms() -> u64 {
     60_000
 }
 
-async fn observe(
-    State(ctx): State<Ctx>,
-    body: Result<String, axum::extract::rejection::StringRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+/// Reads an event body and checks its kind and node.
+fn parse_event(agent: &Agent, body: &str) -> Result<(ObserveBody, FailureKind), ApiError> {
     // Any content type: curl users send form-encoded headers by default.
-    let b: ObserveBody = serde_json::from_str(&body)
+    let b: ObserveBody = serde_json::from_str(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid event: {e}")))?;
     let kind = match b.kind.as_str() {
         "node_down" => FailureKind::NodeDown,
@@ -198,15 +196,82 @@ async fn observe(
             });
         }
     };
-    if ctx.agent.view().node_index(&b.node).is_none() {
+    if agent.view().node_index(&b.node).is_none() {
         return Err(ApiError {
             status: StatusCode::BAD_REQUEST,
             message: format!("node: '{}' is not in the twin", b.node),
             field: Some("node".into()),
         });
     }
+    Ok((b, kind))
+}
+
+async fn observe(
+    State(ctx): State<Ctx>,
+    body: Result<String, axum::extract::rejection::StringRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let (b, kind) = parse_event(&ctx.agent, &body)?;
     let ev = ctx.agent.observe_failure(&b.node, kind, b.duration_ms).await;
     Ok((StatusCode::ACCEPTED, Json(ev)).into_response())
+}
+
+/// Injects a failure: on Kubernetes, cordons the node (node_down,
+/// system_crash) or taints it (thermal_throttle) and reverts after
+/// `duration_ms`; on the virtual fabric, records it. Either way the event
+/// enters the twin and spreads.
+async fn inject(
+    State(ctx): State<Ctx>,
+    body: Result<String, axum::extract::rejection::StringRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let (b, kind) = parse_event(&ctx.agent, &body)?;
+    if kind == FailureKind::Recovered {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: "kind: inject a failure (node_down, system_crash, thermal_throttle, network_degradation); injected failures revert by themselves".into(),
+            field: Some("kind".into()),
+        });
+    }
+    let revert_at = crate::node::now_ms() + b.duration_ms;
+    let action = match ctx.agent.kube() {
+        None => "recorded in the twin (virtual fabric)".to_string(),
+        Some(k) => {
+            let view = ctx.agent.view();
+            let n = view.node_index(&b.node).unwrap_or_default();
+            let cluster = view.latency.names()[view.nodes.cluster[n] as usize].clone();
+            let node = b.node.clone();
+            let r = match kind {
+                FailureKind::NodeDown | FailureKind::SystemCrash => {
+                    k.cordon(&cluster, &node, true, Some(revert_at)).await.map(|()| "cordoned")
+                }
+                FailureKind::ThermalThrottle => k
+                    .taint(&cluster, &node, crate::kube::client::THERMAL_TAINT, true, Some(revert_at))
+                    .await
+                    .map(|()| "tainted twinmesh.io/thermal-throttle:NoSchedule"),
+                _ => Ok("recorded in the twin (no Kubernetes action for this kind)"),
+            };
+            let done = r.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+            if matches!(kind, FailureKind::NodeDown | FailureKind::SystemCrash | FailureKind::ThermalThrottle) {
+                let wait = std::time::Duration::from_millis(b.duration_ms);
+                let cluster = cluster.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let r = if kind == FailureKind::ThermalThrottle {
+                        k.taint(&cluster, &node, crate::kube::client::THERMAL_TAINT, false, None).await
+                    } else {
+                        k.cordon(&cluster, &node, false, None).await
+                    };
+                    if let Err(e) = r {
+                        tracing::warn!(node = %node, error = %e, "reverting an injected failure failed; the node's agent reverts it from the annotation");
+                    }
+                });
+            }
+            format!("{done} in cluster {cluster}")
+        }
+    };
+    let ev = ctx.agent.observe_failure(&b.node, kind, b.duration_ms).await;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "event": ev, "action": action, "reverts_at_ms": revert_at }))).into_response())
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {

@@ -4,23 +4,14 @@
 //! `anyhow` with context they can act on; everything below the CLI returns
 //! typed errors.
 
-mod actuator;
-mod api;
-mod cli;
-mod jobs;
-mod memory;
-mod mesh;
-mod node;
-mod store;
-mod telemetry;
-
 use clap::Parser;
+use twinmesh_agent::cli;
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TWINMESH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,twinmesh=info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,twinmesh=info,twinmesh_agent=info")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -157,6 +157,8 @@ pub struct Agent {
     /// Counters.
     pub metrics: Metrics,
     persist: mpsc::UnboundedSender<(Vec<NodeRecord>, Vec<FailureEvent>)>,
+    /// The Kubernetes actuator, when the agent runs stages as pods.
+    kube: std::sync::OnceLock<Arc<crate::kube::Kube>>,
 }
 
 /// Unix time in ms.
@@ -223,6 +225,7 @@ impl Agent {
             mesh,
             metrics: Metrics::default(),
             persist,
+            kube: std::sync::OnceLock::new(),
         }))
     }
 
@@ -492,11 +495,29 @@ impl Agent {
         self.metrics.jobs_accepted.fetch_add(1, Ordering::Relaxed);
         self.metrics.jobs_planned.fetch_add(1, Ordering::Relaxed);
         if !dry_run {
-            let me = self.clone();
-            let job_id = id.clone();
-            tokio::spawn(async move { crate::actuator::run(me, job_id).await });
+            self.spawn_job(id.clone());
         }
         Ok(SubmitResponse { id, planner: self.cfg.name.clone(), created: true, job: rec })
+    }
+
+    /// Makes this agent run stages as pods through `kube` (set once, at
+    /// start, before any job runs).
+    pub fn set_kube(&self, kube: Arc<crate::kube::Kube>) {
+        let _ = self.kube.set(kube);
+    }
+
+    /// The Kubernetes actuator, if this agent has one.
+    pub fn kube(&self) -> Option<Arc<crate::kube::Kube>> {
+        self.kube.get().cloned()
+    }
+
+    /// Runs job `id` on this agent's actuator, in the background.
+    pub fn spawn_job(self: &Arc<Self>, id: String) {
+        let me = self.clone();
+        match self.kube() {
+            Some(k) => tokio::spawn(async move { crate::kube::run::run(me, k, id).await }),
+            None => tokio::spawn(async move { crate::actuator::run(me, id).await }),
+        };
     }
 
     /// Updates a job record in memory and in the store.

@@ -14,6 +14,7 @@ use twinmesh_common::fabric::{self, Fabric};
 use twinmesh_common::model::{Arch, Format, FormatSet, Hardware, Node, NodeStatus, Resources, Telemetry};
 use twinmesh_common::policy::Policy;
 
+use crate::kube::{Kube, KubeSettings};
 use crate::mesh::{self, MeshConfig};
 use crate::node::{Agent, AgentConfig};
 use crate::store::Store;
@@ -79,9 +80,40 @@ pub struct AgentArgs {
     /// Also discover peers by mDNS on the local network.
     #[arg(long, env = "TWINMESH_MDNS")]
     pub mdns: bool,
-    /// Actuator: `virtual` (embedded fabric).
-    #[arg(long, env = "TWINMESH_ACTUATOR", default_value = "virtual")]
-    pub actuator: String,
+    /// Where stages run: `virtual` (the embedded fabric) or `kube` (pods
+    /// on the planned nodes of the Kubernetes clusters).
+    #[arg(long, env = "TWINMESH_ACTUATOR", value_enum, default_value_t = ActuatorKind::Virtual)]
+    pub actuator: ActuatorKind,
+    /// Kubeconfig with one context per cluster (`--kube-context-prefix`
+    /// + cluster name), e.g. mounted from the `twinmesh-kubeconfig` Secret.
+    #[arg(long, env = "TWINMESH_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context name prefix: cluster `dc-core` is context `k3d-dc-core`.
+    #[arg(long, env = "TWINMESH_KUBE_CONTEXT_PREFIX", default_value = "k3d-")]
+    pub kube_context_prefix: String,
+    /// Reach this agent's own cluster with the pod's service account
+    /// (default: when running in a pod).
+    #[arg(long, env = "TWINMESH_KUBE_IN_CLUSTER")]
+    pub kube_in_cluster: Option<bool>,
+    /// Namespace of stage pods.
+    #[arg(long, env = "TWINMESH_KUBE_NAMESPACE", default_value = "twinmesh-jobs")]
+    pub kube_namespace: String,
+    /// Image of stage pods (it must contain the `twinmesh` binary as its
+    /// entrypoint).
+    #[arg(long, env = "TWINMESH_KUBE_IMAGE", default_value = "twinmesh:dev")]
+    pub kube_image: String,
+    /// Keep stage pods after their result is recorded.
+    #[arg(long, env = "TWINMESH_KUBE_KEEP_PODS")]
+    pub kube_keep_pods: bool,
+}
+
+/// Where an agent runs stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActuatorKind {
+    /// The embedded virtual fabric.
+    Virtual,
+    /// Pods on Kubernetes.
+    Kube,
 }
 
 /// A started agent.
@@ -205,9 +237,6 @@ fn load_identity(dir: &std::path::Path) -> anyhow::Result<identity::Keypair> {
 /// Starts an agent on the current runtime and returns once its API and mesh
 /// listen.
 pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
-    if args.actuator != "virtual" {
-        bail!("actuator '{}' is not available in this build (only 'virtual')", args.actuator);
-    }
     let fabric = match &args.fabric {
         None if args.synthetic_fabric.is_some() => fabric::synthetic(args.synthetic_fabric.unwrap_or(0), 42),
         Some(p) => Fabric::from_yaml(
@@ -264,7 +293,36 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         mesh_addrs: m.listening.iter().map(ToString::to_string).collect(),
     };
     let agent = Agent::new(cfg, store, m.commands.clone())?;
+    let kube = match args.actuator {
+        ActuatorKind::Virtual => None,
+        ActuatorKind::Kube => {
+            // One TLS provider, chosen here, before any client exists.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let settings = KubeSettings {
+                kubeconfig: args.kubeconfig.clone(),
+                context_prefix: args.kube_context_prefix.clone(),
+                in_cluster: args
+                    .kube_in_cluster
+                    .unwrap_or_else(|| std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()),
+                namespace: args.kube_namespace.clone(),
+                image: args.kube_image.clone(),
+                delete_finished: !args.kube_keep_pods,
+            };
+            let k = Arc::new(
+                Kube::connect(settings, &args.cluster, agent.cfg.fabric.latency.names())
+                    .await
+                    .context("connecting to Kubernetes")?,
+            );
+            agent.set_kube(k.clone());
+            Some(k)
+        }
+    };
     agent.publish_own(true, |_| {}).await;
+    if let Some(k) = &kube
+        && k.clusters().any(|c| c == &args.cluster)
+    {
+        tokio::spawn(crate::kube::node::watch_own(agent.clone(), k.clone()));
+    }
     let listener =
         tokio::net::TcpListener::bind(args.api).await.with_context(|| format!("cannot listen on {}", args.api))?;
     let api = listener.local_addr()?;
@@ -303,7 +361,21 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         loop {
             t.tick().await;
             crate::memory::trim();
-            let sample = sampler.sample();
+            let mut sample = sampler.sample();
+            if let Some(k) = &kube
+                && let Some(used) = k.node_metrics(&a.cfg.cluster, &primary).await
+            {
+                // Real capacity: the twin's allocatable over the scaling ratio.
+                let ratio = twinmesh_common::scaling::Scaler::default().ratio;
+                let own = a.cfg.owned.iter().find(|n| n.name == primary);
+                let cap = a
+                    .twin()
+                    .record(&primary)
+                    .map(|r| r.node.allocatable)
+                    .or(own.map(|n| n.allocatable))
+                    .map_or((0.0, 0.0), |r| (r.cpu / ratio, r.mem_gb / ratio * 1e9));
+                sample = crate::kube::node::metrics_telemetry(sample, used, cap);
+            }
             a.publish_own(false, |n| {
                 if n.name == primary {
                     n.telemetry = sample;
@@ -315,8 +387,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
     // Resume what a restart interrupted.
     for id in agent.unfinished_jobs() {
         info!(job = %id, "resuming job");
-        let a = agent.clone();
-        tokio::spawn(async move { crate::actuator::run(a, id).await });
+        agent.spawn_job(id);
     }
     info!(agent = %args.node, api = %api, mesh = ?m.listening, "agent started");
     Ok(Running { agent, api, mesh: m.listening })

@@ -131,7 +131,13 @@ fn agent_args(
         mdns: false,
         virtual_hardware: true,
         wasm: false,
-        actuator: "virtual".into(),
+        actuator: super::agent::ActuatorKind::Virtual,
+        kubeconfig: None,
+        kube_context_prefix: "k3d-".into(),
+        kube_in_cluster: None,
+        kube_namespace: "twinmesh-jobs".into(),
+        kube_image: "twinmesh:dev".into(),
+        kube_keep_pods: false,
     }
 }
 

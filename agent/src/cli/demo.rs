@@ -100,7 +100,13 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             mdns: false,
             virtual_hardware: true,
             wasm: false,
-            actuator: "virtual".into(),
+            actuator: super::agent::ActuatorKind::Virtual,
+            kubeconfig: None,
+            kube_context_prefix: "k3d-".into(),
+            kube_in_cluster: None,
+            kube_namespace: "twinmesh-jobs".into(),
+            kube_image: "twinmesh:dev".into(),
+            kube_keep_pods: false,
         };
         agents.push(start(args).await.with_context(|| format!("starting the agent for {}", c.name))?);
     }

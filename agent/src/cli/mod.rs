@@ -7,6 +7,7 @@ mod client;
 pub mod config;
 mod demo;
 mod plan;
+pub mod work;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -32,6 +33,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Agent benchmarks (gossip delivery, API, idle footprint).
     Bench(bench::BenchArgs),
+    /// What a stage pod runs: keep a CPU busy for a while and report it.
+    Work(work::WorkArgs),
 }
 
 /// How results are printed.
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Twin(args) => runtime()?.block_on(client::twin(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
+        Command::Work(args) => work::run(args),
     }
 }
 
