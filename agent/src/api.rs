@@ -271,7 +271,8 @@ async fn inject(
         }
     };
     let ev = ctx.agent.observe_failure(&b.node, kind, b.duration_ms).await;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "event": ev, "action": action, "reverts_at_ms": revert_at }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({ "event": ev, "action": action, "reverts_at_ms": revert_at })))
+        .into_response())
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {

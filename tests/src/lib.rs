@@ -1,6 +1,8 @@
 //! Helpers for twinmesh's end-to-end tests: find (and build, once) the
 //! `twinmesh` binary, and run it with a time limit.
 
+pub mod kube_double;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

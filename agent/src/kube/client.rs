@@ -211,6 +211,13 @@ impl Kube {
             } else {
                 Err(format!("no kubeconfig given (--kubeconfig) for context '{ctx}'"))
             };
+            // Our own retry (below) covers 429, every 5xx and transport
+            // errors with one documented policy; kube's would repeat 429,
+            // 503 and 504 up to 15 times underneath it.
+            let config = config.map(|mut c| {
+                c.default_retry = false;
+                c
+            });
             match config.and_then(|cfg| Client::try_from(cfg).map_err(|e| e.to_string())) {
                 Ok(client) => {
                     clients.insert(c.clone(), client);
@@ -384,7 +391,13 @@ impl Kube {
     /// Cordons (`on`) or uncordons a node, recording what was injected and
     /// when to revert in annotations, so the node's own agent can revert it
     /// after a restart.
-    pub async fn cordon(&self, cluster: &str, node: &str, on: bool, revert_at_ms: Option<u64>) -> Result<(), KubeError> {
+    pub async fn cordon(
+        &self,
+        cluster: &str,
+        node: &str,
+        on: bool,
+        revert_at_ms: Option<u64>,
+    ) -> Result<(), KubeError> {
         let api = self.nodes(cluster)?;
         let patch = if on {
             json!({
@@ -423,7 +436,12 @@ impl Kube {
             let had = taints.iter().any(|t| t.key == key);
             taints.retain(|t| t.key != key);
             if on {
-                taints.push(Taint { key: key.into(), value: Some("true".into()), effect: "NoSchedule".into(), ..Taint::default() });
+                taints.push(Taint {
+                    key: key.into(),
+                    value: Some("true".into()),
+                    effect: "NoSchedule".into(),
+                    ..Taint::default()
+                });
             } else if !had {
                 return Ok(());
             }
@@ -437,8 +455,7 @@ impl Kube {
                 "spec": {"taints": taints}
             });
             let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
-            match self.retrying(cluster, "patch nodes", || api.patch(node, &pp, &patch)).await
-            {
+            match self.retrying(cluster, "patch nodes", || api.patch(node, &pp, &patch)).await {
                 Ok(_) => return Ok(()),
                 Err(KubeError::Api { code: 409, .. }) => {
                     debug!(cluster, node, "node changed under the taint patch; reading again");

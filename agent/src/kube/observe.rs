@@ -85,12 +85,8 @@ impl NodeFacts {
         };
         let cpu_cores = get("cpu")?;
         let mem_bytes = get("memory")?;
-        let ready = status
-            .conditions
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let ready =
+            status.conditions.as_deref().unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
         let spec = n.spec.as_ref();
         let unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
         let blocking_taints = spec
@@ -244,13 +240,11 @@ pub fn pod_progress(p: &Pod) -> Option<PodProgress> {
                 .as_ref()
                 .and_then(|s| s.terminated.as_ref())
                 .map(|t| {
-                    format!(
-                        "{} (exit code {})",
-                        t.reason.clone().unwrap_or_else(|| "terminated".into()),
-                        t.exit_code
-                    )
+                    format!("{} (exit code {})", t.reason.clone().unwrap_or_else(|| "terminated".into()), t.exit_code)
                 })
-                .or_else(|| status.reason.clone().map(|r| format!("{r}: {}", status.message.clone().unwrap_or_default())))
+                .or_else(|| {
+                    status.reason.clone().map(|r| format!("{r}: {}", status.message.clone().unwrap_or_default()))
+                })
                 .unwrap_or_else(|| "failed".into());
             Phase::Failed { reason: why }
         }

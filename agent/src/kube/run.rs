@@ -142,7 +142,8 @@ async fn run_stage(
     let mut why_not = Vec::new();
     for attempt in 1..=MAX_ATTEMPTS {
         let current = agent.view();
-        let pick = candidates.iter().find(|(n, _)| current.node_index(n).is_some_and(|i| current.nodes.ready[i])).cloned();
+        let pick =
+            candidates.iter().find(|(n, _)| current.node_index(n).is_some_and(|i| current.nodes.ready[i])).cloned();
         let Some((node, format)) = pick else { break };
         candidates.retain(|(c, _)| c != &node);
         let Some(n) = view.node_index(&node) else {
@@ -176,8 +177,12 @@ async fn run_stage(
         });
         let name = pod_name(id, &st.id, attempt);
         match kube.ensure_pod(&cluster, &pod).await {
-            Ok(Created::New) => info!(job = id, stage = %st.id, pod = %name, cluster = %cluster, node = %node, "pod created"),
-            Ok(Created::Existed) => info!(job = id, stage = %st.id, pod = %name, "pod already there (resumed or duplicate plan)"),
+            Ok(Created::New) => {
+                info!(job = id, stage = %st.id, pod = %name, cluster = %cluster, node = %node, "pod created")
+            }
+            Ok(Created::Existed) => {
+                info!(job = id, stage = %st.id, pod = %name, "pod already there (resumed or duplicate plan)")
+            }
             Err(e) => {
                 warn!(job = id, stage = %st.id, error = %e, "cannot create the stage's pod");
                 why_not.push(format!("{node}: {e}"));

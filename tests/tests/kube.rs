@@ -1,0 +1,424 @@
+//! The Kubernetes actuator against an API double on loopback (there is no
+//! API server on the test machine): the exact requests it makes, how it
+//! treats AlreadyExists, 403, 409 and 500, how recorded watch events of real
+//! pod and node objects become observations and twin facts, and a whole
+//! agent running a two-cluster job as pods.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node as KNode, Pod};
+use serde_json::{Value, json};
+use twinmesh_agent::kube::client::{Created, Kube, KubeError, KubeSettings, Outcome, Retry, THERMAL_TAINT};
+use twinmesh_agent::kube::manifest::{StagePod, stage_pod};
+use twinmesh_agent::kube::node::{Revert, revert_due, status_event};
+use twinmesh_agent::kube::observe::{NodeFacts, Phase, pod_progress};
+use twinmesh_common::job::Compute;
+use twinmesh_common::model::{Arch, Format, NodeStatus};
+use twinmesh_common::scaling::Scaler;
+use twinmesh_tests::kube_double::{ApiDouble, Fault, Kubelet, k3s_node, kubeconfig};
+use twinmesh_tests::{AgentProc, repo_root, tempdir, wait_for};
+
+const NS: &str = "twinmesh-jobs";
+
+fn settings() -> KubeSettings {
+    KubeSettings {
+        kubeconfig: None,
+        context_prefix: "k3d-".into(),
+        in_cluster: false,
+        namespace: NS.into(),
+        image: "twinmesh:dev".into(),
+        delete_finished: false,
+    }
+}
+
+fn actuator(doubles: &[(&str, &ApiDouble)]) -> Kube {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clients: BTreeMap<String, kube::Client> = doubles
+        .iter()
+        .map(|(c, d)| {
+            let mut cfg = kube::Config::new(d.url().parse().expect("url"));
+            cfg.default_retry = false;
+            (c.to_string(), kube::Client::try_from(cfg).expect("client"))
+        })
+        .collect();
+    let mut k = Kube::with_clients(clients, settings());
+    k.retry = Retry { attempts: 3, backoff: Duration::from_millis(10) };
+    k
+}
+
+fn compute() -> Compute {
+    Compute { cpu: 4.0, mem_gb: 2.0, duration_ms: 2000.0, gpu_vram_gb: 0.0 }
+}
+
+fn encode_pod(c: &Compute) -> Pod {
+    stage_pod(&StagePod {
+        job: "video-3fa2b1c0",
+        plan: "1c9e0d2f4a6b",
+        stage: "encode",
+        attempt: 1,
+        node: "k3d-dc-core-agent-0",
+        cluster: "dc-core",
+        format: Format::Native,
+        compute: c,
+        cpu_ms: 2000,
+        image: "twinmesh:dev",
+        namespace: NS,
+        scaler: Scaler::default(),
+    })
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join("tests/fixtures/kube").join(name)).expect("fixture")
+}
+
+#[tokio::test]
+async fn create_sends_exactly_the_planned_pod_and_already_exists_is_success() {
+    let d = ApiDouble::start(vec![k3s_node("k3d-dc-core-agent-0", "dc-core", "amd64")]).await;
+    let k = actuator(&[("dc-core", &d)]);
+    let c = compute();
+    let pod = encode_pod(&c);
+    assert_eq!(k.ensure_pod("dc-core", &pod).await.expect("create"), Created::New);
+    // The same stage again (a retried or duplicated plan): no second pod.
+    assert_eq!(k.ensure_pod("dc-core", &pod).await.expect("again"), Created::Existed);
+    let posts = d.requests_to("POST", "/api/v1/namespaces/twinmesh-jobs/pods");
+    assert_eq!(posts.len(), 2);
+    assert_eq!(d.pod_names(), vec!["tm-video-3fa2b1c0-encode".to_string()]);
+    let b = &posts[0].body;
+    assert_eq!(b["metadata"]["name"], "tm-video-3fa2b1c0-encode");
+    assert_eq!(b["metadata"]["namespace"], NS);
+    assert_eq!(b["metadata"]["labels"]["twinmesh.io/job"], "video-3fa2b1c0");
+    assert_eq!(b["metadata"]["labels"]["twinmesh.io/plan"], "1c9e0d2f4a6b");
+    assert_eq!(b["metadata"]["labels"]["twinmesh.io/stage"], "encode");
+    assert_eq!(b["metadata"]["labels"]["dt.cluster.name"], "dc-core");
+    assert_eq!(b["spec"]["nodeSelector"]["kubernetes.io/hostname"], "k3d-dc-core-agent-0");
+    assert_eq!(b["spec"]["restartPolicy"], "Never");
+    let ctr = &b["spec"]["containers"][0];
+    // 4 cores, 2 GB at 1:100 → 40 millicores, 21 MiB, requests = limits.
+    assert_eq!(ctr["resources"]["requests"], json!({"cpu": "40m", "memory": "21Mi"}));
+    assert_eq!(ctr["resources"]["limits"], json!({"cpu": "40m", "memory": "21Mi"}));
+    assert_eq!(ctr["args"], json!(["work", "--cpu-ms", "2000"]));
+    assert_eq!(ctr["image"], "twinmesh:dev");
+}
+
+#[tokio::test]
+async fn forbidden_is_a_clear_error_and_not_retried() {
+    let d = ApiDouble::start(vec![]).await;
+    let k = actuator(&[("dc-core", &d)]);
+    d.fail_next(Fault { method: "POST", path_prefix: "/api/v1/namespaces".into(), status: 403, reason: "Forbidden" });
+    let c = compute();
+    let e = k.ensure_pod("dc-core", &encode_pod(&c)).await.expect_err("403");
+    assert!(matches!(e, KubeError::Forbidden { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("create pods in twinmesh-jobs") && msg.contains("dc-core") && msg.contains("rbac.yaml"),
+        "{msg}"
+    );
+    assert_eq!(d.requests_to("POST", "/api/v1/namespaces").len(), 1, "a 403 is not retried");
+    assert!(d.pod_names().is_empty());
+    // A cluster without a client names itself.
+    let e = k.ensure_pod("gamer-pc", &encode_pod(&c)).await.expect_err("no client");
+    assert!(e.to_string().contains("cluster 'gamer-pc'"), "{e}");
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_surfaced() {
+    let d = ApiDouble::start(vec![]).await;
+    let k = actuator(&[("dc-core", &d)]);
+    let c = compute();
+    for _ in 0..2 {
+        d.fail_next(Fault { method: "POST", path_prefix: "/api/v1/".into(), status: 500, reason: "InternalError" });
+    }
+    assert_eq!(k.ensure_pod("dc-core", &encode_pod(&c)).await.expect("third try"), Created::New);
+    assert_eq!(d.requests_to("POST", "/api/v1/").len(), 3);
+    // Persistently failing: three tries, then the error with its code.
+    for _ in 0..3 {
+        d.fail_next(Fault {
+            method: "DELETE",
+            path_prefix: "/api/v1/".into(),
+            status: 503,
+            reason: "ServiceUnavailable",
+        });
+    }
+    let e = k.delete_pod("dc-core", "tm-video-3fa2b1c0-encode").await.expect_err("503");
+    assert!(matches!(e, KubeError::Api { code: 503, .. }), "{e:?}");
+    assert!(e.to_string().contains("HTTP 503"), "{e}");
+    assert_eq!(d.requests_to("DELETE", "/api/v1/").len(), 3);
+    assert_eq!(d.pod_names().len(), 1, "the pod is still there");
+    // A pod already gone is not an error.
+    k.delete_pod("dc-core", "tm-video-3fa2b1c0-encode").await.expect("delete");
+    k.delete_pod("dc-core", "tm-video-3fa2b1c0-encode").await.expect("delete again");
+}
+
+#[tokio::test]
+async fn cordon_and_taint_patch_the_node_and_a_conflict_reads_again() {
+    let d = ApiDouble::start(vec![k3s_node("k3d-gamer-pc-agent-0", "gamer-pc", "amd64")]).await;
+    let k = actuator(&[("gamer-pc", &d)]);
+    k.cordon("gamer-pc", "k3d-gamer-pc-agent-0", true, Some(1_900_000_000_000)).await.expect("cordon");
+    let patch = &d.requests_to("PATCH", "/api/v1/nodes/k3d-gamer-pc-agent-0")[0];
+    assert_eq!(patch.body["spec"]["unschedulable"], true);
+    assert_eq!(patch.body["metadata"]["annotations"]["twinmesh.io/injected"], "cordon");
+    assert_eq!(patch.body["metadata"]["annotations"]["twinmesh.io/revert-at"], "1900000000000");
+    let n = d.node("k3d-gamer-pc-agent-0").expect("node");
+    assert_eq!(n["spec"]["unschedulable"], true);
+    k.cordon("gamer-pc", "k3d-gamer-pc-agent-0", false, None).await.expect("uncordon");
+    let n = d.node("k3d-gamer-pc-agent-0").expect("node");
+    assert!(n["spec"].get("unschedulable").is_none(), "{n}");
+    assert!(n["metadata"]["annotations"].get("twinmesh.io/injected").is_none());
+
+    // Taint: someone else changes the node between our read and write.
+    d.fail_next(Fault { method: "PATCH", path_prefix: "/api/v1/nodes/".into(), status: 409, reason: "Conflict" });
+    k.taint("gamer-pc", "k3d-gamer-pc-agent-0", THERMAL_TAINT, true, Some(5)).await.expect("taint");
+    assert_eq!(d.requests_to("GET", "/api/v1/nodes/k3d-gamer-pc-agent-0").len(), 2, "read again after the 409");
+    let n = d.node("k3d-gamer-pc-agent-0").expect("node");
+    assert_eq!(n["spec"]["taints"], json!([{"key": THERMAL_TAINT, "value": "true", "effect": "NoSchedule"}]));
+    // The patch carried the resourceVersion it read (optimistic concurrency).
+    let last = d.requests_to("PATCH", "/api/v1/nodes/").pop().expect("patch");
+    assert!(last.body["metadata"]["resourceVersion"].is_string(), "{}", last.body);
+    // Revert: the taint goes, the annotations go.
+    let node: KNode = serde_json::from_value(n).expect("Node");
+    assert_eq!(revert_due(&node, 10), Some(Revert::Taint));
+    assert_eq!(NodeFacts::from_node(&node, &Scaler::default()).expect("facts").status(), NodeStatus::Cordoned);
+    k.taint("gamer-pc", "k3d-gamer-pc-agent-0", THERMAL_TAINT, false, None).await.expect("untaint");
+    let n = d.node("k3d-gamer-pc-agent-0").expect("node");
+    assert_eq!(n["spec"]["taints"], json!([]));
+    let node: KNode = serde_json::from_value(n).expect("Node");
+    assert_eq!(revert_due(&node, u64::MAX), None);
+
+    // RBAC refusal on patch is named.
+    d.fail_next(Fault { method: "PATCH", path_prefix: "/api/v1/nodes/".into(), status: 403, reason: "Forbidden" });
+    let e = k.cordon("gamer-pc", "k3d-gamer-pc-agent-0", true, None).await.expect_err("403");
+    assert!(e.to_string().contains("patch nodes"), "{e}");
+}
+
+#[tokio::test]
+async fn recorded_watch_events_become_stage_progress() {
+    let d = ApiDouble::start(vec![]).await;
+    let k = actuator(&[("dc-core", &d)]);
+    let events: Vec<Value> =
+        fixture("pod-lifecycle.jsonl").lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let feeder = d.clone();
+    tokio::spawn(async move {
+        for e in events {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            feeder.put_pod(e["object"].clone());
+        }
+    });
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let out = k
+        .follow_pod("dc-core", "tm-video-3fa2b1c0-encode", Duration::from_secs(5), Duration::from_secs(20), |p| {
+            s2.lock().unwrap().push(p.phase.clone())
+        })
+        .await
+        .expect("follow");
+    let Outcome::Succeeded { node, started_ms, finished_ms, measured_ms, scheduled_ms } = out else {
+        panic!("not succeeded: {out:?}");
+    };
+    assert_eq!(node.as_deref(), Some("k3d-dc-core-agent-0"));
+    // 2026-11-23T10:15:03Z and :05Z.
+    assert_eq!(started_ms, 1_795_428_903_000);
+    assert_eq!(finished_ms - started_ms, 2000);
+    assert_eq!(measured_ms, Some(2003.5));
+    assert_eq!(scheduled_ms, Some(1_795_428_902_000));
+    let phases: Vec<&'static str> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| match p {
+            Phase::Pending { .. } => "pending",
+            Phase::Scheduled { .. } => "scheduled",
+            Phase::Running { .. } => "running",
+            Phase::Succeeded { .. } => "succeeded",
+            Phase::Failed { .. } => "failed",
+        })
+        .collect();
+    assert_eq!(phases, ["pending", "scheduled", "running", "succeeded"]);
+    // The watch asked for this pod alone.
+    let watches: Vec<_> = d.requests_to("GET", "/api/v1/namespaces/twinmesh-jobs/pods");
+    assert!(watches.iter().any(|r| r.query.contains("watch=true")), "{watches:?}");
+    assert!(
+        watches.iter().all(|r| r.query.contains("fieldSelector=metadata.name%3Dtm-video-3fa2b1c0-encode")),
+        "{watches:?}"
+    );
+}
+
+#[tokio::test]
+async fn unschedulable_and_failed_pods_end_the_attempt() {
+    let d = ApiDouble::start(vec![]).await;
+    let k = actuator(&[("dc-core", &d)]);
+    d.put_pod(serde_json::from_str(&fixture("pod-unschedulable.json")).expect("json"));
+    let out = k
+        .follow_pod("dc-core", "tm-video-3fa2b1c0-detect", Duration::from_millis(300), Duration::from_secs(10), |_| {})
+        .await
+        .expect("follow");
+    match out {
+        Outcome::Unschedulable(m) => assert!(m.contains("were unschedulable"), "{m}"),
+        o => panic!("{o:?}"),
+    }
+    d.put_pod(serde_json::from_str(&fixture("pod-oomkilled.json")).expect("json"));
+    let out = k
+        .follow_pod("dc-core", "tm-video-3fa2b1c0-notify", Duration::from_secs(5), Duration::from_secs(10), |_| {})
+        .await
+        .expect("follow");
+    assert_eq!(out, Outcome::Failed("OOMKilled (exit code 137)".into()));
+    // A pod that never shows up times out.
+    let out = k
+        .follow_pod("dc-core", "tm-nobody-x", Duration::from_secs(5), Duration::from_millis(300), |_| {})
+        .await
+        .expect("follow");
+    assert_eq!(out, Outcome::TimedOut);
+    // Pods that are not twinmesh's are ignored.
+    let foreign: Pod = serde_json::from_str(&fixture("pod-foreign.json")).expect("Pod");
+    assert_eq!(pod_progress(&foreign), None);
+}
+
+#[test]
+fn node_objects_become_twin_facts() {
+    let n: KNode = serde_json::from_value(k3s_node("k3d-campus-lab-agent-1", "campus-lab", "arm64")).expect("Node");
+    let f = NodeFacts::from_node(&n, &Scaler::default()).expect("facts");
+    assert_eq!(f.cluster.as_deref(), Some("campus-lab"));
+    assert_eq!(f.arch, Some(Arch::Arm64));
+    // 2 real cores at 1:100 are 200 fabric cores; 24529284 KiB → 2,511.8 GB.
+    assert_eq!(f.cpu, 200.0);
+    assert!((f.mem_gb - 24_529_284.0 * 1024.0 / 1e9 * 100.0).abs() < 1e-6, "{}", f.mem_gb);
+    assert_eq!(f.status(), NodeStatus::Ready);
+    let mut rec = twinmesh_common::fabric::reference().nodes[0].clone();
+    f.apply(&mut rec);
+    assert_eq!(rec.allocatable.cpu, 200.0);
+    assert_eq!(rec.hardware.arch, Arch::Arm64);
+    assert_eq!(rec.labels["dt.cluster.type"], "edge");
+    assert_eq!(rec.labels["kubernetes.io/hostname"], "k3d-campus-lab-agent-1");
+
+    // NotReady, cordoned, and a missing field named.
+    let mut v = k3s_node("n", "campus-lab", "riscv64");
+    v["status"]["conditions"][3]["status"] = json!("Unknown");
+    let f = NodeFacts::from_node(&serde_json::from_value(v.clone()).expect("Node"), &Scaler::default()).expect("facts");
+    assert_eq!(f.status(), NodeStatus::NotReady);
+    assert_eq!(f.arch, Some(Arch::Riscv64));
+    assert_eq!(
+        status_event(Some(NodeStatus::Ready), f.status()),
+        Some(twinmesh_common::failures::FailureKind::NodeDown)
+    );
+    assert_eq!(
+        status_event(Some(NodeStatus::NotReady), NodeStatus::Ready),
+        Some(twinmesh_common::failures::FailureKind::Recovered)
+    );
+    assert_eq!(status_event(None, NodeStatus::Ready), None);
+    v["status"]["conditions"][3]["status"] = json!("True");
+    v["spec"]["unschedulable"] = json!(true);
+    let f = NodeFacts::from_node(&serde_json::from_value(v.clone()).expect("Node"), &Scaler::default()).expect("facts");
+    assert_eq!(f.status(), NodeStatus::Cordoned);
+    v["status"]["allocatable"].as_object_mut().expect("obj").remove("memory");
+    v["status"].as_object_mut().expect("obj").remove("capacity");
+    let e = NodeFacts::from_node(&serde_json::from_value(v).expect("Node"), &Scaler::default()).expect_err("no memory");
+    assert!(e.contains("status.allocatable.memory missing"), "{e}");
+}
+
+#[tokio::test]
+async fn metrics_api_when_present() {
+    let d = ApiDouble::start(vec![k3s_node("k3d-dc-core-agent-0", "dc-core", "amd64")]).await;
+    let k = actuator(&[("dc-core", &d)]);
+    assert_eq!(k.node_metrics("dc-core", "k3d-dc-core-agent-0").await, None, "no metrics server: None");
+    d.set_metrics("k3d-dc-core-agent-0", "523186n", "1048576Ki");
+    let (cpu, mem) = k.node_metrics("dc-core", "k3d-dc-core-agent-0").await.expect("metrics");
+    assert!((cpu - 0.000_523_186).abs() < 1e-12, "{cpu}");
+    assert_eq!(mem, 1024.0 * 1024.0 * 1024.0);
+    let t = twinmesh_agent::kube::node::metrics_telemetry(Default::default(), (0.5, 1e9), (2.0, 4e9));
+    assert_eq!((t.cpu_pct, t.mem_pct), (25.0, 25.0));
+}
+
+/// A job of two stages, one in each of two clusters, through a whole agent
+/// process with `--actuator kube`: pods appear in the right double, in
+/// order, and the job is verified; the agent's own Node feeds its record;
+/// an injected failure cordons the node and reverts.
+#[test]
+fn agent_runs_a_job_as_pods_across_two_clusters() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let kubelet = Kubelet { bind_ms: 30, start_ms: 30, slowdown: 1.0 };
+    let (a, b) = rt.block_on(async {
+        let a =
+            ApiDouble::start(vec![k3s_node("kc-a-01", "alpha", "amd64"), k3s_node("kc-a-02", "alpha", "amd64")]).await;
+        let b = ApiDouble::start(vec![k3s_node("kc-b-01", "beta", "arm64")]).await;
+        a.with_kubelet(kubelet);
+        b.with_kubelet(kubelet);
+        (a, b)
+    });
+    let dir = tempdir();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(&kc, kubeconfig("k3d-", &[("alpha", a.url()), ("beta", b.url())])).expect("kubeconfig");
+    let fabric = repo_root().join("tests/fixtures/kube-fabric.yaml");
+    let agent = AgentProc::start(
+        "kc-a-01",
+        "alpha",
+        &dir.path().join("a"),
+        &[
+            "--fabric",
+            fabric.to_str().expect("path"),
+            "--actuator",
+            "kube",
+            "--kubeconfig",
+            kc.to_str().expect("path"),
+            "--kube-in-cluster",
+            "false",
+            "--time-scale",
+            "0.05",
+            "--kube-keep-pods",
+        ],
+    );
+    // The agent's record carries its Node's allocatable (2 cores → 200).
+    let cpu = wait_for(Duration::from_secs(20), || {
+        let (_, t) = agent.get("/v1/twin");
+        t["nodes"].as_array()?.iter().find(|r| r["node"]["name"] == "kc-a-01").and_then(|r| {
+            let c = r["node"]["allocatable"]["cpu"].as_f64()?;
+            (c == 200.0).then_some(c)
+        })
+    });
+    assert_eq!(cpu, Some(200.0), "log:\n{}", agent.log());
+    let job = r#"{"apiVersion":"twinmesh.io/v1","metadata":{"name":"split","origin":{"cluster":"alpha"}},"spec":{"stages":[
+        {"id":"ingest","compute":{"cpu":1,"mem_gb":1,"duration_ms":4000},"constraints":{"arch":["amd64"],"formats":["native"]},"output_mb":5},
+        {"id":"infer","compute":{"cpu":1,"mem_gb":1,"duration_ms":6000},"constraints":{"arch":["arm64"],"formats":["native"]},"predecessor":"ingest"}]}}"#;
+    let (code, r) = agent.post("/v1/jobs?policy=greedy", job, None);
+    assert_eq!(code, 202, "{r}");
+    let id = r["id"].as_str().expect("id").to_string();
+    let done = wait_for(Duration::from_secs(40), || {
+        let (_, j) = agent.get(&format!("/v1/jobs/{id}"));
+        matches!(j["state"].as_str(), Some("succeeded" | "failed")).then_some(j)
+    })
+    .unwrap_or_else(|| panic!("job did not finish; log:\n{}", agent.log()));
+    assert_eq!(done["state"], "succeeded", "{done}\nlog:\n{}", agent.log());
+    let ingest = format!("tm-{id}-ingest");
+    let infer = format!("tm-{id}-infer");
+    assert_eq!(a.pod_names(), vec![ingest.clone()], "stage 1 in alpha");
+    assert_eq!(b.pod_names(), vec![infer.clone()], "stage 2 in beta");
+    // Stage order: infer was created only after ingest succeeded.
+    let pa = a.pod(&ingest).expect("pod");
+    let pb = b.pod(&infer).expect("pod");
+    let finished = pa["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"].as_str().expect("t");
+    let created = pb["metadata"]["creationTimestamp"].as_str().expect("t");
+    assert!(created >= finished, "infer created {created} before ingest finished {finished}");
+    // Work = model time × time scale (reference-speed nodes: 4000 ms → 200 ms).
+    assert_eq!(pa["spec"]["containers"][0]["args"], json!(["work", "--cpu-ms", "200"]));
+    assert_eq!(pa["metadata"]["labels"]["twinmesh.io/job"], id.as_str());
+    let obs = done["observations"].as_array().expect("observations");
+    assert_eq!(obs.len(), 2);
+    // Observed compute time comes back in fabric ms: 200 wall ms / 0.05.
+    let ingest_obs = obs.iter().find(|o| o["stage"] == "ingest").expect("ingest");
+    assert!((ingest_obs["compute_ms"].as_f64().expect("ms") - 4000.0).abs() < 1.0, "{ingest_obs}");
+    assert!(done["verification"]["accepted"].is_boolean(), "{done}");
+    assert!(done["notes"].as_array().expect("notes").iter().any(|n| n.as_str().is_some_and(|s| s.contains(&infer))));
+
+    // Failure injection: cordon now, uncordon after the duration.
+    let (code, r) = agent.post("/v1/inject", r#"{"kind":"node_down","node":"kc-b-01","duration_ms":600}"#, None);
+    assert_eq!(code, 202, "{r}");
+    assert!(r["action"].as_str().expect("action").starts_with("cordoned in cluster beta"), "{r}");
+    assert_eq!(b.node("kc-b-01").expect("node")["spec"]["unschedulable"], true);
+    let reverted = wait_for(Duration::from_secs(10), || {
+        b.node("kc-b-01").expect("node")["spec"].get("unschedulable").is_none().then_some(())
+    });
+    assert!(reverted.is_some(), "not uncordoned");
+    let (code, r) = agent.post("/v1/inject", r#"{"kind":"node_up","node":"kc-b-01"}"#, None);
+    assert_eq!(code, 400, "{r}");
+    assert_eq!(r["field"], "kind");
+}
