@@ -91,10 +91,15 @@ pub struct ClusterDoc {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupDoc {
-    /// Nodes are named `<prefix>-01`, `<prefix>-02`, ….
+    /// Nodes are named `<prefix>-01`, `<prefix>-02`, … (unless `names`).
+    #[serde(default)]
     pub prefix: String,
-    /// How many.
+    /// How many (may be left out when `names` lists them).
+    #[serde(default)]
     pub count: u32,
+    /// Explicit node names, e.g. a Kubernetes cluster's (`k3d-dc-core-agent-0`).
+    #[serde(default)]
+    pub names: Vec<String>,
     /// Their hardware.
     pub hardware: Hardware,
     /// Formats they run.
@@ -209,14 +214,25 @@ impl Fabric {
                         "cores and speed must be positive, memory and TDP not negative".into(),
                     ));
                 }
-                for k in 1..=g.count {
-                    nodes.push(make_node(
-                        format!("{}-{k:02}", g.prefix),
-                        &clusters[ci],
-                        h.clone(),
-                        g.runtimes,
-                        &g.labels,
-                    ));
+                let names: Vec<String> = if g.names.is_empty() {
+                    if g.prefix.is_empty() || g.count == 0 {
+                        return Err(invalid(
+                            format!("clusters[{ci}].groups[{gi}]"),
+                            "a group needs `names`, or a `prefix` and a `count` above 0".into(),
+                        ));
+                    }
+                    (1..=g.count).map(|k| format!("{}-{k:02}", g.prefix)).collect()
+                } else {
+                    if g.count != 0 && g.count as usize != g.names.len() {
+                        return Err(invalid(
+                            format!("clusters[{ci}].groups[{gi}].count"),
+                            format!("{} does not match the {} names listed", g.count, g.names.len()),
+                        ));
+                    }
+                    g.names.clone()
+                };
+                for name in names {
+                    nodes.push(make_node(name, &clusters[ci], h.clone(), g.runtimes, &g.labels));
                 }
             }
         }
@@ -415,5 +431,22 @@ mod tests {
         let bad_field = REFERENCE_YAML.replacen("intra_latency_ms: 5", "intra_latency: 5", 1);
         let e = Fabric::from_yaml(&bad_field).unwrap_err();
         assert!(e.to_string().contains("intra_latency"), "{e}");
+    }
+
+    #[test]
+    fn groups_may_name_their_nodes() {
+        let doc = |group: &str| {
+            format!(
+                "apiVersion: twinmesh.io/v1\nkind: Fabric\nclusters:\n  - name: dc-core\n    kind: datacenter\n    intra_latency_ms: 1\n    intra_bandwidth_mbps: 1000\n    groups:\n      - {group}\n        hardware: {{ arch: amd64, cores: 4, ghz: 3.0, speed: 1.0, mem_gb: 8, tdp_w: 50 }}\n        runtimes: [native]\nlinks: []\n"
+            )
+        };
+        let f = Fabric::from_yaml(&doc("names: [k3d-dc-core-server-0, k3d-dc-core-agent-0]")).unwrap();
+        let names: Vec<&str> = f.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["k3d-dc-core-server-0", "k3d-dc-core-agent-0"]);
+        assert_eq!(f.nodes[0].labels["dt.cluster.name"], "dc-core");
+        let e = Fabric::from_yaml(&doc("names: [a, b]\n        count: 3")).unwrap_err();
+        assert!(e.to_string().contains("groups[0].count") && e.to_string().contains("2 names"), "{e}");
+        let e = Fabric::from_yaml(&doc("prefix: x")).unwrap_err();
+        assert!(e.to_string().contains("groups[0]") && e.to_string().contains("`names`"), "{e}");
     }
 }

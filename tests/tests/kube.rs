@@ -421,4 +421,95 @@ fn agent_runs_a_job_as_pods_across_two_clusters() {
     let (code, r) = agent.post("/v1/inject", r#"{"kind":"node_up","node":"kc-b-01"}"#, None);
     assert_eq!(code, 400, "{r}");
     assert_eq!(r["field"], "kind");
+    // Everything the running agent asked of either cluster is granted.
+    let granted = granted();
+    for r in a.requests().iter().chain(b.requests().iter()) {
+        assert!(granted.contains(&permission(r)), "{} {} needs {:?}", r.method, r.path, permission(r));
+    }
+}
+
+/// The RBAC permission a request needs: (API group, resource, verb).
+fn permission(r: &twinmesh_tests::kube_double::Recorded) -> (String, String, String) {
+    let parts: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", "v1", rest @ ..] => (String::new(), rest.to_vec()),
+        ["apis", g, _v, rest @ ..] => (g.to_string(), rest.to_vec()),
+        _ => panic!("unexpected path {}", r.path),
+    };
+    let rest = if rest.first() == Some(&"namespaces") { rest[2..].to_vec() } else { rest };
+    let named = rest.len() > 1;
+    let verb = match (r.method.as_str(), named) {
+        ("GET", true) => "get",
+        ("GET", false) if r.query.contains("watch=true") => "watch",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PATCH", _) => "patch",
+        ("PUT", _) => "update",
+        ("DELETE", _) => "delete",
+        (m, _) => panic!("unexpected method {m}"),
+    };
+    (group, rest[0].to_string(), verb.to_string())
+}
+
+/// What deploy/base/rbac.yaml grants.
+fn granted() -> std::collections::BTreeSet<(String, String, String)> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(repo_root().join("deploy/base/rbac.yaml")).expect("rbac.yaml");
+    let mut out = std::collections::BTreeSet::new();
+    for d in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v = Value::deserialize(d).expect("yaml");
+        for rule in v["rules"].as_array().into_iter().flatten() {
+            for g in rule["apiGroups"].as_array().expect("groups") {
+                for res in rule["resources"].as_array().expect("resources") {
+                    for verb in rule["verbs"].as_array().expect("verbs") {
+                        out.insert((
+                            g.as_str().expect("g").to_string(),
+                            res.as_str().expect("r").to_string(),
+                            verb.as_str().expect("v").to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn rbac_grants_exactly_what_the_actuator_calls() {
+    use futures::StreamExt;
+    let d = ApiDouble::start(vec![k3s_node("k3d-dc-core-agent-0", "dc-core", "amd64")]).await;
+    d.with_kubelet(Kubelet { bind_ms: 10, start_ms: 10, slowdown: 1.0 });
+    d.set_metrics("k3d-dc-core-agent-0", "100m", "1Gi");
+    let k = actuator(&[("dc-core", &d)]);
+    // Every call the actuator has.
+    let c = Compute { duration_ms: 10.0, ..compute() };
+    let mut pod = encode_pod(&c);
+    pod.spec.as_mut().expect("spec").containers[0].args = Some(vec!["work".into(), "--cpu-ms".into(), "10".into()]);
+    k.ensure_pod("dc-core", &pod).await.expect("create");
+    let out = k
+        .follow_pod("dc-core", "tm-video-3fa2b1c0-encode", Duration::from_secs(5), Duration::from_secs(10), |_| {})
+        .await
+        .expect("follow");
+    assert!(matches!(out, Outcome::Succeeded { .. }), "{out:?}");
+    k.delete_pod("dc-core", "tm-video-3fa2b1c0-encode").await.expect("delete");
+    k.cordon("dc-core", "k3d-dc-core-agent-0", true, None).await.expect("cordon");
+    k.taint("dc-core", "k3d-dc-core-agent-0", THERMAL_TAINT, true, None).await.expect("taint");
+    assert!(k.node_metrics("dc-core", "k3d-dc-core-agent-0").await.is_some());
+    let mut nodes = Box::pin(k.watch_node("dc-core", "k3d-dc-core-agent-0").expect("watch"));
+    let n = tokio::time::timeout(Duration::from_secs(5), nodes.next()).await.expect("a node").expect("node");
+    assert_eq!(n.metadata.name.as_deref(), Some("k3d-dc-core-agent-0"));
+    // Reading on starts the watch proper (after the initial list).
+    let _ = tokio::time::timeout(Duration::from_millis(300), nodes.next()).await;
+    drop(nodes);
+    let used: std::collections::BTreeSet<_> = d.requests().iter().map(permission).collect();
+    let granted = granted();
+    let missing: Vec<_> = used.difference(&granted).collect();
+    let unused: Vec<_> = granted.difference(&used).collect();
+    assert!(missing.is_empty(), "the actuator calls what rbac.yaml does not grant: {missing:?}");
+    assert!(unused.is_empty(), "rbac.yaml grants what the actuator never calls: {unused:?}");
+    // Pods only in the jobs namespace.
+    for r in d.requests().iter().filter(|r| r.path.contains("/pods")) {
+        assert!(r.path.starts_with("/api/v1/namespaces/twinmesh-jobs/"), "{}", r.path);
+    }
 }

@@ -24,7 +24,7 @@ enum Command {
     /// Plan a job on a fabric and print the placement and predictions.
     Plan(plan::PlanArgs),
     /// Run the agent: mesh, store, API, telemetry, actuator.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Submit a job to a running agent.
     Submit(client::SubmitArgs),
     /// Print a running agent's twin.
@@ -51,7 +51,7 @@ pub enum Output {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan(args) => plan::run(args),
-        Command::Agent(args) => runtime()?.block_on(agent::run(args)),
+        Command::Agent(args) => runtime()?.block_on(agent::run(*args)),
         Command::Submit(args) => runtime()?.block_on(client::submit(args)),
         Command::Twin(args) => runtime()?.block_on(client::twin(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),

@@ -92,6 +92,7 @@ async fn execute(
     let mut running = FuturesUnordered::new();
     loop {
         // Start every stage whose predecessors are done.
+        #[allow(clippy::needless_range_loop)] // `done` is read for other indices inside
         for s in 0..n_stages {
             if started[s] || !job.stages[s].predecessors.iter().all(|&p| done[p].is_some()) {
                 continue;
