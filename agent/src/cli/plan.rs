@@ -93,15 +93,20 @@ pub fn render(p: &Plan) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "\npolicy {}", p.policy);
+    // Columns as wide as their longest entry (k3d node names are long).
+    let w = |f: &dyn Fn(&twinmesh_common::plan::Placement) -> usize, min: usize| {
+        p.placements.iter().map(f).max().unwrap_or(0).max(min)
+    };
+    let (ws, wn, wc) = (w(&|pl| pl.stage.len(), 20), w(&|pl| pl.node.len(), 20), w(&|pl| pl.cluster.len(), 16));
     let _ = writeln!(
         s,
-        "  {:<20} {:<20} {:<16} {:<13} {:>10} {:>10} {:>10}",
+        "  {:<ws$} {:<wn$} {:<wc$} {:<13} {:>10} {:>10} {:>10}",
         "STAGE", "NODE", "CLUSTER", "FORMAT", "READY ms", "FINISH ms", "ENERGY J"
     );
     for (pl, t) in p.placements.iter().zip(&p.predicted.stages) {
         let _ = writeln!(
             s,
-            "  {:<20} {:<20} {:<16} {:<13} {:>10.1} {:>10.1} {:>10.1}",
+            "  {:<ws$} {:<wn$} {:<wc$} {:<13} {:>10.1} {:>10.1} {:>10.1}",
             pl.stage,
             pl.node,
             pl.cluster,
