@@ -30,6 +30,7 @@ fn settings() -> KubeSettings {
         namespace: NS.into(),
         image: "twinmesh:dev".into(),
         delete_finished: false,
+        unschedulable_grace: Duration::from_secs(20),
     }
 }
 
@@ -512,4 +513,76 @@ async fn rbac_grants_exactly_what_the_actuator_calls() {
     for r in d.requests().iter().filter(|r| r.path.contains("/pods")) {
         assert!(r.path.starts_with("/api/v1/namespaces/twinmesh-jobs/"), "{}", r.path);
     }
+}
+
+/// A node the twin thinks schedulable but Kubernetes refuses (cordoned
+/// behind the twin's back): the pod stays Pending/Unschedulable, is deleted
+/// after the grace period, and the stage reruns as attempt 2 on another
+/// node. The Metrics API feeds the agent's telemetry.
+#[test]
+fn unschedulable_stage_moves_to_another_node_and_metrics_feed_telemetry() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let a = rt.block_on(async {
+        let mut cordoned = k3s_node("kc-a-01", "alpha", "amd64");
+        cordoned["spec"]["unschedulable"] = json!(true);
+        let a = ApiDouble::start(vec![cordoned, k3s_node("kc-a-02", "alpha", "amd64")]).await;
+        a.with_kubelet(Kubelet { bind_ms: 20, start_ms: 20, slowdown: 1.0 });
+        a.set_metrics("kc-a-02", "1", "12264642Ki");
+        a
+    });
+    let dir = tempdir();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(&kc, kubeconfig("k3d-", &[("alpha", a.url())])).expect("kubeconfig");
+    let fabric = repo_root().join("tests/fixtures/kube-fabric.yaml");
+    let agent = AgentProc::start(
+        "kc-a-02",
+        "alpha",
+        &dir.path().join("a"),
+        &[
+            "--fabric",
+            fabric.to_str().expect("path"),
+            "--actuator",
+            "kube",
+            "--kubeconfig",
+            kc.to_str().expect("path"),
+            "--kube-in-cluster",
+            "false",
+            "--time-scale",
+            "0.05",
+            "--kube-unschedulable-grace",
+            "1",
+            "--telemetry-interval",
+            "0.3",
+        ],
+    );
+    // Metrics API: 1 of 2 cores, half the memory.
+    let cpu = wait_for(Duration::from_secs(20), || {
+        let (_, t) = agent.get("/v1/twin");
+        let r = t["nodes"].as_array()?.iter().find(|r| r["node"]["name"] == "kc-a-02")?.clone();
+        let c = r["node"]["telemetry"]["cpu_pct"].as_f64()?;
+        ((c - 50.0).abs() < 1e-6).then_some(r)
+    });
+    let rec = cpu.unwrap_or_else(|| panic!("telemetry not from the Metrics API; log:\n{}", agent.log()));
+    assert!((rec["node"]["telemetry"]["mem_pct"].as_f64().expect("mem") - 50.0).abs() < 0.5, "{rec}");
+    let job = r#"{"apiVersion":"twinmesh.io/v1","metadata":{"name":"stuck","origin":{"cluster":"alpha","node":"kc-a-01"}},"spec":{"stages":[
+        {"id":"only","compute":{"cpu":1,"mem_gb":1,"duration_ms":2000},"constraints":{"arch":["amd64"],"formats":["native"]}}]}}"#;
+    let (code, r) = agent.post("/v1/jobs?policy=greedy", job, None);
+    assert_eq!(code, 202, "{r}");
+    assert_eq!(r["job"]["plan"]["placements"][0]["node"], "kc-a-01", "planned on the node the twin thinks free");
+    let id = r["id"].as_str().expect("id").to_string();
+    let done = wait_for(Duration::from_secs(40), || {
+        let (_, j) = agent.get(&format!("/v1/jobs/{id}"));
+        matches!(j["state"].as_str(), Some("succeeded" | "failed")).then_some(j)
+    })
+    .unwrap_or_else(|| panic!("job did not finish; log:\n{}", agent.log()));
+    assert_eq!(done["state"], "succeeded", "{done}\nlog:\n{}", agent.log());
+    let obs = &done["observations"][0];
+    assert_eq!(obs["node"], "kc-a-02");
+    assert_eq!(obs["attempts"], 2);
+    // The refused pod was deleted; the rerun has its own name.
+    let deleted = a.requests_to("DELETE", &format!("/api/v1/namespaces/{NS}/pods/tm-{id}-only"));
+    assert!(!deleted.is_empty(), "the unschedulable pod is deleted");
+    assert!(a.requests_to("POST", "/api/v1/").iter().any(|r| r.body["metadata"]["name"] == format!("tm-{id}-only-r2")));
+    let bound = a.requests_to("POST", "/api/v1/");
+    assert_eq!(bound[1].body["spec"]["nodeSelector"]["kubernetes.io/hostname"], "kc-a-02");
 }

@@ -105,6 +105,10 @@ pub struct AgentArgs {
     /// Keep stage pods after their result is recorded.
     #[arg(long, env = "TWINMESH_KUBE_KEEP_PODS")]
     pub kube_keep_pods: bool,
+    /// Seconds a stage pod may stay unschedulable (cordoned or tainted
+    /// node, no room) before the stage moves to another node.
+    #[arg(long, env = "TWINMESH_KUBE_UNSCHEDULABLE_GRACE", default_value_t = 20.0)]
+    pub kube_unschedulable_grace: f64,
 }
 
 /// Where an agent runs stages.
@@ -307,6 +311,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
                 namespace: args.kube_namespace.clone(),
                 image: args.kube_image.clone(),
                 delete_finished: !args.kube_keep_pods,
+                unschedulable_grace: Duration::from_secs_f64(args.kube_unschedulable_grace.max(0.1)),
             };
             let k = Arc::new(
                 Kube::connect(settings, &args.cluster, agent.cfg.fabric.latency.names())

@@ -138,6 +138,7 @@ fn agent_args(
         kube_namespace: "twinmesh-jobs".into(),
         kube_image: "twinmesh:dev".into(),
         kube_keep_pods: false,
+        kube_unschedulable_grace: 20.0,
     }
 }
 

@@ -107,6 +107,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             kube_namespace: "twinmesh-jobs".into(),
             kube_image: "twinmesh:dev".into(),
             kube_keep_pods: false,
+            kube_unschedulable_grace: 20.0,
         };
         agents.push(start(args).await.with_context(|| format!("starting the agent for {}", c.name))?);
     }

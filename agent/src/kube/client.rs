@@ -43,6 +43,9 @@ pub struct KubeSettings {
     pub image: String,
     /// Delete a stage's pod once its result is recorded.
     pub delete_finished: bool,
+    /// How long a stage pod may stay unschedulable before the stage moves
+    /// to another node.
+    pub unschedulable_grace: Duration,
 }
 
 /// Why a Kubernetes call failed, in words a user can act on.

@@ -25,9 +25,6 @@ use crate::node::{Agent, now_ms};
 /// Most attempts per stage before the job fails.
 const MAX_ATTEMPTS: u32 = 3;
 
-/// How long a pod may stay unschedulable before the stage moves on.
-const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(20);
-
 /// Wall ms a stage's pod works: the model's run time on its node, scaled
 /// by the agent's time scale (at least 1 ms).
 pub fn cpu_ms(view: &FabricView, n: usize, duration_ms: f64, f: Format, time_scale: f64) -> u64 {
@@ -141,11 +138,26 @@ async fn run_stage(
         candidates.push((sh.node.clone(), sh.format));
     }
     let mut why_not = Vec::new();
+    let mut tried: Vec<String> = Vec::new();
     for attempt in 1..=MAX_ATTEMPTS {
         let current = agent.view();
-        let pick =
-            candidates.iter().find(|(n, _)| current.node_index(n).is_some_and(|i| current.nodes.ready[i])).cloned();
+        // The planned node, then its shadow, then the greedy choice on the
+        // current twin among nodes not yet tried.
+        let pick = candidates
+            .iter()
+            .find(|(n, _)| current.node_index(n).is_some_and(|i| current.nodes.ready[i]))
+            .cloned()
+            .or_else(|| {
+                let mut v = (*current).clone();
+                for t in &tried {
+                    if let Some(i) = v.node_index(t) {
+                        v.nodes.ready[i] = false;
+                    }
+                }
+                crate::actuator::next_best_for(&v, job, s, preds.first().map(|p| p.0), origin)
+            });
         let Some((node, format)) = pick else { break };
+        tried.push(node.clone());
         candidates.retain(|(c, _)| c != &node);
         let Some(n) = view.node_index(&node) else {
             why_not.push(format!("{node}: not in the fabric"));
@@ -193,7 +205,7 @@ async fn run_stage(
         // Generous: ten times the work, plus image pull and scheduling.
         let limit = Duration::from_millis(work_ms.saturating_mul(10)) + Duration::from_secs(300);
         let outcome = kube
-            .follow_pod(&cluster, &name, UNSCHEDULABLE_GRACE, limit, |p| {
+            .follow_pod(&cluster, &name, kube.settings.unschedulable_grace, limit, |p| {
                 info!(job = id, stage = %st.id, pod = %p.pod, phase = ?p.phase, "pod progress");
             })
             .await;
@@ -248,12 +260,6 @@ async fn run_stage(
             Err(e) => {
                 why_not.push(format!("{node}: {e}"));
             }
-        }
-        if candidates.is_empty()
-            && let Some(nb) = crate::actuator::next_best_for(&agent.view(), job, s, preds.first().map(|p| p.0), origin)
-            && !why_not.iter().any(|w| w.starts_with(&format!("{}:", nb.0)))
-        {
-            candidates.push(nb);
         }
     }
     Err(format!("stage '{}' could not run: {}", st.id, why_not.join("; ")))
