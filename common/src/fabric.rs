@@ -143,8 +143,13 @@ impl Fabric {
     /// Loads a fabric document.
     pub fn from_yaml(text: &str) -> Result<Fabric, FabricError> {
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        let doc: FabricDocument = serde_path_to_error::deserialize(de)
-            .map_err(|e| FabricError::Parse { field: e.path().to_string(), reason: e.into_inner().to_string() })?;
+        let doc: FabricDocument = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            // serde_yaml_ng already prefixes its message with the path.
+            let reason = e.into_inner().to_string();
+            let reason = reason.strip_prefix(&format!("{field}: ")).map_or(reason.clone(), str::to_string);
+            FabricError::Parse { field, reason }
+        })?;
         Fabric::from_document(&doc)
     }
 
@@ -431,6 +436,10 @@ mod tests {
         let bad_field = REFERENCE_YAML.replacen("intra_latency_ms: 5", "intra_latency: 5", 1);
         let e = Fabric::from_yaml(&bad_field).unwrap_err();
         assert!(e.to_string().contains("intra_latency"), "{e}");
+        let bad_kind = REFERENCE_YAML.replacen("kind: mining", "kind: mine", 1);
+        let e = Fabric::from_yaml(&bad_kind).unwrap_err().to_string();
+        assert!(e.starts_with("clusters[1].kind: unknown variant `mine`"), "{e}");
+        assert_eq!(e.matches("clusters[1].kind").count(), 1, "path said once: {e}");
     }
 
     #[test]

@@ -118,6 +118,12 @@ async fn forbidden_is_a_clear_error_and_not_retried() {
     );
     assert_eq!(d.requests_to("POST", "/api/v1/namespaces").len(), 1, "a 403 is not retried");
     assert!(d.pod_names().is_empty());
+    // A 409 that is not AlreadyExists (a conflicting write) is an error,
+    // not a success, and not retried.
+    d.fail_next(Fault { method: "POST", path_prefix: "/api/v1/".into(), status: 409, reason: "Conflict" });
+    let e = k.ensure_pod("dc-core", &encode_pod(&c)).await.expect_err("409 Conflict");
+    assert!(matches!(e, KubeError::Api { code: 409, .. }), "{e:?}");
+    assert_eq!(d.requests_to("POST", "/api/v1/").len(), 2);
     // A cluster without a client names itself.
     let e = k.ensure_pod("gamer-pc", &encode_pod(&c)).await.expect_err("no client");
     assert!(e.to_string().contains("cluster 'gamer-pc'"), "{e}");
