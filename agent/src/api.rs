@@ -75,7 +75,7 @@ pub fn router(agent: Arc<Agent>, token: Option<String>) -> Router {
     Router::new()
         .merge(v1)
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -273,6 +273,16 @@ async fn inject(
     let ev = ctx.agent.observe_failure(&b.node, kind, b.duration_ms).await;
     Ok((StatusCode::ACCEPTED, Json(json!({ "event": ev, "action": action, "reverts_at_ms": revert_at })))
         .into_response())
+}
+
+/// Ready once the agent knows itself: on Kubernetes, when its own Node has
+/// come from the API server (until then its record holds the fabric file's
+/// guesses and it should not plan for others).
+async fn readyz(State(ctx): State<Ctx>) -> Response {
+    match ctx.agent.not_ready_reason() {
+        None => "ready".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {

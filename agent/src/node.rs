@@ -159,6 +159,8 @@ pub struct Agent {
     persist: mpsc::UnboundedSender<(Vec<NodeRecord>, Vec<FailureEvent>)>,
     /// The Kubernetes actuator, when the agent runs stages as pods.
     kube: std::sync::OnceLock<Arc<crate::kube::Kube>>,
+    /// Set while the agent waits for something before it is ready.
+    waiting_for: Mutex<Option<String>>,
 }
 
 /// Unix time in ms.
@@ -226,6 +228,7 @@ impl Agent {
             metrics: Metrics::default(),
             persist,
             kube: std::sync::OnceLock::new(),
+            waiting_for: Mutex::new(None),
         }))
     }
 
@@ -504,6 +507,21 @@ impl Agent {
     /// start, before any job runs).
     pub fn set_kube(&self, kube: Arc<crate::kube::Kube>) {
         let _ = self.kube.set(kube);
+    }
+
+    /// Marks the agent not ready until [`Agent::set_ready`], saying why.
+    pub fn wait_for(&self, why: impl Into<String>) {
+        *self.waiting_for.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.into());
+    }
+
+    /// Marks the agent ready.
+    pub fn set_ready(&self) {
+        *self.waiting_for.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Why the agent is not ready, if it is not.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        self.waiting_for.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The Kubernetes actuator, if this agent has one.

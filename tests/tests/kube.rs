@@ -5,6 +5,7 @@
 //! agent running a two-cluster job as pods.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -336,6 +337,29 @@ async fn metrics_api_when_present() {
     assert_eq!((t.cpu_pct, t.mem_pct), (25.0, 25.0));
 }
 
+/// An agent process with `--actuator kube` on the two-cluster test fabric,
+/// reaching the clusters through `doubles` (pool, double).
+fn kube_agent(name: &str, dir: &Path, doubles: &[(&str, &ApiDouble)], extra: &[&str]) -> AgentProc {
+    let kc = dir.join("kubeconfig");
+    let urls: Vec<(&str, String)> = doubles.iter().map(|(c, d)| (*c, d.url())).collect();
+    std::fs::write(&kc, kubeconfig("k3d-", &urls)).expect("kubeconfig");
+    let fabric = repo_root().join("tests/fixtures/kube-fabric.yaml");
+    let mut args = vec![
+        "--fabric",
+        fabric.to_str().expect("path"),
+        "--actuator",
+        "kube",
+        "--kubeconfig",
+        kc.to_str().expect("path"),
+        "--kube-in-cluster",
+        "false",
+        "--time-scale",
+        "0.05",
+    ];
+    args.extend_from_slice(extra);
+    AgentProc::start(name, "alpha", &dir.join("a"), &args)
+}
+
 /// A job of two stages, one in each of two clusters, through a whole agent
 /// process with `--actuator kube`: pods appear in the right double, in
 /// order, and the job is verified; the agent's own Node feeds its record;
@@ -353,27 +377,7 @@ fn agent_runs_a_job_as_pods_across_two_clusters() {
         (a, b)
     });
     let dir = tempdir();
-    let kc = dir.path().join("kubeconfig");
-    std::fs::write(&kc, kubeconfig("k3d-", &[("alpha", a.url()), ("beta", b.url())])).expect("kubeconfig");
-    let fabric = repo_root().join("tests/fixtures/kube-fabric.yaml");
-    let agent = AgentProc::start(
-        "kc-a-01",
-        "alpha",
-        &dir.path().join("a"),
-        &[
-            "--fabric",
-            fabric.to_str().expect("path"),
-            "--actuator",
-            "kube",
-            "--kubeconfig",
-            kc.to_str().expect("path"),
-            "--kube-in-cluster",
-            "false",
-            "--time-scale",
-            "0.05",
-            "--kube-keep-pods",
-        ],
-    );
+    let agent = kube_agent("kc-a-01", dir.path(), &[("alpha", &a), ("beta", &b)], &["--kube-keep-pods"]);
     // The agent's record carries its Node's allocatable (2 cores → 200).
     let cpu = wait_for(Duration::from_secs(20), || {
         let (_, t) = agent.get("/v1/twin");
@@ -383,6 +387,9 @@ fn agent_runs_a_job_as_pods_across_two_clusters() {
         })
     });
     assert_eq!(cpu, Some(200.0), "log:\n{}", agent.log());
+    // Ready once its own Node has arrived.
+    let ready = wait_for(Duration::from_secs(10), || (agent.get("/readyz").0 == 200).then_some(()));
+    assert!(ready.is_some(), "not ready after its Node arrived");
     let job = r#"{"apiVersion":"twinmesh.io/v1","metadata":{"name":"split","origin":{"cluster":"alpha"}},"spec":{"stages":[
         {"id":"ingest","compute":{"cpu":1,"mem_gb":1,"duration_ms":4000},"constraints":{"arch":["amd64"],"formats":["native"]},"output_mb":5},
         {"id":"infer","compute":{"cpu":1,"mem_gb":1,"duration_ms":6000},"constraints":{"arch":["arm64"],"formats":["native"]},"predecessor":"ingest"}]}}"#;
@@ -537,29 +544,11 @@ fn unschedulable_stage_moves_to_another_node_and_metrics_feed_telemetry() {
         a
     });
     let dir = tempdir();
-    let kc = dir.path().join("kubeconfig");
-    std::fs::write(&kc, kubeconfig("k3d-", &[("alpha", a.url())])).expect("kubeconfig");
-    let fabric = repo_root().join("tests/fixtures/kube-fabric.yaml");
-    let agent = AgentProc::start(
+    let agent = kube_agent(
         "kc-a-02",
-        "alpha",
-        &dir.path().join("a"),
-        &[
-            "--fabric",
-            fabric.to_str().expect("path"),
-            "--actuator",
-            "kube",
-            "--kubeconfig",
-            kc.to_str().expect("path"),
-            "--kube-in-cluster",
-            "false",
-            "--time-scale",
-            "0.05",
-            "--kube-unschedulable-grace",
-            "1",
-            "--telemetry-interval",
-            "0.3",
-        ],
+        dir.path(),
+        &[("alpha", &a)],
+        &["--kube-unschedulable-grace", "1", "--telemetry-interval", "0.3"],
     );
     // Metrics API: 1 of 2 cores, half the memory.
     let cpu = wait_for(Duration::from_secs(20), || {
@@ -591,4 +580,21 @@ fn unschedulable_stage_moves_to_another_node_and_metrics_feed_telemetry() {
     assert!(a.requests_to("POST", "/api/v1/").iter().any(|r| r.body["metadata"]["name"] == format!("tm-{id}-only-r2")));
     let bound = a.requests_to("POST", "/api/v1/");
     assert_eq!(bound[1].body["spec"]["nodeSelector"]["kubernetes.io/hostname"], "kc-a-02");
+}
+
+/// An agent whose Node the API server does not (yet) have is alive but not
+/// ready: the DaemonSet's readiness probe keeps it out until it knows itself.
+#[test]
+fn agent_is_not_ready_until_its_node_arrives() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let a = rt.block_on(ApiDouble::start(vec![k3s_node("kc-a-02", "alpha", "amd64")]));
+    let dir = tempdir();
+    let agent = kube_agent("kc-a-01", dir.path(), &[("alpha", &a)], &[]);
+    assert_eq!(agent.get("/healthz").0, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(agent.get("/readyz").0, 503);
+    // The Node registers (a kubelet joining late): the agent becomes ready.
+    a.put_node(k3s_node("kc-a-01", "alpha", "amd64"));
+    let ready = wait_for(Duration::from_secs(10), || (agent.get("/readyz").0 == 200).then_some(()));
+    assert!(ready.is_some(), "log:\n{}", agent.log());
 }

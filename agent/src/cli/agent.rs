@@ -326,6 +326,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
     if let Some(k) = &kube
         && k.clusters().any(|c| c == &args.cluster)
     {
+        agent.wait_for(format!("waiting for Node {} from the API server of {}", args.node, args.cluster));
         tokio::spawn(crate::kube::node::watch_own(agent.clone(), k.clone()));
     }
     let listener =

@@ -69,6 +69,7 @@ pub async fn on_node(agent: &Agent, kube: &Kube, n: &KNode, last: &mut Option<No
         agent.observe_failure(&facts.name, kind, 0).await;
     }
     *last = Some(status);
+    agent.set_ready();
     agent
         .publish_own(false, |rec| {
             if rec.name == facts.name {
