@@ -490,7 +490,8 @@ pub fn k3s_node(name: &str, cluster: &str, arch: &str) -> Value {
 pub fn kubeconfig(prefix: &str, clusters: &[(&str, String)]) -> String {
     let mut s = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
     for (c, url) in clusters {
-        s.push_str(&format!("- name: {prefix}{c}\n  cluster:\n    server: {url}\n"));
+        // As k3d/deploy writes it (tls-server-name is unused over http).
+        s.push_str(&format!("- name: {prefix}{c}\n  cluster:\n    server: {url}\n    tls-server-name: kubernetes\n"));
     }
     s.push_str("users:\n- name: twinmesh\n  user:\n    token: test-token\ncontexts:\n");
     for (c, _) in clusters {
