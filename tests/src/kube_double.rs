@@ -83,6 +83,7 @@ pub struct Kubelet {
 pub struct ApiDouble {
     /// Where it listens.
     pub addr: SocketAddr,
+    scheme: &'static str,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -166,6 +167,45 @@ impl Inner {
 impl ApiDouble {
     /// Starts a double on 127.0.0.1 with the given nodes (Node objects).
     pub async fn start(nodes: Vec<Value>) -> ApiDouble {
+        let (d, app, listener) = ApiDouble::bind(nodes, "http").await;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        d
+    }
+
+    /// Starts a double speaking HTTPS with a self-signed certificate for
+    /// `server_name` alone (as a k3s server's certificate names
+    /// `kubernetes`, not the address it is reached at). Returns the
+    /// certificate in PEM, the CA a kubeconfig must trust.
+    pub async fn start_tls(nodes: Vec<Value>, server_name: &str) -> (ApiDouble, String) {
+        let cert = rcgen::generate_simple_self_signed(vec![server_name.to_string()]).expect("certificate");
+        let pem = cert.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (d, app, listener) = ApiDouble::bind(nodes, "https").await;
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A failed handshake (a client that does not trust us) just ends.
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let svc = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (d, pem)
+    }
+
+    async fn bind(nodes: Vec<Value>, scheme: &'static str) -> (ApiDouble, Router, tokio::net::TcpListener) {
         let inner = Arc::new(Mutex::new(Inner::default()));
         {
             let mut i = inner.lock().unwrap();
@@ -177,7 +217,7 @@ impl ApiDouble {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let d = ApiDouble { addr, inner };
+        let d = ApiDouble { addr, scheme, inner };
         let app = Router::new()
             .route("/api/v1/namespaces/{ns}/pods", get(list_pods).post(create_pod))
             .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod).delete(delete_pod))
@@ -186,15 +226,12 @@ impl ApiDouble {
             .route("/apis/metrics.k8s.io/v1beta1/nodes/{name}", get(node_metrics))
             .layer(axum::middleware::from_fn_with_state(d.clone(), record))
             .with_state(d.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        d
+        (d, app, listener)
     }
 
     /// The URL clients use.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Turns on the simulated scheduler + kubelet.
@@ -488,10 +525,29 @@ pub fn k3s_node(name: &str, cluster: &str, arch: &str) -> Value {
 
 /// A kubeconfig with context `<prefix><cluster>` for each (cluster, URL).
 pub fn kubeconfig(prefix: &str, clusters: &[(&str, String)]) -> String {
+    kubeconfig_tls(prefix, clusters, None, Some("kubernetes"))
+}
+
+/// A kubeconfig as k3d/deploy writes it: optionally the CA (PEM) every
+/// server's certificate is checked against, and the server name to check
+/// (`tls-server-name`).
+pub fn kubeconfig_tls(
+    prefix: &str,
+    clusters: &[(&str, String)],
+    ca_pem: Option<&str>,
+    server_name: Option<&str>,
+) -> String {
+    use base64::Engine;
     let mut s = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
     for (c, url) in clusters {
-        // As k3d/deploy writes it (tls-server-name is unused over http).
-        s.push_str(&format!("- name: {prefix}{c}\n  cluster:\n    server: {url}\n    tls-server-name: kubernetes\n"));
+        s.push_str(&format!("- name: {prefix}{c}\n  cluster:\n    server: {url}\n"));
+        if let Some(n) = server_name {
+            s.push_str(&format!("    tls-server-name: {n}\n"));
+        }
+        if let Some(ca) = ca_pem {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(ca);
+            s.push_str(&format!("    certificate-authority-data: {b64}\n"));
+        }
     }
     s.push_str("users:\n- name: twinmesh\n  user:\n    token: test-token\ncontexts:\n");
     for (c, _) in clusters {

@@ -18,7 +18,7 @@ use twinmesh_agent::kube::observe::{NodeFacts, Phase, pod_progress};
 use twinmesh_common::job::Compute;
 use twinmesh_common::model::{Arch, Format, NodeStatus};
 use twinmesh_common::scaling::Scaler;
-use twinmesh_tests::kube_double::{ApiDouble, Fault, Kubelet, k3s_node, kubeconfig};
+use twinmesh_tests::kube_double::{ApiDouble, Fault, Kubelet, k3s_node, kubeconfig, kubeconfig_tls};
 use twinmesh_tests::{AgentProc, repo_root, tempdir, wait_for};
 
 const NS: &str = "twinmesh-jobs";
@@ -340,9 +340,14 @@ async fn metrics_api_when_present() {
 /// An agent process with `--actuator kube` on the two-cluster test fabric,
 /// reaching the clusters through `doubles` (pool, double).
 fn kube_agent(name: &str, dir: &Path, doubles: &[(&str, &ApiDouble)], extra: &[&str]) -> AgentProc {
-    let kc = dir.join("kubeconfig");
     let urls: Vec<(&str, String)> = doubles.iter().map(|(c, d)| (*c, d.url())).collect();
-    std::fs::write(&kc, kubeconfig("k3d-", &urls)).expect("kubeconfig");
+    kube_agent_with(name, dir, &kubeconfig("k3d-", &urls), extra)
+}
+
+/// The same with a kubeconfig of the caller's.
+fn kube_agent_with(name: &str, dir: &Path, kubeconfig: &str, extra: &[&str]) -> AgentProc {
+    let kc = dir.join("kubeconfig");
+    std::fs::write(&kc, kubeconfig).expect("kubeconfig");
     let fabric = repo_root().join("tests/fixtures/kube-fabric.yaml");
     let mut args = vec![
         "--fabric",
@@ -597,4 +602,33 @@ fn agent_is_not_ready_until_its_node_arrives() {
     a.put_node(k3s_node("kc-a-01", "alpha", "amd64"));
     let ready = wait_for(Duration::from_secs(10), || (agent.get("/readyz").0 == 200).then_some(()));
     assert!(ready.is_some(), "log:\n{}", agent.log());
+}
+
+/// Over HTTPS, as k3d/deploy configures it: the API server's certificate
+/// names only `kubernetes`, the kubeconfig reaches it by IP, trusts its CA
+/// and says `tls-server-name: kubernetes`. Without the server name the
+/// handshake is refused and the agent stays not ready, naming nothing it
+/// should not trust.
+#[test]
+fn agent_reaches_an_https_api_server_by_ip_with_tls_server_name() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (a, ca) = rt.block_on(ApiDouble::start_tls(vec![k3s_node("kc-a-01", "alpha", "amd64")], "kubernetes"));
+    assert!(a.url().starts_with("https://127.0.0.1:"));
+    let start = |dir: &Path, server_name: Option<&str>| {
+        let kc = kubeconfig_tls("k3d-", &[("alpha", a.url())], Some(&ca), server_name);
+        kube_agent_with("kc-a-01", dir, &kc, &[])
+    };
+    let good = tempdir();
+    let agent = start(good.path(), Some("kubernetes"));
+    let ready = wait_for(Duration::from_secs(20), || (agent.get("/readyz").0 == 200).then_some(()));
+    assert!(ready.is_some(), "not ready over TLS; log:\n{}", agent.log());
+    assert!(!a.requests_to("GET", "/api/v1/nodes").is_empty());
+    drop(agent);
+    // The same CA, but checking the certificate against the IP: refused.
+    let before = a.requests().len();
+    let bad = tempdir();
+    let agent = start(bad.path(), None);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(agent.get("/readyz").0, 503, "must not trust a certificate that does not name the address");
+    assert_eq!(a.requests().len(), before, "no request got through the failed handshake");
 }
