@@ -198,7 +198,7 @@ pub async fn run(agent: Arc<Agent>, id: String) {
 }
 
 /// Sleeps until absolute fabric time `t` (ms).
-async fn sleep_until_fabric(t: f64, scale: f64) {
+pub(crate) async fn sleep_until_fabric(t: f64, scale: f64) {
     let wall_ms = t * scale;
     let now = crate::node::now_ms() as f64;
     if wall_ms > now {
@@ -245,7 +245,8 @@ pub(crate) fn next_best_for(
     plan.placements.first().map(|p| (p.node.clone(), p.format))
 }
 
-async fn fail(agent: &Agent, id: &str, why: String) {
+pub(crate) async fn fail(agent: &Agent, id: &str, why: String) {
+    warn!(job = id, error = %why, "job failed");
     agent.metrics.jobs_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     agent
         .update_job(id, |r| {

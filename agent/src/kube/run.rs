@@ -37,7 +37,7 @@ pub async fn run(agent: Arc<Agent>, kube: Arc<Kube>, id: String) {
     let Some(plan) = rec.plan.clone() else { return };
     let job = match spec::parse_job(&rec.document) {
         Ok(j) => j,
-        Err(e) => return fail(&agent, &id, format!("stored document no longer valid: {e}")).await,
+        Err(e) => return crate::actuator::fail(&agent, &id, format!("stored document no longer valid: {e}")).await,
     };
     agent
         .update_job(&id, |r| {
@@ -59,7 +59,7 @@ pub async fn run(agent: Arc<Agent>, kube: Arc<Kube>, id: String) {
                 })
                 .await;
         }
-        Err(why) => fail(&agent, &id, why).await,
+        Err(why) => crate::actuator::fail(&agent, &id, why).await,
     }
 }
 
@@ -172,7 +172,7 @@ async fn run_stage(
         } else {
             preds.iter().map(|&(pn, fin, mb)| fin + view.transfer_ms(pn, n, mb)).fold(0.0, f64::max)
         };
-        sleep_until(t0 as f64 + ready * scale).await;
+        crate::actuator::sleep_until_fabric(t0 as f64 / scale + ready, scale).await;
         let work_ms = cpu_ms(view, n, st.compute.duration_ms, format, scale);
         let pod = stage_pod(&StagePod {
             job: id,
@@ -263,22 +263,4 @@ async fn run_stage(
         }
     }
     Err(format!("stage '{}' could not run: {}", st.id, why_not.join("; ")))
-}
-
-async fn sleep_until(wall_ms: f64) {
-    let now = now_ms() as f64;
-    if wall_ms > now {
-        tokio::time::sleep(Duration::from_secs_f64((wall_ms - now) / 1000.0)).await;
-    }
-}
-
-async fn fail(agent: &Agent, id: &str, why: String) {
-    warn!(job = id, error = %why, "job failed");
-    agent.metrics.jobs_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    agent
-        .update_job(id, |r| {
-            r.state = JobState::Failed;
-            r.error = Some(why);
-        })
-        .await;
 }
