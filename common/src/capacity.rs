@@ -38,19 +38,19 @@ impl NodeSchedule {
         NodeSchedule { cap_cpu, cap_mem_gb, bookings: Vec::new() }
     }
 
+    /// Cores and memory in use at instant `t`.
+    fn usage_at(&self, t: f64) -> (f64, f64) {
+        self.bookings.iter().filter(|b| b.start <= t && t < b.end).fold((0.0, 0.0), |(c, m), b| (c + b.cpu, m + b.mem_gb))
+    }
+
     fn fits(&self, start: f64, end: f64, cpu: f64, mem: f64) -> bool {
         // Usage changes only at booking starts; check the window's start
         // and every booking start inside it.
-        let mut points = vec![start];
-        points.extend(self.bookings.iter().map(|b| b.start).filter(|&s| s > start && s < end));
-        points.iter().all(|&t| {
-            let (c, m) = self
-                .bookings
-                .iter()
-                .filter(|b| b.start <= t && t < b.end)
-                .fold((0.0, 0.0), |(c, m), b| (c + b.cpu, m + b.mem_gb));
+        let ok = |t: f64| {
+            let (c, m) = self.usage_at(t);
             c + cpu <= self.cap_cpu + 1e-9 && m + mem <= self.cap_mem_gb + 1e-9
-        })
+        };
+        ok(start) && self.bookings.iter().map(|b| b.start).filter(|&s| s > start && s < end).all(ok)
     }
 
     /// Books `duration` of `cpu`/`mem` at the earliest start ≥ `ready`
@@ -66,6 +66,51 @@ impl NodeSchedule {
         let b = Booking { start, end: start + duration, cpu, mem_gb };
         self.bookings.push(b);
         Some(b)
+    }
+
+    /// Gives back `b` from `at` on (a run that failed or was cancelled):
+    /// its booking ends at `at`, or disappears if it had not started.
+    /// Returns whether `b` was booked here.
+    pub fn release(&mut self, b: &Booking, at: f64) -> bool {
+        let Some(i) = self.bookings.iter().position(|x| x == b) else { return false };
+        if at <= b.start {
+            self.bookings.swap_remove(i);
+        } else if at < b.end {
+            self.bookings[i].end = at;
+        }
+        true
+    }
+
+    /// Highest cores in use at any instant within `[start, end)`.
+    pub fn peak_cpu(&self, start: f64, end: f64) -> f64 {
+        let mut peak = self.usage_at(start).0;
+        for b in &self.bookings {
+            if b.start > start && b.start < end {
+                peak = peak.max(self.usage_at(b.start).0);
+            }
+        }
+        peak
+    }
+
+    /// Cores and memory in use at `now` (running, not merely booked).
+    pub fn used(&self, now: f64) -> (f64, f64) {
+        self.usage_at(now)
+    }
+
+    /// Bookings that have not started by `now` (stages waiting for room or
+    /// for their inputs).
+    pub fn waiting(&self, now: f64) -> usize {
+        self.bookings.iter().filter(|b| b.start > now).count()
+    }
+
+    /// Number of bookings held.
+    pub fn len(&self) -> usize {
+        self.bookings.len()
+    }
+
+    /// Whether nothing is booked.
+    pub fn is_empty(&self) -> bool {
+        self.bookings.is_empty()
     }
 
     /// Forgets bookings that ended before `now`.

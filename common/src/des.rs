@@ -1,36 +1,34 @@
 //! The discrete-event simulator: jobs run on the twin's fabric in virtual
 //! time.
 //!
-//! Events are small `Copy` values in a binary heap ([`EventQueue`]); state
-//! lives in flat arrays indexed by a global stage number, so a simulation
-//! of many thousands of jobs allocates a handful of vectors, not a few per
-//! job. What it models:
+//! The simulator is a *driver* of [`crate::execution`]: every job is an
+//! [`Execution`], the same state machine the agent's actuators drive, and
+//! every node is a [`NodeSchedule`], the same booking discipline a node's
+//! owner applies (earliest start from the ready time at which the stage
+//! fits for its whole run — backfilling). So readiness, booking, failover
+//! order, attempts and accounting are one set of rules, not a copy. What
+//! the simulator adds is the world:
 //!
-//! * **dependencies and transfers** — a stage is ready on its node when
-//!   every predecessor has finished and its output has crossed the link
-//!   (latency + size / bandwidth; nothing on the same node); first stages
-//!   wait for the origin's latency;
-//! * **queueing** — a node runs stages while their CPU and memory fit its
-//!   allocatable capacity; others wait in FIFO order;
-//! * **noise** — run times × lognormal(mean 1, σ the node's learned jitter
-//!   or the configured default);
+//! * **run times** — the model's time on the node × noise (lognormal, mean
+//!   1, σ the node's learned jitter or the configured default), or any
+//!   other [`RunTimes`] (the embedded fabric's ground truth, for instance);
 //! * **failures** — while running, a node fails at the rate implied by its
-//!   resiliency (r = survival over the risk horizon); the stage reruns after
-//!   the recovery delay on its shadow node if the plan has one, else in
-//!   place, up to `max_attempts`;
-//! * **formats and energy** — QEMU/Wasm overheads and calibration as in the
-//!   predictor; energy = CPU time × the node's joules per core-second.
+//!   resiliency (r = survival over the risk horizon);
+//! * **time** — a binary heap of small `Copy` events ([`EventQueue`]).
 //!
 //! With noise and failures off and one job, the simulator reproduces the
 //! predictor ([`crate::predict::score_plan`]) exactly.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
 use rand::RngExt;
 use rand_distr::{Distribution, Exp1, StandardNormal};
 use serde::{Deserialize, Serialize};
 
+use crate::capacity::{Booking, NodeSchedule};
+pub use crate::execution::{JobOutcome, StageOutcome};
+use crate::execution::{ExecAction, ExecConfig, ExecEvent, Execution, Refusal, RunKey};
 use crate::job::Job;
 use crate::model::Format;
 use crate::predict::Assignment;
@@ -122,24 +120,15 @@ pub struct SimConfig {
     pub failures: bool,
     /// Resiliency r = probability of surviving this long (ms).
     pub risk_horizon_ms: f64,
-    /// Delay before a failed stage reruns (ms).
-    pub recovery_ms: f64,
-    /// Attempts per stage before the job fails.
-    pub max_attempts: u16,
+    /// The execution rules (attempts, failover delay, backoff).
+    pub exec: ExecConfig,
     /// RNG seed.
     pub seed: u64,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig {
-            noise_sigma: 0.15,
-            failures: true,
-            risk_horizon_ms: 60_000.0,
-            recovery_ms: 5_000.0,
-            max_attempts: 3,
-            seed: 1,
-        }
+        SimConfig { noise_sigma: 0.15, failures: true, risk_horizon_ms: 60_000.0, exec: ExecConfig::default(), seed: 1 }
     }
 }
 
@@ -150,145 +139,117 @@ impl SimConfig {
     }
 }
 
-/// What happened to one stage.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StageOutcome {
-    /// Node it finally ran on.
+/// One run a [`RunTimes`] is asked about.
+#[derive(Clone, Copy, Debug)]
+pub struct RunQuery {
+    /// Job handle (order of submission).
+    pub job: usize,
+    /// Stage index.
+    pub stage: usize,
+    /// Attempt, from 1.
+    pub attempt: u16,
+    /// Node.
     pub node: usize,
     /// Format.
     pub format: Format,
-    /// When its inputs were on that node (ms).
-    pub ready_ms: f64,
-    /// When its last attempt started (ms).
-    pub start_ms: f64,
-    /// When it finished (ms; NaN if it never did).
-    pub finish_ms: f64,
-    /// Run time of the last attempt (ms).
-    pub compute_ms: f64,
-    /// Attempts made.
-    pub attempts: u16,
+    /// The model's run time on that node (ms, calibration included).
+    pub nominal_ms: f64,
 }
 
-/// What happened to one job.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobOutcome {
-    /// Submission time (ms).
-    pub submit_ms: f64,
-    /// Completion (or failure) time (ms).
-    pub finish_ms: f64,
-    /// finish − submit (ms).
-    pub latency_ms: f64,
-    /// Energy of all attempts (J).
-    pub energy_j: f64,
-    /// Whether a stage ran out of attempts or could never fit its node.
-    pub failed: bool,
-    /// Node failures suffered.
-    pub failures: u32,
-    /// Per stage, in document order.
-    pub stages: Vec<StageOutcome>,
+/// How long runs really take in the simulated world.
+pub trait RunTimes {
+    /// The run time (ms) of one run.
+    fn run_ms(&mut self, view: &FabricView, q: RunQuery, rng: &mut SimRng) -> f64;
+}
+
+/// The default world: the model's time × lognormal noise (mean 1), σ the
+/// node's learned jitter or the configured default.
+#[derive(Clone, Copy, Debug)]
+pub struct LognormalNoise {
+    /// σ for nodes without a learned jitter.
+    pub sigma: f64,
+}
+
+impl RunTimes for LognormalNoise {
+    fn run_ms(&mut self, view: &FabricView, q: RunQuery, rng: &mut SimRng) -> f64 {
+        let j = view.nodes.jitter_sigma[q.node];
+        let sigma = if j >= 0.0 { j } else { self.sigma };
+        if sigma > 0.0 {
+            let z: f64 = StandardNormal.sample(rng);
+            q.nominal_ms * (sigma * z - sigma * sigma / 2.0).exp()
+        } else {
+            q.nominal_ms
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Ev {
-    /// Stage (global index) reaches its node.
-    Arrive(u32),
-    /// Stage finishes (global index, attempt).
-    Finish(u32, u16),
-    /// Stage's node fails under it (global index, attempt).
-    Fail(u32, u16),
+    /// A run ends (job, run).
+    Finish(u32, RunKey),
+    /// A run's node fails under it (job, run).
+    Fail(u32, RunKey),
 }
 
-#[derive(Clone, Debug, Default)]
-struct NodeState {
-    used_cpu: f64,
-    used_mem: f64,
-    peak_cpu: f64,
-    waiting: VecDeque<u32>,
-    /// Σ cpu × expected end over running stages (core·ms).
-    running_end: f64,
-    /// Σ cpu × nominal run time over stages placed here that have not
-    /// started (waiting for predecessors or for room) (core·ms).
-    pending_work: f64,
-    /// CPU and memory of every placed, unfinished stage (what the twin
-    /// calls `allocated`).
-    assigned_cpu: f64,
-    assigned_mem: f64,
+/// What a placed stage holds on its node before it is booked (waiting for
+/// predecessors): what the twin calls `allocated`, and work to come.
+#[derive(Clone, Copy, Debug, Default)]
+struct Hold {
+    cpu: f64,
+    mem: f64,
+    work: f64,
 }
 
-/// A simulation over one fabric view.
-pub struct Simulator<'a> {
+struct SimJob<'a> {
+    job: &'a Job,
+    exec: Execution,
+    /// Current booking of each stage.
+    booked: Vec<Option<Booking>>,
+    /// Node and hold of each stage not booked yet.
+    held: Vec<Option<(usize, Hold)>>,
+}
+
+/// A simulation over one fabric view; runs take what `R` says.
+pub struct Simulator<'a, R: RunTimes = LognormalNoise> {
     view: &'a FabricView,
     cfg: SimConfig,
     rng: SimRng,
+    run_times: R,
     queue: EventQueue<Ev>,
-    nodes: Vec<NodeState>,
+    now: f64,
     events: u64,
-    // Per job.
-    jobs: Vec<&'a Job>,
-    job_base: Vec<u32>,
-    job_origin: Vec<OriginIdx>,
-    job_submit: Vec<f64>,
-    job_left: Vec<u32>,
-    job_energy: Vec<f64>,
-    job_failed: Vec<bool>,
-    job_failures: Vec<u32>,
-    job_finish: Vec<f64>,
-    // Per stage, global index = job_base[j] + s.
-    st_job: Vec<u32>,
-    st_pending: Vec<u16>,
-    st_assign: Vec<Assignment>,
-    st_shadow: Vec<Option<Assignment>>,
-    st_ready: Vec<f64>,
-    st_start: Vec<f64>,
-    st_finish: Vec<f64>,
-    st_compute: Vec<f64>,
-    st_attempt: Vec<u16>,
-    st_nominal: Vec<f64>,
-    st_state: Vec<StageState>,
+    schedules: Vec<NodeSchedule>,
+    holds: Vec<Hold>,
+    peak: Vec<f64>,
+    jobs: Vec<SimJob<'a>>,
+    actions: Vec<ExecAction>,
 }
 
-/// Where a stage is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StageState {
-    /// Placed, not running: waiting for inputs or room (holds its node's
-    /// `assigned_*` and `pending_work`).
-    Pending,
-    /// On its node's cores.
-    Running,
-    /// Finished, or abandoned with its job.
-    Done,
-}
-
-impl<'a> Simulator<'a> {
-    /// A simulator over `view`.
+impl<'a> Simulator<'a, LognormalNoise> {
+    /// A simulator over `view` with lognormal noise on run times.
     pub fn new(view: &'a FabricView, cfg: SimConfig) -> Self {
+        let noise = LognormalNoise { sigma: cfg.noise_sigma };
+        Self::with_run_times(view, cfg, noise)
+    }
+}
+
+impl<'a, R: RunTimes> Simulator<'a, R> {
+    /// A simulator whose runs take what `run_times` says.
+    pub fn with_run_times(view: &'a FabricView, cfg: SimConfig, run_times: R) -> Self {
+        let t = &view.nodes;
         Simulator {
             view,
             rng: seeded(cfg.seed),
             cfg,
+            run_times,
             queue: EventQueue::with_capacity(1024),
-            nodes: vec![NodeState::default(); view.nodes.len()],
+            now: 0.0,
             events: 0,
+            schedules: (0..t.len()).map(|n| NodeSchedule::new(t.alloc_cpu[n], t.alloc_mem[n])).collect(),
+            holds: vec![Hold::default(); t.len()],
+            peak: vec![0.0; t.len()],
             jobs: Vec::new(),
-            job_base: Vec::new(),
-            job_origin: Vec::new(),
-            job_submit: Vec::new(),
-            job_left: Vec::new(),
-            job_energy: Vec::new(),
-            job_failed: Vec::new(),
-            job_failures: Vec::new(),
-            job_finish: Vec::new(),
-            st_job: Vec::new(),
-            st_pending: Vec::new(),
-            st_assign: Vec::new(),
-            st_shadow: Vec::new(),
-            st_ready: Vec::new(),
-            st_start: Vec::new(),
-            st_finish: Vec::new(),
-            st_compute: Vec::new(),
-            st_attempt: Vec::new(),
-            st_nominal: Vec::new(),
-            st_state: Vec::new(),
+            actions: Vec::new(),
         }
     }
 
@@ -301,38 +262,26 @@ impl<'a> Simulator<'a> {
         shadow: &[Option<Assignment>],
         at_ms: f64,
     ) -> usize {
-        assert_eq!(assign.len(), job.stages.len(), "one assignment per stage");
         let j = self.jobs.len();
-        let base = self.st_job.len() as u32;
-        self.jobs.push(job);
-        self.job_base.push(base);
-        self.job_origin.push(origin);
-        self.job_submit.push(at_ms);
-        self.job_left.push(job.stages.len() as u32);
-        self.job_energy.push(0.0);
-        self.job_failed.push(false);
-        self.job_failures.push(0);
-        self.job_finish.push(f64::NAN);
-        for (s, stage) in job.stages.iter().enumerate() {
-            self.st_job.push(j as u32);
-            self.st_pending.push(stage.predecessors.len() as u16);
-            self.st_assign.push(assign[s]);
-            self.st_shadow.push(shadow.get(s).copied().flatten());
-            self.st_ready.push(at_ms);
-            self.st_start.push(f64::NAN);
-            self.st_finish.push(f64::NAN);
-            self.st_compute.push(0.0);
-            self.st_attempt.push(0);
-            let nominal = self.view.compute_ms(assign[s].node, &stage.compute, assign[s].format);
-            self.st_nominal.push(nominal);
-            self.st_state.push(StageState::Pending);
-            self.hold(assign[s].node, &stage.compute, nominal, 1.0);
-            if stage.predecessors.is_empty() {
-                let t = at_ms + self.view.origin_latency(origin, assign[s].node);
-                self.st_ready[base as usize + s] = t;
-                self.queue.push(t, Ev::Arrive(base + s as u32));
-            }
+        let exec = Execution::new(job, origin, assign, shadow, j as u64, at_ms, self.cfg.exec.clone());
+        let held = job
+            .stages
+            .iter()
+            .zip(assign)
+            .map(|(st, a)| {
+                let c = &st.compute;
+                let h = Hold { cpu: c.cpu, mem: c.mem_gb, work: c.cpu * self.view.compute_ms(a.node, c, a.format) };
+                self.hold(a.node, h, 1.0);
+                Some((a.node, h))
+            })
+            .collect();
+        self.jobs.push(SimJob { job, exec, booked: vec![None; job.stages.len()], held });
+        let mut out = std::mem::take(&mut self.actions);
+        {
+            let sj = &mut self.jobs[j];
+            sj.exec.start(sj.job, self.view, &mut out);
         }
+        self.carry_out(j, at_ms, out);
         j
     }
 
@@ -350,246 +299,102 @@ impl<'a> Simulator<'a> {
             let (t, ev) = self.queue.pop().expect("peeked");
             self.handle(t, ev);
         }
+        self.now = self.now.max(until_ms);
         self.events
     }
 
     fn handle(&mut self, now: f64, ev: Ev) {
         self.events += 1;
-        match ev {
-            Ev::Arrive(g) => {
-                let g = g as usize;
-                if self.st_state[g] != StageState::Pending {
-                    return; // its job failed meanwhile
-                }
-                let j = self.st_job[g] as usize;
-                let node = self.st_assign[g].node;
-                let c = self.stage(g).compute;
-                if c.cpu > self.view.nodes.alloc_cpu[node] || c.mem_gb > self.view.nodes.alloc_mem[node] {
-                    // Can never fit: fail the job instead of waiting forever.
-                    self.fail_job(j, now);
-                    return;
-                }
-                self.nodes[node].waiting.push_back(g as u32);
-                self.start_waiting(node, now);
-            }
-            Ev::Finish(g, attempt) => {
-                let g = g as usize;
-                if self.st_attempt[g] != attempt || self.st_state[g] != StageState::Running {
-                    return;
-                }
-                let node = self.st_assign[g].node;
-                let j = self.st_job[g] as usize;
-                let c = self.stage(g).compute;
-                self.stop_running(g, node);
-                self.st_state[g] = StageState::Done;
-                self.hold(node, &c, 0.0, -1.0);
-                self.st_finish[g] = now;
-                self.job_energy[j] += self.view.energy_j(node, &c, now - self.st_start[g]);
-                self.job_left[j] -= 1;
-                if self.job_left[j] == 0 && !self.job_failed[j] {
-                    self.job_finish[j] = now;
-                }
-                if !self.job_failed[j] {
-                    self.release_successors(j, g, now);
-                }
-                self.start_waiting(node, now);
-            }
-            Ev::Fail(g, attempt) => {
-                let g = g as usize;
-                if self.st_attempt[g] != attempt || self.st_state[g] != StageState::Running {
-                    return;
-                }
-                let node = self.st_assign[g].node;
-                let j = self.st_job[g] as usize;
-                let c = self.stage(g).compute;
-                self.stop_running(g, node);
-                self.job_energy[j] += self.view.energy_j(node, &c, now - self.st_start[g]);
-                self.job_failures[j] += 1;
-                if self.job_failed[j] || self.st_attempt[g] >= self.cfg.max_attempts {
-                    self.st_state[g] = StageState::Done;
-                    self.hold(node, &c, 0.0, -1.0);
-                    self.fail_job(j, now);
-                } else {
-                    self.st_state[g] = StageState::Pending;
-                    if let Some(sh) = self.st_shadow[g] {
-                        self.hold(node, &c, 0.0, -1.0);
-                        self.st_assign[g] = sh;
-                        self.st_nominal[g] = self.view.compute_ms(sh.node, &c, sh.format);
-                        self.hold(sh.node, &c, 0.0, 1.0);
+        self.now = now;
+        let (j, ev) = match ev {
+            Ev::Finish(j, key) => (j as usize, ExecEvent::Finished { key }),
+            Ev::Fail(j, key) => (j as usize, ExecEvent::Failed { key }),
+        };
+        self.feed(j, now, ev);
+    }
+
+    fn feed(&mut self, j: usize, now: f64, ev: ExecEvent) {
+        let mut out = std::mem::take(&mut self.actions);
+        {
+            let sj = &mut self.jobs[j];
+            sj.exec.handle(sj.job, self.view, now, ev, &mut out);
+        }
+        self.carry_out(j, now, out);
+    }
+
+    /// Carries out a job's actions, feeding back what booking answers
+    /// (which may produce more actions).
+    fn carry_out(&mut self, j: usize, now: f64, mut out: Vec<ExecAction>) {
+        let mut i = 0;
+        while i < out.len() {
+            let action = out[i].clone();
+            i += 1;
+            match action {
+                ExecAction::Book { key, node, format, ready_at } => {
+                    let s = key.stage as usize;
+                    if let Some((n, h)) = self.jobs[j].held[s].take() {
+                        self.hold(n, h, -1.0);
                     }
-                    let to = self.st_assign[g].node;
-                    self.nodes[to].pending_work += c.cpu * self.st_nominal[g];
-                    let ready = (now + self.cfg.recovery_ms).max(self.inputs_ready(j, g, to));
-                    self.st_ready[g] = ready;
-                    self.queue.push(ready, Ev::Arrive(g as u32));
+                    let c = self.jobs[j].job.stages[s].compute;
+                    let nominal = self.view.compute_ms(node, &c, format);
+                    let q = RunQuery { job: j, stage: s, attempt: key.attempt, node, format, nominal_ms: nominal };
+                    let run = self.run_times.run_ms(self.view, q, &mut self.rng);
+                    let sched = &mut self.schedules[node];
+                    sched.prune(now);
+                    let answer = match sched.book(ready_at, run, c.cpu, c.mem_gb) {
+                        None => ExecEvent::Refused { key, reason: Refusal::DoesNotFit },
+                        Some(b) => {
+                            self.peak[node] = self.peak[node].max(sched.peak_cpu(b.start, b.end));
+                            self.jobs[j].booked[s] = Some(b);
+                            let r = self.view.nodes.resiliency[node];
+                            let ttf = if self.cfg.failures && r < 1.0 {
+                                let rate = -r.max(1e-12).ln() / self.cfg.risk_horizon_ms;
+                                let e: f64 = Exp1.sample(&mut self.rng);
+                                e / rate
+                            } else {
+                                f64::INFINITY
+                            };
+                            if ttf < run {
+                                self.queue.push(b.start + ttf, Ev::Fail(j as u32, key));
+                            } else {
+                                self.queue.push(b.end, Ev::Finish(j as u32, key));
+                            }
+                            ExecEvent::Booked { key, start: b.start }
+                        }
+                    };
+                    let sj = &mut self.jobs[j];
+                    sj.exec.handle(sj.job, self.view, now, answer, &mut out);
                 }
-                self.start_waiting(node, now);
+                ExecAction::Release { key, node, at } => {
+                    if let Some(b) = self.jobs[j].booked[key.stage as usize].take() {
+                        self.schedules[node].release(&b, at);
+                    }
+                }
+                ExecAction::Done => {
+                    for s in 0..self.jobs[j].held.len() {
+                        if let Some((n, h)) = self.jobs[j].held[s].take() {
+                            self.hold(n, h, -1.0);
+                        }
+                    }
+                }
             }
         }
+        out.clear();
+        self.actions = out;
     }
 
-    fn stage(&self, g: usize) -> &'a crate::job::Stage {
-        let j = self.st_job[g] as usize;
-        &self.jobs[j].stages[g - self.job_base[j] as usize]
-    }
-
-    /// When all of stage `g`'s inputs can be on node `to`.
-    fn inputs_ready(&self, j: usize, g: usize, to: usize) -> f64 {
-        let job = self.jobs[j];
-        let base = self.job_base[j] as usize;
-        let st = &job.stages[g - base];
-        if st.predecessors.is_empty() {
-            return self.job_submit[j] + self.view.origin_latency(self.job_origin[j], to);
-        }
-        st.predecessors
-            .iter()
-            .map(|&p| {
-                self.st_finish[base + p]
-                    + self.view.transfer_ms(self.st_assign[base + p].node, to, job.stages[p].output_mb)
-            })
-            .fold(0.0, f64::max)
-    }
-
-    fn release_successors(&mut self, j: usize, g: usize, now: f64) {
-        let job = self.jobs[j];
-        let base = self.job_base[j] as usize;
-        let s = g - base;
-        let out_mb = job.stages[s].output_mb;
-        let from = self.st_assign[g].node;
-        // Successors are the stages listing s as a predecessor; jobs are
-        // small (≤ 64 stages), a scan beats storing adjacency per job.
-        for (k, st) in job.stages.iter().enumerate() {
-            if !st.predecessors.contains(&s) {
-                continue;
-            }
-            let gk = base + k;
-            let arrive = now + self.view.transfer_ms(from, self.st_assign[gk].node, out_mb);
-            self.st_ready[gk] = self.st_ready[gk].max(arrive);
-            self.st_pending[gk] -= 1;
-            if self.st_pending[gk] == 0 {
-                self.queue.push(self.st_ready[gk], Ev::Arrive(gk as u32));
-            }
-        }
-    }
-
-    /// Takes a running stage off its node's cores.
-    fn stop_running(&mut self, g: usize, node: usize) {
-        let c = self.stage(g).compute;
-        let n = &mut self.nodes[node];
-        n.used_cpu -= c.cpu;
-        n.used_mem -= c.mem_gb;
-        n.running_end -= c.cpu * (self.st_start[g] + self.st_nominal[g]);
-    }
-
-    /// Adds (sign 1) or removes (−1) a placed stage's hold on a node, with
-    /// `pending_ms` of not-yet-started work.
-    fn hold(&mut self, node: usize, c: &crate::job::Compute, pending_ms: f64, sign: f64) {
-        let n = &mut self.nodes[node];
-        n.assigned_cpu += sign * c.cpu;
-        n.assigned_mem += sign * c.mem_gb;
-        n.pending_work += sign * c.cpu * pending_ms;
-    }
-
-    fn fail_job(&mut self, j: usize, now: f64) {
-        if self.job_failed[j] {
-            return;
-        }
-        self.job_failed[j] = true;
-        self.job_finish[j] = now;
-        // Unstarted stages give back their hold now; running ones when their
-        // finish or failure event fires.
-        let base = self.job_base[j] as usize;
-        for g in base..base + self.jobs[j].stages.len() {
-            if self.st_state[g] == StageState::Pending {
-                self.st_state[g] = StageState::Done;
-                let c = self.stage(g).compute;
-                self.hold(self.st_assign[g].node, &c, self.st_nominal[g], -1.0);
-            }
-        }
-    }
-
-    /// Starts waiting stages on `node` in FIFO order while they fit.
-    fn start_waiting(&mut self, node: usize, now: f64) {
-        let cap_cpu = self.view.nodes.alloc_cpu[node];
-        let cap_mem = self.view.nodes.alloc_mem[node];
-        while let Some(&g) = self.nodes[node].waiting.front() {
-            let g = g as usize;
-            if self.st_state[g] != StageState::Pending {
-                self.nodes[node].waiting.pop_front(); // its job failed
-                continue;
-            }
-            let c = self.stage(g).compute;
-            let n = &self.nodes[node];
-            if n.used_cpu + c.cpu > cap_cpu + 1e-9 || n.used_mem + c.mem_gb > cap_mem + 1e-9 {
-                break;
-            }
-            self.nodes[node].waiting.pop_front();
-            self.start(g, node, now);
-        }
-    }
-
-    fn start(&mut self, g: usize, node: usize, now: f64) {
-        let c = self.stage(g).compute;
-        let nominal = self.st_nominal[g];
-        let ns = &mut self.nodes[node];
-        ns.used_cpu += c.cpu;
-        ns.used_mem += c.mem_gb;
-        ns.peak_cpu = ns.peak_cpu.max(ns.used_cpu);
-        ns.pending_work -= c.cpu * nominal;
-        ns.running_end += c.cpu * (now + nominal);
-        self.st_state[g] = StageState::Running;
-        let sigma = if self.view.nodes.jitter_sigma[node] >= 0.0 {
-            self.view.nodes.jitter_sigma[node]
-        } else {
-            self.cfg.noise_sigma
-        };
-        let run = if sigma > 0.0 {
-            let z: f64 = StandardNormal.sample(&mut self.rng);
-            nominal * (sigma * z - sigma * sigma / 2.0).exp()
-        } else {
-            nominal
-        };
-        self.st_attempt[g] += 1;
-        let attempt = self.st_attempt[g];
-        self.st_start[g] = now;
-        self.st_compute[g] = run;
-        let r = self.view.nodes.resiliency[node];
-        if self.cfg.failures && r < 1.0 {
-            let rate = -r.max(1e-12).ln() / self.cfg.risk_horizon_ms;
-            let ttf: f64 = Exp1.sample(&mut self.rng);
-            let ttf = ttf / rate;
-            if ttf < run {
-                self.queue.push(now + ttf, Ev::Fail(g as u32, attempt));
-                return;
-            }
-        }
-        self.queue.push(now + run, Ev::Finish(g as u32, attempt));
+    fn hold(&mut self, node: usize, h: Hold, sign: f64) {
+        let x = &mut self.holds[node];
+        x.cpu += sign * h.cpu;
+        x.mem += sign * h.mem;
+        x.work += sign * h.work;
     }
 
     /// The outcome of job `j` (after [`Simulator::run`]).
     pub fn outcome(&self, j: usize) -> JobOutcome {
-        let base = self.job_base[j] as usize;
-        let n = self.jobs[j].stages.len();
-        let stages = (base..base + n)
-            .map(|g| StageOutcome {
-                node: self.st_assign[g].node,
-                format: self.st_assign[g].format,
-                ready_ms: self.st_ready[g],
-                start_ms: self.st_start[g],
-                finish_ms: self.st_finish[g],
-                compute_ms: self.st_compute[g],
-                attempts: self.st_attempt[g],
-            })
-            .collect();
-        JobOutcome {
-            submit_ms: self.job_submit[j],
-            finish_ms: self.job_finish[j],
-            latency_ms: self.job_finish[j] - self.job_submit[j],
-            energy_j: self.job_energy[j],
-            failed: self.job_failed[j] || self.job_finish[j].is_nan(),
-            failures: self.job_failures[j],
-            stages,
-        }
+        let mut o = self.jobs[j].exec.outcome();
+        o.failed |= !self.jobs[j].exec.is_done();
+        o
     }
 
     /// Outcomes of every job.
@@ -599,32 +404,33 @@ impl<'a> Simulator<'a> {
 
     /// Highest CPU in use on each node at any time.
     pub fn peak_cpu(&self) -> Vec<f64> {
-        self.nodes.iter().map(|n| n.peak_cpu).collect()
+        self.peak.clone()
     }
 
     /// CPU cores and GB of memory in use on `node` now.
     pub fn used(&self, node: usize) -> (f64, f64) {
-        (self.nodes[node].used_cpu, self.nodes[node].used_mem)
+        self.schedules[node].used(self.now)
     }
 
     /// CPU cores and GB of memory held on `node` by placed, unfinished
-    /// stages, running or not (the twin's `allocated`).
+    /// stages, booked or not (the twin's `allocated`).
     pub fn assigned(&self, node: usize) -> (f64, f64) {
-        (self.nodes[node].assigned_cpu.max(0.0), self.nodes[node].assigned_mem.max(0.0))
+        let (c, m) = self.schedules[node].allocated(self.now);
+        let h = &self.holds[node];
+        ((c + h.cpu).max(0.0), (m + h.mem).max(0.0))
     }
 
-    /// Expected wait (ms) at `now` before `node` has drained what it runs
-    /// and what is placed on it, treating its cores as one fluid pool and run
-    /// times as nominal — the estimate an agent publishes as its backlog.
+    /// Expected wait (ms) at `now` before `node` has drained what is booked
+    /// and what is placed on it, treating its cores as one pool — the
+    /// estimate an agent publishes as its backlog.
     pub fn backlog_ms(&self, node: usize, now: f64) -> f64 {
-        let n = &self.nodes[node];
-        let remaining = (n.running_end - n.used_cpu * now).max(0.0) + n.pending_work.max(0.0);
-        remaining / self.view.nodes.alloc_cpu[node].max(1e-9)
+        let cap = self.view.nodes.alloc_cpu[node].max(1e-9);
+        self.schedules[node].backlog(now) + self.holds[node].work.max(0.0) / cap
     }
 
-    /// Stages waiting for room on `node` now.
+    /// Booked stages that have not started on `node` now.
     pub fn waiting(&self, node: usize) -> usize {
-        self.nodes[node].waiting.len()
+        self.schedules[node].waiting(self.now)
     }
 
     /// Events processed so far.

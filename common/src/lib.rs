@@ -46,6 +46,7 @@
 pub mod calibrate;
 pub mod capacity;
 pub mod des;
+pub mod execution;
 pub mod fabric;
 pub mod failures;
 pub mod gossip;
@@ -60,6 +61,7 @@ pub mod rng;
 pub mod routing;
 pub mod scaling;
 pub mod spec;
+pub mod truth;
 pub mod twin;
 pub mod verify;
 pub mod view;

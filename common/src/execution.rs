@@ -1,0 +1,536 @@
+//! One placed job's run, as a state machine: the single set of execution
+//! rules that the DES, the embedded fabric and the Kubernetes runner all
+//! drive, so the twin predicts exactly what the agents do.
+//!
+//! The machine never waits, sleeps or books anything itself. Its caller
+//! feeds it [`ExecEvent`]s with the time they happened and carries out the
+//! [`ExecAction`]s it returns:
+//!
+//! * **readiness** — a stage is booked as soon as its predecessors have
+//!   finished, for the moment its inputs are on its node (origin latency for
+//!   a first stage; each predecessor's finish plus its transfer after);
+//! * **booking** — on the node's schedule, by the node's owner
+//!   ([`crate::capacity::NodeSchedule`]: earliest start from the ready time
+//!   at which the stage fits for its whole run — backfilling). Every booking
+//!   is keyed by a [`RunKey`] = (plan, stage, attempt), so a second plan of
+//!   the same job never inherits the first one's slots;
+//! * **failover** — one rule: a stage whose run failed (or whose booking was
+//!   refused) goes next to its shadow, then to the best untried node by
+//!   earliest predicted finish; when no untried node can host it, it waits
+//!   [`ExecConfig::retry_backoff_ms`] and tries the least recently tried
+//!   node again; after [`ExecConfig::max_attempts`] the job fails;
+//! * **accounting** — observed latency runs from submission to the last
+//!   finish, so it includes every attempt, wait and backoff; energy counts
+//!   every attempt, the failed ones too.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::Job;
+use crate::model::Format;
+use crate::predict::Assignment;
+use crate::view::{FabricView, OriginIdx, allowed_by_arch};
+
+/// The execution rules' settings (one set, shared by every driver).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecConfig {
+    /// Attempts per stage (bookings refused count) before the job fails.
+    pub max_attempts: u16,
+    /// Delay before a failed stage is booked again on another node (ms):
+    /// the time to notice the failure and restart elsewhere.
+    pub failover_delay_ms: f64,
+    /// Delay before a stage retries a node it already tried, when no
+    /// untried node can host it (ms).
+    pub retry_backoff_ms: f64,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig { max_attempts: 3, failover_delay_ms: 1_000.0, retry_backoff_ms: 2_000.0 }
+    }
+}
+
+/// Names one run of one stage: what a node's owner books, and what a
+/// repeated request must find again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RunKey {
+    /// Digest of the plan being executed.
+    pub plan: u64,
+    /// Stage index in document order.
+    pub stage: u16,
+    /// Attempt, from 1.
+    pub attempt: u16,
+}
+
+/// Why a booking was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The node is down or cordoned.
+    NodeDown,
+    /// The stage needs more than the node has.
+    DoesNotFit,
+    /// The node's owner could not be reached.
+    Unreachable,
+    /// Anything else, said in words.
+    Other(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NodeDown => f.write_str("node is down"),
+            Refusal::DoesNotFit => f.write_str("stage needs more than the node has"),
+            Refusal::Unreachable => f.write_str("node's owner is unreachable"),
+            Refusal::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Something that happened to the job, fed to [`Execution::handle`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExecEvent {
+    /// The owner booked the run: it starts at `start`.
+    Booked {
+        /// Which run.
+        key: RunKey,
+        /// Start (ms, the caller's clock).
+        start: f64,
+    },
+    /// The owner refused the run.
+    Refused {
+        /// Which run.
+        key: RunKey,
+        /// Why.
+        reason: Refusal,
+    },
+    /// The run finished (at `now`).
+    Finished {
+        /// Which run.
+        key: RunKey,
+    },
+    /// The run's node failed under it (at `now`).
+    Failed {
+        /// Which run.
+        key: RunKey,
+    },
+    /// Stop the job: release what is booked, run nothing more.
+    Cancel,
+}
+
+/// What the caller must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExecAction {
+    /// Book this run on `node` for when its inputs are there.
+    Book {
+        /// Which run.
+        key: RunKey,
+        /// Target node (index in the view).
+        node: usize,
+        /// Format.
+        format: Format,
+        /// When its inputs are on the node (ms).
+        ready_at: f64,
+    },
+    /// Give back a run's booking from `at` on (it failed or was cancelled).
+    Release {
+        /// Which run.
+        key: RunKey,
+        /// Its node.
+        node: usize,
+        /// From when.
+        at: f64,
+    },
+    /// The job reached its final state; [`Execution::outcome`] tells it.
+    Done,
+}
+
+/// What happened to one stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageOutcome {
+    /// Node it finally ran on.
+    pub node: usize,
+    /// Format.
+    pub format: Format,
+    /// When its inputs were on that node (ms).
+    pub ready_ms: f64,
+    /// When its last attempt started (ms).
+    pub start_ms: f64,
+    /// When it finished (ms; NaN if it never did).
+    pub finish_ms: f64,
+    /// Run time of the last attempt (ms).
+    pub compute_ms: f64,
+    /// Attempts made.
+    pub attempts: u16,
+}
+
+/// What happened to one job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobOutcome {
+    /// Submission time (ms).
+    pub submit_ms: f64,
+    /// Completion (or failure) time (ms).
+    pub finish_ms: f64,
+    /// finish − submit (ms): every attempt, wait and backoff included.
+    pub latency_ms: f64,
+    /// Energy of all attempts (J).
+    pub energy_j: f64,
+    /// Whether the job failed.
+    pub failed: bool,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Runs that failed or were refused.
+    pub failures: u32,
+    /// Per stage, in document order.
+    pub stages: Vec<StageOutcome>,
+}
+
+/// Where a stage is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StageState {
+    /// Waiting for predecessors.
+    Waiting,
+    /// A booking was asked for.
+    Booking,
+    /// Booked: runs from its start.
+    Booked,
+    /// Finished.
+    Done,
+    /// Abandoned (its job failed or was cancelled).
+    Abandoned,
+}
+
+#[derive(Clone, Debug)]
+struct StageRun {
+    state: StageState,
+    pending: u16,
+    at: Assignment,
+    shadow: Option<Assignment>,
+    attempt: u16,
+    /// Nodes tried, in order.
+    tried: Vec<usize>,
+    ready: f64,
+    start: f64,
+    finish: f64,
+}
+
+/// One job's run.
+#[derive(Clone, Debug)]
+pub struct Execution {
+    plan: u64,
+    origin: OriginIdx,
+    submit: f64,
+    cfg: ExecConfig,
+    stages: Vec<StageRun>,
+    left: usize,
+    energy: f64,
+    failures: u32,
+    finish: f64,
+    error: Option<String>,
+    done: bool,
+}
+
+impl Execution {
+    /// A run of `job` placed by `assign` (and `shadow`), submitted at
+    /// `submit_ms`; `plan` names the plan in every [`RunKey`].
+    pub fn new(
+        job: &Job,
+        origin: OriginIdx,
+        assign: &[Assignment],
+        shadow: &[Option<Assignment>],
+        plan: u64,
+        submit_ms: f64,
+        cfg: ExecConfig,
+    ) -> Self {
+        assert_eq!(assign.len(), job.stages.len(), "one assignment per stage");
+        let stages = job
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(s, st)| StageRun {
+                state: StageState::Waiting,
+                pending: st.predecessors.len() as u16,
+                at: assign[s],
+                shadow: shadow.get(s).copied().flatten(),
+                attempt: 0,
+                tried: Vec::new(),
+                ready: submit_ms,
+                start: f64::NAN,
+                finish: f64::NAN,
+            })
+            .collect();
+        Execution {
+            plan,
+            origin,
+            submit: submit_ms,
+            cfg,
+            stages,
+            left: job.stages.len(),
+            energy: 0.0,
+            failures: 0,
+            finish: f64::NAN,
+            error: None,
+            done: false,
+        }
+    }
+
+    /// Starts the job: books every stage without predecessors.
+    pub fn start(&mut self, job: &Job, view: &FabricView, out: &mut Vec<ExecAction>) {
+        for s in 0..self.stages.len() {
+            if self.stages[s].pending == 0 {
+                let at = self.stages[s].at;
+                self.book(job, view, s, at, self.submit, out);
+            }
+        }
+        if self.stages.is_empty() {
+            self.finish = self.submit;
+            self.done = true;
+            out.push(ExecAction::Done);
+        }
+    }
+
+    /// Feeds one event that happened at `now`; appends what to do to `out`.
+    /// Events for runs that are no longer current (a stale attempt, a job
+    /// already done) are ignored.
+    pub fn handle(&mut self, job: &Job, view: &FabricView, now: f64, ev: ExecEvent, out: &mut Vec<ExecAction>) {
+        if self.done {
+            return;
+        }
+        match ev {
+            ExecEvent::Booked { key, start } => {
+                let Some(s) = self.current(key, StageState::Booking) else { return };
+                let st = &mut self.stages[s];
+                st.state = StageState::Booked;
+                st.start = start;
+            }
+            ExecEvent::Refused { key, reason } => {
+                let Some(s) = self.current(key, StageState::Booking) else { return };
+                self.failures += 1;
+                let why = format!("stage '{}' on node '{}': {reason}", job.stages[s].id, view.nodes.name[self.stages[s].at.node]);
+                self.fail_over(job, view, s, now, why, out);
+            }
+            ExecEvent::Finished { key } => {
+                let Some(s) = self.current(key, StageState::Booked) else { return };
+                let st = &mut self.stages[s];
+                st.state = StageState::Done;
+                st.finish = now;
+                let node = st.at.node;
+                self.energy += view.energy_j(node, &job.stages[s].compute, (now - st.start).max(0.0));
+                self.left -= 1;
+                if self.left == 0 {
+                    self.finish = now;
+                    self.done = true;
+                    out.push(ExecAction::Done);
+                    return;
+                }
+                self.release_successors(job, view, s, now, out);
+            }
+            ExecEvent::Failed { key } => {
+                let Some(s) = self.current(key, StageState::Booked) else { return };
+                let st = &self.stages[s];
+                let node = st.at.node;
+                self.energy += view.energy_j(node, &job.stages[s].compute, (now - st.start).max(0.0));
+                self.failures += 1;
+                out.push(ExecAction::Release { key, node, at: now });
+                // Released: nothing of this run is booked any more.
+                self.stages[s].state = StageState::Waiting;
+                let why = format!("stage '{}': node '{}' failed", job.stages[s].id, view.nodes.name[node]);
+                self.fail_over(job, view, s, now, why, out);
+            }
+            ExecEvent::Cancel => self.abandon(now, "cancelled".into(), out),
+        }
+    }
+
+    /// Whether the job reached a final state.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The plan digest this run executes.
+    pub fn plan(&self) -> u64 {
+        self.plan
+    }
+
+    /// The current run of stage `s`, if it has been asked for.
+    pub fn run_key(&self, s: usize) -> Option<RunKey> {
+        let st = self.stages.get(s)?;
+        (st.attempt > 0).then_some(RunKey { plan: self.plan, stage: s as u16, attempt: st.attempt })
+    }
+
+    /// Stage `s`'s state, node and format now.
+    pub fn stage(&self, s: usize) -> (StageState, Assignment) {
+        (self.stages[s].state, self.stages[s].at)
+    }
+
+    /// Where each stage stands: its current node and format, for stages
+    /// not yet booked (what they still hold on the fabric).
+    pub fn unbooked(&self) -> impl Iterator<Item = (usize, Assignment)> + '_ {
+        self.stages.iter().enumerate().filter(|(_, st)| st.state == StageState::Waiting).map(|(s, st)| (s, st.at))
+    }
+
+    /// The outcome so far (final once [`Execution::is_done`]).
+    pub fn outcome(&self) -> JobOutcome {
+        JobOutcome {
+            submit_ms: self.submit,
+            finish_ms: self.finish,
+            latency_ms: self.finish - self.submit,
+            energy_j: self.energy,
+            failed: self.error.is_some() || (self.done && self.finish.is_nan()),
+            error: self.error.clone(),
+            failures: self.failures,
+            stages: self
+                .stages
+                .iter()
+                .map(|st| StageOutcome {
+                    node: st.at.node,
+                    format: st.at.format,
+                    ready_ms: st.ready,
+                    start_ms: st.start,
+                    finish_ms: st.finish,
+                    compute_ms: st.finish - st.start,
+                    attempts: st.attempt,
+                })
+                .collect(),
+        }
+    }
+
+    fn current(&self, key: RunKey, want: StageState) -> Option<usize> {
+        let s = key.stage as usize;
+        let st = self.stages.get(s)?;
+        (key.plan == self.plan && st.attempt == key.attempt && st.state == want).then_some(s)
+    }
+
+    /// When all of stage `s`'s inputs can be on node `to`.
+    fn inputs_ready(&self, job: &Job, view: &FabricView, s: usize, to: usize) -> f64 {
+        let preds = &job.stages[s].predecessors;
+        if preds.is_empty() {
+            return self.submit + view.origin_latency(self.origin, to);
+        }
+        preds
+            .iter()
+            .map(|&p| self.stages[p].finish + view.transfer_ms(self.stages[p].at.node, to, job.stages[p].output_mb))
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    fn book(&mut self, job: &Job, view: &FabricView, s: usize, at: Assignment, not_before: f64, out: &mut Vec<ExecAction>) {
+        let ready = self.inputs_ready(job, view, s, at.node).max(not_before);
+        let st = &mut self.stages[s];
+        st.attempt += 1;
+        st.at = at;
+        st.tried.push(at.node);
+        st.ready = ready;
+        st.state = StageState::Booking;
+        st.start = f64::NAN;
+        out.push(ExecAction::Book {
+            key: RunKey { plan: self.plan, stage: s as u16, attempt: st.attempt },
+            node: at.node,
+            format: at.format,
+            ready_at: ready,
+        });
+    }
+
+    fn release_successors(&mut self, job: &Job, view: &FabricView, s: usize, now: f64, out: &mut Vec<ExecAction>) {
+        // Jobs are small (≤ 64 stages): a scan beats storing adjacency.
+        for k in 0..job.stages.len() {
+            if !job.stages[k].predecessors.contains(&s) {
+                continue;
+            }
+            self.stages[k].pending -= 1;
+            if self.stages[k].pending == 0 && self.stages[k].state == StageState::Waiting {
+                let at = self.stages[k].at;
+                self.book(job, view, k, at, now, out);
+            }
+        }
+    }
+
+    /// The one failover rule: shadow, then the best untried node, then a
+    /// backoff on a node already tried; out of attempts ⇒ the job fails.
+    fn fail_over(&mut self, job: &Job, view: &FabricView, s: usize, now: f64, why: String, out: &mut Vec<ExecAction>) {
+        if self.stages[s].attempt >= self.cfg.max_attempts {
+            let why = format!("{why}; gave up after {} attempts", self.stages[s].attempt);
+            self.abandon(now, why, out);
+            return;
+        }
+        match self.next_node(job, view, s) {
+            Some(at) => self.book(job, view, s, at, now + self.cfg.failover_delay_ms, out),
+            None => {
+                // Nothing untried can host it: wait, then the node tried
+                // longest ago (it may be back).
+                let node = self.stages[s].tried[0];
+                let allowed = allowed_by_arch(&job.stages[s].constraints);
+                let format = view.best_format(node, &allowed).map_or(self.stages[s].at.format, |(f, _)| f);
+                self.stages[s].tried.rotate_left(1);
+                self.stages[s].tried.pop();
+                self.book(job, view, s, Assignment { node, format }, now + self.cfg.retry_backoff_ms, out);
+            }
+        }
+    }
+
+    /// The shadow if untried and usable, else the untried node where the
+    /// stage would finish earliest (inputs, published wait, run time).
+    pub fn next_node(&self, job: &Job, view: &FabricView, s: usize) -> Option<Assignment> {
+        let st = &self.stages[s];
+        let c = &job.stages[s].compute;
+        if let Some(sh) = st.shadow {
+            if !st.tried.contains(&sh.node) && view.hosts(sh.node, c) {
+                return Some(sh);
+            }
+        }
+        let allowed = allowed_by_arch(&job.stages[s].constraints);
+        let mut best: Option<(Assignment, f64)> = None;
+        for n in 0..view.nodes.len() {
+            if st.tried.contains(&n) || !view.hosts(n, c) {
+                continue;
+            }
+            let Some((format, _)) = view.best_format(n, &allowed) else { continue };
+            let done = self.inputs_ready(job, view, s, n).max(view.wait_ms(n, c)) + view.compute_ms(n, c, format);
+            if done.is_finite() && best.is_none_or(|(_, b)| done < b) {
+                best = Some((Assignment { node: n, format }, done));
+            }
+        }
+        best.map(|(a, _)| a)
+    }
+
+    fn abandon(&mut self, now: f64, why: String, out: &mut Vec<ExecAction>) {
+        if self.done {
+            return;
+        }
+        for (s, st) in self.stages.iter_mut().enumerate() {
+            match st.state {
+                StageState::Booked | StageState::Booking => {
+                    out.push(ExecAction::Release {
+                        key: RunKey { plan: self.plan, stage: s as u16, attempt: st.attempt },
+                        node: st.at.node,
+                        at: now,
+                    });
+                    st.state = StageState::Abandoned;
+                }
+                StageState::Waiting => st.state = StageState::Abandoned,
+                StageState::Done | StageState::Abandoned => {}
+            }
+        }
+        self.error = Some(why);
+        self.finish = now;
+        self.done = true;
+        out.push(ExecAction::Done);
+    }
+}
+
+/// A digest of a plan's placements, naming it in [`RunKey`]s: two plans of
+/// the same job that differ anywhere get different digests.
+pub fn plan_digest<'a>(job_id: &str, placements: impl IntoIterator<Item = (&'a str, Format)>) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325_u64;
+    let mut eat = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    };
+    eat(job_id.as_bytes());
+    for (node, f) in placements {
+        eat(node.as_bytes());
+        eat(&[f.index() as u8]);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests;
