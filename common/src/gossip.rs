@@ -2,7 +2,7 @@
 //! each message it receives and what it answers. The agent runs this over
 //! libp2p; `sims/` runs the same functions over a simulated network.
 
-use crate::twin::Twin;
+use crate::twin::{Delta, Twin};
 use crate::wire::Message;
 
 /// What handling a message did.
@@ -10,8 +10,30 @@ use crate::wire::Message;
 pub struct Handled {
     /// Entries that changed the replica.
     pub changed: usize,
+    /// Exactly those entries (what to persist).
+    pub changes: Delta,
     /// What to send back to the sender, if anything.
     pub reply: Option<Message>,
+}
+
+/// Applies `delta`, keeping the entries that changed the replica.
+fn apply(twin: &mut Twin, delta: Delta) -> Delta {
+    let mut changes = Delta::default();
+    for r in delta.records {
+        if twin.merge_record(r.clone()) {
+            changes.records.push(r);
+        }
+    }
+    for f in delta.failures {
+        if twin.add_failure(f.clone()) {
+            changes.failures.push(f);
+        }
+    }
+    changes
+}
+
+fn changed(changes: Delta, reply: Option<Message>) -> Handled {
+    Handled { changed: changes.records.len() + changes.failures.len(), changes, reply }
 }
 
 /// Applies a twin message to `twin` and returns the reply, if any.
@@ -19,22 +41,25 @@ pub struct Handled {
 /// reply: None` and the caller handles them.
 pub fn handle(twin: &mut Twin, msg: Message) -> Handled {
     match msg {
-        Message::Record(r) => Handled { changed: usize::from(twin.merge_record(r)), reply: None },
-        Message::Failure(f) => Handled { changed: usize::from(twin.add_failure(f)), reply: None },
+        Message::Record(r) => changed(apply(twin, Delta { records: vec![r], failures: vec![] }), None),
+        Message::Failure(f) => changed(apply(twin, Delta { records: vec![], failures: vec![f] }), None),
         Message::SyncRequest(theirs) => Handled {
-            changed: 0,
             reply: Some(Message::SyncResponse { delta: twin.delta_for(&theirs), digest: twin.digest() }),
+            ..Handled::default()
         },
         Message::SyncResponse { delta, digest } => {
-            let changed = twin.apply(delta);
+            let changes = apply(twin, delta);
             let back = twin.delta_for(&digest);
-            Handled { changed, reply: (!back.is_empty()).then_some(Message::SyncPush(back)) }
+            changed(changes, (!back.is_empty()).then_some(Message::SyncPush(back)))
         }
-        Message::SyncPush(delta) => Handled { changed: twin.apply(delta), reply: None },
+        Message::SyncPush(delta) => changed(apply(twin, delta), None),
         Message::Forward(_)
         | Message::ForwardResult { .. }
         | Message::RunStage(_)
         | Message::StageScheduled(_)
+        | Message::ReleaseStage { .. }
+        | Message::Ping(_)
+        | Message::Pong(_)
         | Message::Ack => Handled::default(),
     }
 }

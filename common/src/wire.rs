@@ -12,7 +12,7 @@ use crate::failures::FailureEvent;
 use crate::twin::{Delta, Digest, NodeRecord};
 
 /// The wire version this build speaks.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// Largest frame accepted (bytes). A full 10,000-node twin delta is well
 /// below this.
@@ -41,9 +41,10 @@ pub struct StageRun {
     pub job: String,
     /// Stage id.
     pub stage: String,
-    /// Attempt number (1, 2, …): names the run, so a retried request is
-    /// the same run, not a second one.
-    pub attempt: u32,
+    /// Plan, stage index and attempt: names the run, so a retried request
+    /// is the same run, not a second one, and another plan's run of the
+    /// same stage is another run.
+    pub key: crate::execution::RunKey,
     /// Target node.
     pub node: String,
     /// Execution format.
@@ -96,7 +97,22 @@ pub enum Message {
     /// Run a stage on a node you own.
     RunStage(StageRun),
     /// Answer to [`Message::RunStage`]: the slot, or why not.
-    StageScheduled(Result<StageSlot, String>),
+    StageScheduled(Result<StageSlot, crate::execution::Refusal>),
+    /// Give back a run's booking from `at` (absolute fabric ms) on.
+    ReleaseStage {
+        /// Job id.
+        job: String,
+        /// The run.
+        key: crate::execution::RunKey,
+        /// Its node.
+        node: String,
+        /// From when.
+        at: f64,
+    },
+    /// Liveness probe: "are you there?"
+    Ping(u64),
+    /// Answer to [`Message::Ping`], echoing its nonce.
+    Pong(u64),
     /// Acknowledges a message that needs no other answer.
     Ack,
 }
@@ -114,6 +130,9 @@ impl Message {
             Message::ForwardResult { .. } => "forward_result",
             Message::RunStage(_) => "run_stage",
             Message::StageScheduled(_) => "stage_scheduled",
+            Message::ReleaseStage { .. } => "release_stage",
+            Message::Ping(_) => "ping",
+            Message::Pong(_) => "pong",
             Message::Ack => "ack",
         }
     }
@@ -185,7 +204,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for m in [sample(), Message::Ack, Message::SyncRequest(Digest::default())] {
+        for m in [sample(), Message::Ack, Message::SyncRequest(Digest::default()), Message::Ping(7), Message::Pong(7)] {
             assert_eq!(decode(&encode(&m)).unwrap(), m);
         }
     }

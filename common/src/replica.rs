@@ -1,0 +1,484 @@
+//! One agent's protocol, as a state machine: its replica of the twin, who
+//! it believes alive, when it syncs and with whom, where a job is routed,
+//! and the bookings of the nodes it owns.
+//!
+//! In the manner of iroh-gossip's `proto::State`: the agent feeds
+//! [`Replica::handle`] an [`Input`] (a gossiped frame, a request, an answer,
+//! a connection hint, a tick) with the time, and carries out the
+//! [`Output`]s (publish, send a request, answer, persist, dial); `sims/`
+//! feeds thousands of replicas the same inputs on a virtual clock and a
+//! simulated network. Randomness (the anti-entropy peer) comes from the
+//! caller's seeded RNG, so a run is reproducible.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use crate::capacity::{Booking, NodeSchedule};
+use crate::execution::{Refusal, RunKey};
+use crate::failures::FailureEvent;
+use crate::gossip;
+use crate::job::Origin;
+use crate::latency::LatencyMatrix;
+use crate::liveness::{Liveness, LivenessConfig, PeerState, Transition};
+use crate::model::Node;
+use crate::rng::SimRng;
+use crate::routing::{self, AgentInfo, Route};
+use crate::twin::{NodeRecord, Twin};
+use crate::wire::Message;
+
+/// Label on node records naming the agent that owns them.
+pub const AGENT_LABEL: &str = "twinmesh.io/agent";
+/// Label on an agent's own node record: its mesh addresses, space
+/// separated, so every agent can dial every other (discovery through the
+/// twin itself).
+pub const MESH_LABEL: &str = "twinmesh.io/mesh";
+
+/// How a replica behaves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaConfig {
+    /// The agent's name (its node's name).
+    pub name: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// Anti-entropy period (ms): one sync with a random alive peer.
+    pub sync_interval_ms: f64,
+    /// How often peers the twin knows but that are not connected are
+    /// dialled (ms).
+    pub dial_interval_ms: f64,
+    /// The failure detector.
+    pub liveness: LivenessConfig,
+    /// How long an owner keeps a finished booking, so a late or repeated
+    /// request for the same run finds it (ms of fabric time).
+    pub booking_history_ms: f64,
+}
+
+impl ReplicaConfig {
+    /// The defaults for agent `name` of `cluster`.
+    pub fn new(name: impl Into<String>, cluster: impl Into<String>) -> Self {
+        ReplicaConfig {
+            name: name.into(),
+            cluster: cluster.into(),
+            sync_interval_ms: 1_000.0,
+            dial_interval_ms: 2_000.0,
+            liveness: LivenessConfig::default(),
+            booking_history_ms: 600_000.0,
+        }
+    }
+}
+
+/// What happened, as far as the protocol is concerned.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// A frame arrived by gossip (relayed; its first sender is unknown).
+    Gossip(Message),
+    /// A peer's request; answer with [`Output::Reply`] and `id`.
+    Request {
+        /// The sender, when identified.
+        from: Option<String>,
+        /// Echoed in the reply.
+        id: u64,
+        /// The request.
+        msg: Message,
+    },
+    /// The answer to [`Output::Request`] `token`.
+    Response {
+        /// The request's token.
+        token: u64,
+        /// The answer.
+        msg: Message,
+    },
+    /// [`Output::Request`] `token` got no answer (timeout, no connection).
+    RequestFailed {
+        /// The request's token.
+        token: u64,
+    },
+    /// A connection to `peer` opened and it identified itself.
+    Connected(String),
+    /// The last connection to `peer` closed (a hint only).
+    Disconnected(String),
+    /// Time passed.
+    Tick,
+}
+
+/// What the caller must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Gossip to every peer.
+    Publish(Message),
+    /// Send a request to `to`; feed the answer back as [`Input::Response`]
+    /// (or [`Input::RequestFailed`]) with `token`.
+    Request {
+        /// Agent name.
+        to: String,
+        /// Names the request.
+        token: u64,
+        /// The request.
+        msg: Message,
+        /// Give up after this long (ms).
+        timeout_ms: f64,
+    },
+    /// Answer request `id`.
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        msg: Message,
+    },
+    /// Twin entries that changed here: store them.
+    Persist {
+        /// Records.
+        records: Vec<NodeRecord>,
+        /// Failures.
+        failures: Vec<FailureEvent>,
+    },
+    /// A peer's state changed.
+    Peer(Transition),
+    /// Dial this agent (its addresses are in its record's [`MESH_LABEL`]).
+    Dial(String),
+}
+
+#[derive(Clone, Debug)]
+enum Pending {
+    Probe { peer: String, nonce: u64 },
+    Sync { peer: String },
+    Push,
+}
+
+/// Counters a replica keeps about itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaStats {
+    /// Twin entries changed by what arrived.
+    pub changes_in: u64,
+    /// Anti-entropy exchanges started.
+    pub syncs: u64,
+    /// Probes sent.
+    pub probes: u64,
+}
+
+/// One agent's protocol state.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    cfg: ReplicaConfig,
+    twin: Twin,
+    liveness: Liveness,
+    connected: BTreeSet<String>,
+    pending: HashMap<u64, Pending>,
+    next_token: u64,
+    next_sync: f64,
+    next_dial: f64,
+    schedules: BTreeMap<String, NodeSchedule>,
+    slots: HashMap<(String, RunKey), (String, Booking)>,
+    stats: ReplicaStats,
+}
+
+impl Replica {
+    /// A replica holding `twin` (restored from the store, or empty).
+    pub fn new(cfg: ReplicaConfig, twin: Twin) -> Self {
+        let liveness = Liveness::new(cfg.liveness.clone());
+        Replica {
+            cfg,
+            twin,
+            liveness,
+            connected: BTreeSet::new(),
+            pending: HashMap::new(),
+            next_token: 1,
+            next_sync: 0.0,
+            next_dial: 0.0,
+            schedules: BTreeMap::new(),
+            slots: HashMap::new(),
+            stats: ReplicaStats::default(),
+        }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.cfg
+    }
+
+    /// The twin replica.
+    pub fn twin(&self) -> &Twin {
+        &self.twin
+    }
+
+    /// The failure detector.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ReplicaStats {
+        &self.stats
+    }
+
+    /// Peers with an open connection.
+    pub fn connected(&self) -> impl Iterator<Item = &str> {
+        self.connected.iter().map(String::as_str)
+    }
+
+    /// Handles one input at `now` (ms); returns what to do.
+    pub fn handle(&mut self, input: Input, now: f64, rng: &mut SimRng) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Gossip(msg) => self.apply(msg, now, &mut out).into_iter().for_each(drop),
+            Input::Request { from, id, msg } => {
+                if let Some(peer) = &from {
+                    self.heard(peer, now, &mut out);
+                }
+                let reply = match msg {
+                    Message::Ping(n) => Some(Message::Pong(n)),
+                    other => self.apply(other, now, &mut out),
+                };
+                out.push(Output::Reply { id, msg: reply.unwrap_or(Message::Ack) });
+            }
+            Input::Response { token, msg } => match self.pending.remove(&token) {
+                Some(Pending::Probe { peer, nonce }) => {
+                    if msg == Message::Pong(nonce) {
+                        out.extend(self.liveness.probe_answered(&peer, nonce, now).map(Output::Peer));
+                    }
+                }
+                Some(Pending::Sync { peer }) => {
+                    self.heard(&peer, now, &mut out);
+                    if let Some(push) = self.apply(msg, now, &mut out) {
+                        let token = self.token(Pending::Push);
+                        let timeout_ms = self.timeout_for(&peer);
+                        out.push(Output::Request { to: peer, token, msg: push, timeout_ms });
+                    }
+                }
+                Some(Pending::Push) | None => {}
+            },
+            Input::RequestFailed { token } => {
+                if let Some(Pending::Probe { peer, nonce }) = self.pending.remove(&token) {
+                    out.extend(self.liveness.probe_failed(&peer, nonce, now).map(Output::Peer));
+                }
+            }
+            Input::Connected(peer) => {
+                if peer != self.cfg.name {
+                    self.connected.insert(peer.clone());
+                    self.heard(&peer, now, &mut out);
+                    // Catch up at once rather than wait for fresh gossip.
+                    self.sync_with(peer, &mut out);
+                }
+            }
+            Input::Disconnected(peer) => {
+                self.connected.remove(&peer);
+                self.liveness.connection_closed(&peer);
+            }
+            Input::Tick => self.tick(now, rng, &mut out),
+        }
+        out
+    }
+
+    /// Publishes a new version of a record this agent owns.
+    pub fn update_own(&mut self, node: Node) -> Vec<Output> {
+        let rec = self.twin.update_own(node);
+        vec![Output::Persist { records: vec![rec.clone()], failures: vec![] }, Output::Publish(Message::Record(rec))]
+    }
+
+    /// Records a failure observed or injected here and spreads it.
+    pub fn report_failure(&mut self, ev: FailureEvent) -> Vec<Output> {
+        if !self.twin.add_failure(ev.clone()) {
+            return Vec::new();
+        }
+        vec![Output::Persist { records: vec![], failures: vec![ev.clone()] }, Output::Publish(Message::Failure(ev))]
+    }
+
+    /// Agents the twin knows, with what routing needs; alive = this agent,
+    /// or a peer the failure detector holds alive.
+    pub fn agents(&self) -> Vec<AgentInfo> {
+        let mut by_agent: BTreeMap<String, AgentInfo> = BTreeMap::new();
+        for n in self.twin.nodes() {
+            let Some(agent) = n.labels.get(AGENT_LABEL) else { continue };
+            let alive = agent == &self.cfg.name || self.liveness.is_alive(agent);
+            let e = by_agent.entry(agent.clone()).or_insert_with(|| AgentInfo {
+                name: agent.clone(),
+                cluster: n.cluster.clone(),
+                owns: Vec::new(),
+                alive,
+                resiliency: n.resiliency,
+                cpu_pct: n.telemetry.cpu_pct,
+            });
+            e.owns.push(n.name.clone());
+            if &n.name == agent {
+                e.cluster = n.cluster.clone();
+                e.resiliency = n.resiliency;
+                e.cpu_pct = n.telemetry.cpu_pct;
+            }
+        }
+        by_agent.into_values().collect()
+    }
+
+    /// Which agent should plan a job from `origin`: the origin node's
+    /// agent, else the healthiest alive agent of its cluster, else the
+    /// nearest alive agent; agents in `unreachable` (the caller tried them)
+    /// and agents the detector does not hold alive are skipped.
+    pub fn route(&self, origin: &Origin, latency: &LatencyMatrix, unreachable: &[String]) -> Option<Route> {
+        routing::route(origin, &self.agents(), latency, unreachable)
+    }
+
+    /// Whether `agent` can be relied on now (this agent, or alive).
+    pub fn reachable(&self, agent: &str) -> bool {
+        agent == self.cfg.name || self.liveness.is_alive(agent)
+    }
+
+    /// How long to wait for `peer` to answer a request (ms): the failure
+    /// detector's timeout, derived from measured round trips.
+    pub fn timeout_for(&self, peer: &str) -> f64 {
+        self.liveness.timeout_for(peer)
+    }
+
+    /// The agent that runs stages on `node`: its owner, or this agent when
+    /// nobody owns it.
+    pub fn owner_of(&self, node: &str) -> String {
+        self.twin
+            .record(node)
+            .and_then(|r| r.node.labels.get(AGENT_LABEL).cloned())
+            .unwrap_or_else(|| self.cfg.name.clone())
+    }
+
+    /// Books a run on `node`, which this agent runs: `run_ms` from
+    /// `ready_at` on, at the earliest start where it fits (the owner's
+    /// discipline, [`NodeSchedule::book`]). A repeated request for the same
+    /// run of the same job gets the same booking, never a second one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn book(
+        &mut self,
+        job: &str,
+        key: RunKey,
+        node: &str,
+        capacity: (f64, f64),
+        demand: (f64, f64),
+        ready_at: f64,
+        run_ms: f64,
+        now: f64,
+    ) -> Result<Booking, Refusal> {
+        let k = (job.to_string(), key);
+        if let Some((_, b)) = self.slots.get(&k) {
+            return Ok(*b);
+        }
+        let history = self.cfg.booking_history_ms;
+        let sched =
+            self.schedules.entry(node.to_string()).or_insert_with(|| NodeSchedule::new(capacity.0, capacity.1));
+        sched.cap_cpu = capacity.0;
+        sched.cap_mem_gb = capacity.1;
+        // Keep some history: a request may arrive after its ready time
+        // (network delay), and must not be booked over a run that has
+        // just ended in fabric time.
+        sched.prune(now - history);
+        let b = sched.book(ready_at, run_ms, demand.0, demand.1).ok_or(Refusal::DoesNotFit)?;
+        if self.slots.len() > 4096 {
+            self.slots.retain(|_, (_, b)| b.end > now - history);
+        }
+        self.slots.insert(k, (node.to_string(), b));
+        Ok(b)
+    }
+
+    /// Gives back a run's booking from `at` on.
+    pub fn release(&mut self, job: &str, key: RunKey, at: f64) -> bool {
+        let Some((node, b)) = self.slots.get(&(job.to_string(), key)).cloned() else { return false };
+        let released = self.schedules.get_mut(&node).is_some_and(|s| s.release(&b, at));
+        if let Some(slot) = self.slots.get_mut(&(job.to_string(), key)) {
+            slot.1.end = slot.1.end.min(at.max(b.start));
+        }
+        released
+    }
+
+    /// Cores and memory held on `node` at `now` and its backlog (ms).
+    pub fn load(&self, node: &str, now: f64) -> (f64, f64, f64) {
+        self.schedules.get(node).map_or((0.0, 0.0, 0.0), |s| {
+            let (c, m) = s.allocated(now);
+            (c, m, s.backlog(now))
+        })
+    }
+
+    fn token(&mut self, p: Pending) -> u64 {
+        let t = self.next_token;
+        self.next_token += 1;
+        self.pending.insert(t, p);
+        t
+    }
+
+    fn heard(&mut self, peer: &str, now: f64, out: &mut Vec<Output>) {
+        if peer != self.cfg.name {
+            out.extend(self.liveness.heard(peer, now).map(Output::Peer));
+        }
+    }
+
+    fn sync_with(&mut self, peer: String, out: &mut Vec<Output>) {
+        self.stats.syncs += 1;
+        let token = self.token(Pending::Sync { peer: peer.clone() });
+        let timeout_ms = self.timeout_for(&peer);
+        out.push(Output::Request { to: peer, token, msg: Message::SyncRequest(self.twin.digest()), timeout_ms });
+    }
+
+    /// Applies a twin message; returns the reply, if any.
+    fn apply(&mut self, msg: Message, now: f64, out: &mut Vec<Output>) -> Option<Message> {
+        let h = gossip::handle(&mut self.twin, msg);
+        if h.changed > 0 {
+            self.stats.changes_in += h.changed as u64;
+            let delta = h.changes;
+            // A fresh version of a record an agent owns about itself is
+            // word from that agent, however it travelled.
+            let owners: Vec<String> = delta
+                .records
+                .iter()
+                .filter(|r| r.node.labels.get(AGENT_LABEL) == Some(&r.node.name))
+                .map(|r| r.node.name.clone())
+                .collect();
+            for o in owners {
+                self.heard(&o, now, out);
+            }
+            out.push(Output::Persist { records: delta.records, failures: delta.failures });
+        }
+        h.reply
+    }
+
+    fn tick(&mut self, now: f64, rng: &mut SimRng, out: &mut Vec<Output>) {
+        // Everyone the twin names as an agent is a peer to watch.
+        let agents: Vec<String> = self
+            .twin
+            .nodes()
+            .filter_map(|n| n.labels.get(AGENT_LABEL))
+            .filter(|a| **a != self.cfg.name)
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for a in &agents {
+            self.liveness.discover(a, now);
+        }
+        let (probes, changes) = self.liveness.tick(now);
+        out.extend(changes.into_iter().map(Output::Peer));
+        for p in probes {
+            self.stats.probes += 1;
+            let token = self.token(Pending::Probe { peer: p.peer.clone(), nonce: p.nonce });
+            out.push(Output::Request { to: p.peer, token, msg: Message::Ping(p.nonce), timeout_ms: p.timeout_ms });
+        }
+        if now >= self.next_sync {
+            self.next_sync = now + self.cfg.sync_interval_ms;
+            let alive: Vec<&str> = self.liveness.in_state(PeerState::Alive).collect();
+            if !alive.is_empty() {
+                let peer = alive[rng.random_range(0..alive.len())].to_string();
+                self.sync_with(peer, out);
+            }
+        }
+        if now >= self.next_dial {
+            self.next_dial = now + self.cfg.dial_interval_ms;
+            for a in agents {
+                if !self.connected.contains(&a) {
+                    out.push(Output::Dial(a));
+                }
+            }
+        }
+        // Requests whose answer never came are the caller's to fail; keep
+        // the table bounded if a caller forgets.
+        if self.pending.len() > 65_536 {
+            let oldest = self.next_token.saturating_sub(32_768);
+            self.pending.retain(|t, _| *t >= oldest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+use rand::SeedableRng;
+
+use super::*;
+use crate::fabric::reference;
+use crate::job::Origin;
+
+fn rng() -> SimRng {
+    SimRng::seed_from_u64(9)
+}
+
+/// A twin where each of `agents` (name, cluster) owns its own node record.
+fn twin_with(agents: &[(&str, &str, f64)]) -> Twin {
+    let f = reference();
+    let mut t = Twin::new();
+    for (name, cluster, r) in agents {
+        let mut n = f.nodes.iter().find(|n| n.name == *name).cloned().unwrap_or_else(|| {
+            let mut n = f.nodes.iter().find(|n| n.cluster == *cluster).unwrap().clone();
+            n.name = name.to_string();
+            n
+        });
+        n.labels.insert(AGENT_LABEL.into(), name.to_string());
+        n.resiliency = *r;
+        t.update_own(n);
+    }
+    t
+}
+
+fn requests(out: &[Output]) -> Vec<(String, u64, Message)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Request { to, token, msg, .. } => Some((to.clone(), *token, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_dead_origin_agent_routes_to_the_healthiest_alive_agent_of_its_cluster() {
+    // Rule: routing follows liveness: when the origin node's agent stops
+    // answering, its jobs go to the healthiest agent of the same cluster
+    // that is alive, without waiting on the silent one.
+    let f = reference();
+    let agents = [
+        ("pan1-phone-01", "phone-pan-1", 0.7),
+        ("pan1-phone-02", "phone-pan-1", 0.9),
+        ("pan1-phone-03", "phone-pan-1", 0.95),
+        ("dc-x86-01", "dc-core", 0.99),
+    ];
+    let mut r = Replica::new(ReplicaConfig::new("dc-x86-01", "dc-core"), twin_with(&agents));
+    let mut g = rng();
+    r.handle(Input::Tick, 0.0, &mut g);
+    let origin = Origin { cluster: "phone-pan-1".into(), node: Some("pan1-phone-01".into()) };
+    assert_eq!(r.route(&origin, &f.latency, &[]).unwrap().agent, "pan1-phone-01");
+    // phone-01 and phone-03 keep answering; phone-02 is answered too —
+    // then phone-01 and phone-03 go silent.
+    let mut now = 0.0;
+    while now < 4_000.0 {
+        now += 250.0;
+        let out = r.handle(Input::Tick, now, &mut g);
+        for (to, token, msg) in requests(&out) {
+            let answer = match msg {
+                Message::Ping(n) if to == "pan1-phone-02" || to == "dc-x86-01" => Some(Message::Pong(n)),
+                _ => None,
+            };
+            match answer {
+                Some(m) => r.handle(Input::Response { token, msg: m }, now + 5.0, &mut g),
+                None => r.handle(Input::RequestFailed { token }, now + 5.0, &mut g),
+            };
+        }
+    }
+    assert_eq!(r.liveness().state("pan1-phone-01"), Some(PeerState::Suspect));
+    assert_eq!(r.liveness().state("pan1-phone-03"), Some(PeerState::Suspect));
+    let route = r.route(&origin, &f.latency, &[]).unwrap();
+    assert_eq!(route.agent, "pan1-phone-02", "the alive one, although phone-03 is healthier");
+    assert_eq!(route.reason, crate::routing::RouteReason::OriginCluster);
+    assert!(!r.reachable("pan1-phone-01"));
+    assert!(r.reachable("dc-x86-01"), "itself");
+}
+
+#[test]
+fn a_suspect_peer_that_answers_a_probe_is_alive_again() {
+    let mut r = Replica::new(ReplicaConfig::new("a", "dc-core"), twin_with(&[("a", "dc-core", 0.9), ("b", "dc-core", 0.9)]));
+    let mut g = rng();
+    r.handle(Input::Tick, 0.0, &mut g);
+    let out = r.handle(Input::Tick, 1_000.0, &mut g);
+    let (_, token, msg) = requests(&out).into_iter().find(|(to, _, m)| to == "b" && matches!(m, Message::Ping(_))).unwrap();
+    let out = r.handle(Input::RequestFailed { token }, 1_500.0, &mut g);
+    assert!(matches!(&out[..], [Output::Peer(t)] if t.to == PeerState::Suspect));
+    // The next probe is answered.
+    let out = r.handle(Input::Tick, 2_600.0, &mut g);
+    let (_, token, msg2) = requests(&out).into_iter().find(|(_, _, m)| matches!(m, Message::Ping(_))).unwrap();
+    assert_ne!(msg, msg2, "a fresh nonce");
+    let Message::Ping(n) = msg2 else { unreachable!() };
+    let out = r.handle(Input::Response { token, msg: Message::Pong(n) }, 2_610.0, &mut g);
+    assert!(matches!(&out[..], [Output::Peer(t)] if t.to == PeerState::Alive));
+    // A ping from a peer is answered with its nonce.
+    let out = r.handle(Input::Request { from: Some("b".into()), id: 4, msg: Message::Ping(77) }, 2_700.0, &mut g);
+    assert_eq!(out.last(), Some(&Output::Reply { id: 4, msg: Message::Pong(77) }));
+}
+
+/// Delivers every request between replicas at once (no loss), until quiet.
+fn settle(rs: &mut [Replica], names: &[&str], mut queue: Vec<(usize, Output)>, now: f64, g: &mut SimRng) -> usize {
+    let mut delivered = 0;
+    while let Some((from, o)) = queue.pop() {
+        match o {
+            Output::Request { to, token, msg, .. } => {
+                let Some(t) = names.iter().position(|n| *n == to) else { continue };
+                delivered += 1;
+                let out = rs[t].handle(Input::Request { from: Some(names[from].into()), id: token, msg }, now, g);
+                for o in out {
+                    if let Output::Reply { id, msg } = o {
+                        let back = rs[from].handle(Input::Response { token: id, msg }, now, g);
+                        queue.extend(back.into_iter().map(|o| (from, o)));
+                    } else {
+                        queue.push((t, o));
+                    }
+                }
+            }
+            Output::Publish(msg) => {
+                for (i, r) in rs.iter_mut().enumerate() {
+                    if i != from {
+                        delivered += 1;
+                        let out = r.handle(Input::Gossip(msg.clone()), now, g);
+                        queue.extend(out.into_iter().map(|o| (i, o)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    delivered
+}
+
+#[test]
+fn anti_entropy_alone_converges_replicas_and_the_same_seed_gives_the_same_outputs() {
+    // Rule: with gossip lost, periodic anti-entropy with a random alive
+    // peer (seeded) still brings every replica to the same twin.
+    let names = ["a", "b", "c", "d"];
+    let f = reference();
+    let build = || {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let mut t = twin_with(&[(n, "dc-core", 0.9)]);
+                // Each knows the others exist (as after bootstrap) but not
+                // their records' contents beyond its own.
+                for m in names.iter().filter(|m| *m != n) {
+                    t.merge_record(twin_with(&[(m, "dc-core", 0.9)]).record(m).unwrap().clone());
+                }
+                for node in f.nodes.iter().skip(i * 10).take(10) {
+                    let mut node = node.clone();
+                    node.labels.insert(AGENT_LABEL.into(), n.to_string());
+                    t.update_own(node);
+                }
+                Replica::new(ReplicaConfig::new(*n, "dc-core"), t)
+            })
+            .collect::<Vec<_>>()
+    };
+    let run = |seed: u64| {
+        let mut rs = build();
+        let mut g = SimRng::seed_from_u64(seed);
+        let mut log = Vec::new();
+        for step in 0..8 {
+            let now = step as f64 * 1_000.0;
+            for i in 0..rs.len() {
+                let out = rs[i].handle(Input::Tick, now, &mut g);
+                log.push(format!("{i}@{now}: {:?}", requests(&out).iter().map(|(to, _, m)| (to.clone(), m.kind())).collect::<Vec<_>>()));
+                // Gossip is lost here; only requests (sync, probes) flow.
+                let reqs: Vec<(usize, Output)> =
+                    out.into_iter().filter(|o| matches!(o, Output::Request { .. })).map(|o| (i, o)).collect();
+                settle(&mut rs, &names, reqs, now, &mut g);
+            }
+        }
+        (rs, log)
+    };
+    let (rs, log) = run(5);
+    for r in &rs[1..] {
+        assert_eq!(r.twin(), rs[0].twin(), "{} differs from {}", r.config().name, rs[0].config().name);
+    }
+    // Each agent's own record plus the ten fabric nodes each one owns.
+    assert_eq!(rs[0].twin().len(), 4 + 4 * 10);
+    let (_, again) = run(5);
+    assert_eq!(log, again, "same seed, same outputs");
+    let (_, other) = run(6);
+    assert_ne!(log, other, "another seed picks other sync peers");
+}
+
+#[test]
+fn bookings_are_keyed_by_job_plan_stage_and_attempt() {
+    // Rule: a repeated request for the same run gets the same booking; a
+    // second plan of the same job books its own slot; a released run gives
+    // its room back.
+    let mut r = Replica::new(ReplicaConfig::new("a", "dc-core"), Twin::new());
+    let k1 = RunKey { plan: 1, stage: 0, attempt: 1 };
+    let b1 = r.book("job", k1, "n", (4.0, 8.0), (4.0, 1.0), 100.0, 1_000.0, 0.0).unwrap();
+    assert_eq!((b1.start, b1.end), (100.0, 1_100.0));
+    assert_eq!(r.book("job", k1, "n", (4.0, 8.0), (4.0, 1.0), 100.0, 1_000.0, 50.0).unwrap(), b1);
+    // Another plan of the same job (same stage, same attempt) is another
+    // run: it waits for room, it does not inherit the first slot.
+    let k2 = RunKey { plan: 2, ..k1 };
+    let b2 = r.book("job", k2, "n", (4.0, 8.0), (4.0, 1.0), 100.0, 1_000.0, 60.0).unwrap();
+    assert_eq!(b2.start, 1_100.0);
+    assert_eq!(r.load("n", 200.0).0, 8.0);
+    // Plan 1 fails at 300: from then on its cores are free, and a new run
+    // fits at 300.
+    assert!(r.release("job", k1, 300.0));
+    let k3 = RunKey { plan: 3, ..k1 };
+    let b3 = r.book("job", k3, "n", (4.0, 8.0), (4.0, 1.0), 300.0, 500.0, 300.0).unwrap();
+    assert_eq!(b3.start, 300.0);
+    assert_eq!(r.book("job", RunKey { attempt: 2, ..k1 }, "n", (4.0, 8.0), (5.0, 1.0), 0.0, 1.0, 300.0), Err(Refusal::DoesNotFit));
+}
+
+#[test]
+fn record_versions_from_an_agent_count_as_its_word() {
+    let mut r = Replica::new(ReplicaConfig::new("a", "dc-core"), twin_with(&[("a", "dc-core", 0.9), ("b", "dc-core", 0.9)]));
+    let mut g = rng();
+    r.handle(Input::Tick, 0.0, &mut g);
+    let out = r.handle(Input::Tick, 1_000.0, &mut g);
+    let (_, token, _) = requests(&out).into_iter().find(|(to, _, m)| to == "b" && matches!(m, Message::Ping(_))).unwrap();
+    r.handle(Input::RequestFailed { token }, 1_100.0, &mut g);
+    assert_eq!(r.liveness().state("b"), Some(PeerState::Suspect));
+    // b's own record, one version newer, arrives by gossip (relayed).
+    let mut rec = r.twin().record("b").unwrap().clone();
+    rec.version += 1;
+    rec.node.telemetry.cpu_pct = 42.0;
+    let out = r.handle(Input::Gossip(Message::Record(rec.clone())), 1_200.0, &mut g);
+    assert!(out.iter().any(|o| matches!(o, Output::Peer(t) if t.peer == "b" && t.to == PeerState::Alive)));
+    assert!(out.iter().any(|o| matches!(o, Output::Persist { records, .. } if records == &vec![rec.clone()])));
+    // The same record again changes nothing and persists nothing.
+    assert!(r.handle(Input::Gossip(Message::Record(rec)), 1_300.0, &mut g).is_empty());
+}
