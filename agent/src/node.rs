@@ -1,5 +1,9 @@
-//! The agent's core: its twin replica, its jobs, and the loop that ties the
-//! mesh, the store, the API and the actuator together.
+//! The agent's shell around its protocol: it feeds the mesh's events, the
+//! API's submissions and a ticking clock into [`Replica`] (the decisions:
+//! who is alive, whom to sync with, where a job is routed, what an owned
+//! node can book) and carries out what the replica returns — publish,
+//! send, answer, persist, dial. Jobs are planned with `common::policy` and
+//! run by an actuator driving `common::execution`.
 //!
 //! State lives behind one mutex held only for short, non-blocking sections;
 //! anything that waits (the store, the mesh, the actuator) happens outside
@@ -10,16 +14,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rand::SeedableRng;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 use twinmesh_common::calibrate::Calibration;
+use twinmesh_common::execution::Refusal;
 use twinmesh_common::fabric::Fabric;
 use twinmesh_common::failures::{FailureEvent, FailureKind};
-use twinmesh_common::gossip;
+use twinmesh_common::liveness::{PeerState, PeerView};
 use twinmesh_common::model::{Node, NodeStatus};
 use twinmesh_common::policy::{Policy, PolicyConfig};
-use twinmesh_common::routing::{self, AgentInfo, Route};
+use twinmesh_common::replica::{Input, Output, Replica, ReplicaConfig};
+use twinmesh_common::rng::SimRng;
+use twinmesh_common::routing::Route;
 use twinmesh_common::spec::{self, SpecError};
 use twinmesh_common::twin::{FailureId, NodeRecord, Twin};
 use twinmesh_common::view::{FabricView, FormatOverheads};
@@ -29,12 +37,7 @@ use crate::jobs::{JobRecord, JobState, job_id};
 use crate::mesh;
 use crate::store::Store;
 
-/// Label on node records naming the agent that owns them.
-pub const AGENT_LABEL: &str = "twinmesh.io/agent";
-/// Label on an agent's own node record: its mesh addresses, space
-/// separated, so every agent can dial every other (discovery through the
-/// twin itself).
-pub const MESH_LABEL: &str = "twinmesh.io/mesh";
+pub use twinmesh_common::replica::{AGENT_LABEL, MESH_LABEL};
 
 /// How an agent is set up.
 #[derive(Clone, Debug)]
@@ -76,6 +79,10 @@ pub struct Metrics {
     pub gossip_out: AtomicU64,
     /// Frames dropped as undecodable.
     pub gossip_dropped: AtomicU64,
+    /// Peer state changes, by the state entered: alive, suspect, dead.
+    pub peer_transitions: [AtomicU64; 3],
+    /// Liveness probes sent.
+    pub probes: AtomicU64,
     /// Plan latency histogram: bucket upper bounds in µs.
     pub plan_us_buckets: [AtomicU64; 10],
     /// Sum of plan latencies (µs).
@@ -133,17 +140,30 @@ pub struct SubmitResponse {
 }
 
 struct State {
-    /// Bookings of the nodes this agent runs stages on (virtual actuator).
-    schedules: HashMap<String, twinmesh_common::capacity::NodeSchedule>,
-    /// Slots already given, by (job, stage, attempt): a retried request
-    /// gets the same slot, never a second booking.
-    slots: HashMap<(String, String, u32), StageSlot>,
-    twin: Twin,
+    /// The protocol: twin, liveness, sync schedule, routing, bookings.
+    replica: Replica,
+    /// Seeds the replica's choices (anti-entropy peers).
+    rng: SimRng,
     view: Option<Arc<FabricView>>,
     calibration: Calibration,
     jobs: HashMap<String, JobRecord>,
-    peers: BTreeSet<String>,
     failure_seq: u64,
+    /// What the owner learns from the runs on its own nodes, published in
+    /// their records for every planner.
+    owner_calibration: Calibration,
+    /// Runs booked on owned nodes, learned from once they end.
+    owned_runs: std::collections::BTreeMap<(String, twinmesh_common::execution::RunKey), OwnedRun>,
+}
+
+/// A run on an owned node, to learn from when it ends.
+#[derive(Clone, Debug)]
+struct OwnedRun {
+    node: String,
+    format: twinmesh_common::model::Format,
+    model_ms: f64,
+    end: f64,
+    duration: f64,
+    released: bool,
 }
 
 /// A running agent.
@@ -157,6 +177,9 @@ pub struct Agent {
     /// Counters.
     pub metrics: Metrics,
     persist: mpsc::UnboundedSender<(Vec<NodeRecord>, Vec<FailureEvent>)>,
+    /// Answers to the protocol's requests, fed back in order.
+    loopback: mpsc::UnboundedSender<Input>,
+    loopback_rx: Mutex<Option<mpsc::UnboundedReceiver<Input>>>,
     /// The Kubernetes actuator, when the agent runs stages as pods.
     kube: std::sync::OnceLock<Arc<crate::kube::Kube>>,
     /// Set while the agent waits for something before it is ready.
@@ -167,6 +190,11 @@ pub struct Agent {
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
+
+/// Start of fabric time: fabric ms count from here (wall ms / time
+/// scale), the same on every agent of a mesh, and small enough that f64
+/// keeps sub-microsecond precision.
+pub const FABRIC_EPOCH_MS: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
 impl Agent {
     /// Builds the agent from its store (restoring twin and jobs) and a
@@ -211,22 +239,28 @@ impl Agent {
                 }
             }
         });
+        let (loopback, loopback_rx) = mpsc::unbounded_channel();
+        let mut rcfg = ReplicaConfig::new(cfg.name.clone(), cfg.cluster.clone());
+        rcfg.sync_interval_ms = cfg.sync_interval.as_secs_f64() * 1000.0;
+        let seed = cfg.name.bytes().fold(now_ms(), |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
         Ok(Arc::new(Agent {
-            cfg,
             state: Mutex::new(State {
-                schedules: HashMap::new(),
-                slots: HashMap::new(),
-                twin,
+                replica: Replica::new(rcfg, twin),
+                rng: SimRng::seed_from_u64(seed),
                 view: None,
                 calibration,
                 jobs,
-                peers: BTreeSet::new(),
                 failure_seq,
+                owner_calibration: Calibration::default(),
+                owned_runs: Default::default(),
             }),
+            cfg,
             store,
             mesh,
             metrics: Metrics::default(),
             persist,
+            loopback,
+            loopback_rx: Mutex::new(Some(loopback_rx)),
             kube: std::sync::OnceLock::new(),
             waiting_for: Mutex::new(None),
         }))
@@ -236,39 +270,127 @@ impl Agent {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs the protocol loop: ticks every `tick` and feeds back answers to
+    /// the requests the protocol sent. Call once, at start.
+    pub fn start_protocol(self: &Arc<Self>, tick: Duration) {
+        let Some(mut rx) = self.loopback_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(tick);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    Some(i) = rx.recv() => me.input(i).await,
+                    _ = t.tick() => {
+                        me.input(Input::Tick).await;
+                        me.learn_from_finished_runs().await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Feeds one input to the protocol and carries out what it decides.
+    pub async fn input(self: &Arc<Self>, input: Input) {
+        let outputs = {
+            let mut st = self.lock();
+            let now = now_ms() as f64;
+            let State { replica, rng, .. } = &mut *st;
+            replica.handle(input, now, rng)
+        };
+        self.carry_out(outputs).await;
+    }
+
+    /// Carries out the protocol's outputs: the only place the agent acts
+    /// on a protocol decision.
+    pub async fn carry_out(self: &Arc<Self>, outputs: Vec<Output>) {
+        for o in outputs {
+            match o {
+                Output::Publish(msg) => self.send_gossip(&msg).await,
+                Output::Request { to, token, msg, timeout_ms } => {
+                    if matches!(msg, Message::Ping(_)) {
+                        self.metrics.probes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let timeout = Duration::from_secs_f64(timeout_ms.max(1.0) / 1000.0);
+                        let input = match me.request(&to, msg, timeout).await {
+                            Ok(msg) => Input::Response { token, msg },
+                            Err(_) => Input::RequestFailed { token },
+                        };
+                        // Back through the protocol loop, in order.
+                        let _ = me.loopback.send(input);
+                    });
+                }
+                Output::Reply { id, msg } => {
+                    let _ = self.mesh.send(mesh::Command::Respond(id, wire::encode(&msg))).await;
+                }
+                Output::Persist { records, failures } => {
+                    {
+                        let mut st = self.lock();
+                        st.view = None;
+                    }
+                    // Others' records need no synchronous durability
+                    // (anti-entropy restores them); persisting them in
+                    // order, off the event loop, keeps one slow fsync from
+                    // delaying gossip.
+                    let _ = self.persist.send((records, failures));
+                }
+                Output::Peer(t) => {
+                    let i = match t.to {
+                        PeerState::Alive => 0,
+                        PeerState::Suspect => 1,
+                        PeerState::Dead => 2,
+                    };
+                    self.metrics.peer_transitions[i].fetch_add(1, Ordering::Relaxed);
+                    // Placement depends on who is reachable.
+                    self.lock().view = None;
+                    match t.to {
+                        PeerState::Alive => info!(peer = %t.peer, reason = %t.reason, "peer alive"),
+                        _ => warn!(peer = %t.peer, state = t.to.as_str(), reason = %t.reason, "peer unreachable"),
+                    }
+                }
+                Output::Dial(agent) => {
+                    let addrs: Vec<libp2p::Multiaddr> = {
+                        let st = self.lock();
+                        st.replica
+                            .twin()
+                            .record(&agent)
+                            .and_then(|r| r.node.labels.get(MESH_LABEL).cloned())
+                            .map(|a| a.split_whitespace().filter_map(|a| a.parse().ok()).collect())
+                            .unwrap_or_default()
+                    };
+                    if !addrs.is_empty() {
+                        let _ = self.mesh.send(mesh::Command::Dial(addrs)).await;
+                    }
+                }
+            }
+        }
+    }
+
     /// Publishes this agent's own records, stores and gossips them:
     /// every one when `force` (at start, so a restarted agent supersedes
     /// what it published before), otherwise only those `update` changed.
-    pub async fn publish_own(&self, force: bool, update: impl Fn(&mut Node)) {
-        let recs: Vec<NodeRecord> = {
+    pub async fn publish_own(self: &Arc<Self>, force: bool, update: impl Fn(&mut Node)) {
+        let outputs: Vec<Output> = {
             let mut st = self.lock();
             let mut out = Vec::new();
             for base in &self.cfg.owned {
-                let current = st.twin.record(&base.name).map(|r| r.node.clone());
+                let current = st.replica.twin().record(&base.name).map(|r| r.node.clone());
                 let mut n = current.clone().unwrap_or_else(|| base.clone());
                 n.labels.insert(AGENT_LABEL.into(), self.cfg.name.clone());
                 if n.name == self.cfg.name && !self.cfg.mesh_addrs.is_empty() {
                     n.labels.insert(MESH_LABEL.into(), self.cfg.mesh_addrs.join(" "));
                 }
                 update(&mut n);
-                n.resiliency = self.resiliency_of(&st.twin, &n);
+                n.resiliency = self.resiliency_of(st.replica.twin(), &n);
                 if force || current.as_ref() != Some(&n) {
-                    out.push(st.twin.update_own(n));
+                    out.extend(st.replica.update_own(n));
                 }
-            }
-            if !out.is_empty() {
-                st.view = None;
             }
             out
         };
-        // Own records are republished at every start, so they need no
-        // synchronous durability either.
-        if !recs.is_empty() {
-            let _ = self.persist.send((recs.clone(), Vec::new()));
-        }
-        for r in recs {
-            self.send_gossip(&Message::Record(r)).await;
-        }
+        self.carry_out(outputs).await;
     }
 
     /// A node's resiliency from the replicated failure history, its
@@ -291,25 +413,28 @@ impl Agent {
         let _ = self.mesh.send(mesh::Command::Publish(wire::encode(msg))).await;
     }
 
-    /// The planning view (cached until the twin changes).
+    /// The planning view (cached until the twin or a peer's state
+    /// changes). Nodes that are down, and nodes whose owner the failure
+    /// detector does not hold alive, take no work.
     pub fn view(&self) -> Arc<FabricView> {
         let mut st = self.lock();
         if let Some(v) = &st.view {
             return v.clone();
         }
         let now = now_ms();
-        let down: BTreeSet<String> =
-            twinmesh_common::failures::down_nodes(st.twin.failures(), now).into_iter().collect();
+        let twin = st.replica.twin();
+        let down: BTreeSet<String> = twinmesh_common::failures::down_nodes(twin.failures(), now).into_iter().collect();
         // Nodes the twin does not know yet come from the fabric file.
         let mut nodes: HashMap<String, Node> =
             self.cfg.fabric.nodes.iter().map(|n| (n.name.clone(), n.clone())).collect();
-        for n in st.twin.nodes() {
+        for n in twin.nodes() {
             nodes.insert(n.name.clone(), n.clone());
         }
         let mut list: Vec<Node> = nodes.into_values().collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         for n in &mut list {
-            if down.contains(&n.name) {
+            let owner_gone = n.labels.get(AGENT_LABEL).is_some_and(|a| !st.replica.reachable(a));
+            if down.contains(&n.name) || owner_gone {
                 n.status = NodeStatus::NotReady;
             }
         }
@@ -325,57 +450,40 @@ impl Agent {
                 self.cfg.fabric.view()
             }
         };
-        st.calibration.apply(&mut view);
+        st.calibration.apply_under_owners(&mut view);
         let v = Arc::new(view);
         st.view = Some(v.clone());
         v
     }
 
-    /// Agents known from the twin, for routing.
-    fn agents(&self) -> Vec<AgentInfo> {
-        let st = self.lock();
-        let mut by_agent: HashMap<String, AgentInfo> = HashMap::new();
-        for n in st.twin.nodes() {
-            let Some(agent) = n.labels.get(AGENT_LABEL) else { continue };
-            let alive = agent == &self.cfg.name || st.peers.contains(agent);
-            let e = by_agent.entry(agent.clone()).or_insert_with(|| AgentInfo {
-                name: agent.clone(),
-                cluster: n.cluster.clone(),
-                owns: Vec::new(),
-                alive,
-                resiliency: n.resiliency,
-                cpu_pct: n.telemetry.cpu_pct,
-            });
-            e.owns.push(n.name.clone());
-            if &n.name == agent {
-                e.cluster = n.cluster.clone();
-                e.resiliency = n.resiliency;
-                e.cpu_pct = n.telemetry.cpu_pct;
-            }
-        }
-        let mut v: Vec<AgentInfo> = by_agent.into_values().collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
-    }
-
     /// Connected peer agents.
     pub fn peers(&self) -> Vec<String> {
-        self.lock().peers.iter().cloned().collect()
+        self.lock().replica.connected().map(String::from).collect()
+    }
+
+    /// What the failure detector believes of every peer.
+    pub fn liveness(&self) -> Vec<(String, PeerView)> {
+        self.lock().replica.liveness().peers().map(|(n, v)| (n.to_string(), v.clone())).collect()
+    }
+
+    /// The partition epoch: changes of the set of reachable peers.
+    pub fn partition_epoch(&self) -> u64 {
+        self.lock().replica.liveness().epoch()
     }
 
     /// Whether the twin holds failure event `id`.
     pub fn has_failure(&self, id: &FailureId) -> bool {
-        self.lock().twin.has_failure(id)
+        self.lock().replica.twin().has_failure(id)
     }
 
     /// Number of node records in the twin.
     pub fn twin_len(&self) -> usize {
-        self.lock().twin.len()
+        self.lock().replica.twin().len()
     }
 
     /// A snapshot of the twin.
     pub fn twin(&self) -> Twin {
-        self.lock().twin.clone()
+        self.lock().replica.twin().clone()
     }
 
     /// A job by id.
@@ -408,8 +516,11 @@ impl Agent {
         let mut notes = Vec::new();
         let mut route: Option<Route> = None;
         if forwarded_from.is_none() {
-            let agents = self.agents();
-            while let Some(r) = routing::route(&job.origin, &agents, &self.cfg.fabric.latency, &unreachable) {
+            // Routing skips agents the failure detector does not hold
+            // alive, so a submission never waits on a silent one.
+            loop {
+                let next = self.lock().replica.route(&job.origin, &self.cfg.fabric.latency, &unreachable);
+                let Some(r) = next else { break };
                 if r.agent == self.cfg.name {
                     route = Some(r);
                     break;
@@ -421,7 +532,11 @@ impl Agent {
                     dry_run,
                     submitted_to: self.cfg.name.clone(),
                 };
-                match self.request(&r.agent, Message::Forward(handoff), Duration::from_secs(5)).await {
+                // Planning and a commit on the other side, on top of the
+                // round trip: at least 2 s, at most 5 s.
+                let rtt_timeout = self.lock().replica.timeout_for(&r.agent);
+                let timeout = Duration::from_secs_f64((rtt_timeout * 2.0 / 1000.0).clamp(2.0, 5.0));
+                match self.request(&r.agent, Message::Forward(handoff), timeout).await {
                     Ok(Message::ForwardResult { result: Ok(json), .. }) => {
                         if let Ok(resp) = serde_json::from_str::<SubmitResponse>(&json) {
                             self.metrics.jobs_forwarded.fetch_add(1, Ordering::Relaxed);
@@ -561,8 +676,8 @@ impl Agent {
 
     /// Records a failure (or recovery) observed or injected here and
     /// spreads it.
-    pub async fn observe_failure(&self, node: &str, kind: FailureKind, duration_ms: u64) -> FailureEvent {
-        let ev = {
+    pub async fn observe_failure(self: &Arc<Self>, node: &str, kind: FailureKind, duration_ms: u64) -> FailureEvent {
+        let (ev, outputs) = {
             let mut st = self.lock();
             st.failure_seq += 1;
             let ev = FailureEvent {
@@ -572,14 +687,16 @@ impl Agent {
                 at_ms: now_ms(),
                 duration_ms,
             };
-            st.twin.add_failure(ev.clone());
+            let out = st.replica.report_failure(ev.clone());
             st.view = None;
-            ev
+            (ev, out)
         };
+        // Our own failure reports are stored before they are spread.
         if let Err(e) = self.store.put_twin(&[], std::slice::from_ref(&ev)).await {
             warn!(error = %e, "storing failure");
         }
-        self.send_gossip(&Message::Failure(ev.clone())).await;
+        let gossip: Vec<Output> = outputs.into_iter().filter(|o| matches!(o, Output::Publish(_))).collect();
+        self.carry_out(gossip).await;
         ev
     }
 
@@ -602,9 +719,7 @@ impl Agent {
             mesh::Event::Gossip(frame) => {
                 self.metrics.gossip_in.fetch_add(1, Ordering::Relaxed);
                 match wire::decode(&frame) {
-                    Ok(msg) => {
-                        self.apply_twin_message(msg).await;
-                    }
+                    Ok(msg) => self.input(Input::Gossip(msg)).await,
                     Err(e) => {
                         self.metrics.gossip_dropped.fetch_add(1, Ordering::Relaxed);
                         warn!(reason = e.metric_label(), "dropped gossip frame");
@@ -642,153 +757,86 @@ impl Agent {
                         }
                         Message::StageScheduled(r)
                     }
-                    Ok(msg) => self.apply_twin_message(msg).await.unwrap_or(Message::Ack),
+                    Ok(Message::ReleaseStage { job, key, node, at }) => {
+                        let released = self.release_owned(&job, key, at);
+                        if released {
+                            self.publish_load(&node).await;
+                        }
+                        Message::Ack
+                    }
+                    Ok(msg) => return self.input(Input::Request { from, id, msg }).await,
                 };
                 let _ = self.mesh.send(mesh::Command::Respond(id, wire::encode(&reply))).await;
             }
-            mesh::Event::PeerUp(name) => {
-                self.lock().peers.insert(name.clone());
-                // Catch up at once rather than waiting for fresh gossip.
-                let me = self.clone();
-                tokio::spawn(async move { me.sync_with(&name).await });
-            }
-            mesh::Event::PeerDown(name) => {
-                self.lock().peers.remove(&name);
-            }
+            mesh::Event::PeerUp(name) => self.input(Input::Connected(name)).await,
+            mesh::Event::PeerDown(name) => self.input(Input::Disconnected(name)).await,
         }
     }
 
-    /// Applies a twin message; returns the reply, if any.
-    async fn apply_twin_message(&self, msg: Message) -> Option<Message> {
-        let (handled, changed_records, changed_failures) = {
-            let mut st = self.lock();
-            let before = st.twin.digest();
-            let h = gossip::handle(&mut st.twin, msg);
-            if h.changed > 0 {
-                st.view = None;
-            }
-            let delta = if h.changed > 0 { st.twin.delta_for(&before) } else { Default::default() };
-            (h, delta.records, delta.failures)
-        };
-        if !changed_records.is_empty() || !changed_failures.is_empty() {
-            // Others' records need no synchronous durability (anti-entropy
-            // restores them); persisting them in order, off the event
-            // loop, keeps one slow fsync from delaying gossip.
-            let _ = self.persist.send((changed_records, changed_failures));
-        }
-        handled.reply
-    }
-
-    /// One anti-entropy exchange with `peer`.
-    pub async fn sync_with(&self, peer: &str) {
-        let digest = self.lock().twin.digest();
-        match self.request(peer, Message::SyncRequest(digest), Duration::from_secs(10)).await {
-            Ok(resp) => {
-                if let Some(push) = self.apply_twin_message(resp).await {
-                    let _ = self.request(peer, push, Duration::from_secs(10)).await;
-                }
-            }
-            Err(e) => warn!(peer, error = %e, "anti-entropy sync failed"),
-        }
-    }
-
-    /// Periodic anti-entropy with one random peer.
-    pub async fn sync_round(&self) {
-        let peers = self.peers();
-        if peers.is_empty() {
-            return;
-        }
-        let pick = (now_ms() as usize) % peers.len();
-        self.sync_with(&peers[pick]).await;
-    }
-
-    /// Dials agents the twin knows of that are not connected.
-    pub async fn discover(&self) {
-        let wanted: Vec<Vec<libp2p::Multiaddr>> = {
-            let st = self.lock();
-            st.twin
-                .nodes()
-                .filter(|n| n.name != self.cfg.name && !st.peers.contains(&n.name))
-                .filter_map(|n| n.labels.get(MESH_LABEL))
-                .map(|addrs| addrs.split_whitespace().filter_map(|a| a.parse().ok()).collect())
-                .collect()
-        };
-        for addrs in wanted {
-            let _ = self.mesh.send(mesh::Command::Dial(addrs)).await;
-        }
-    }
-
-    /// Absolute fabric time now (ms): wall time divided by the time scale,
-    /// the same on every agent that shares the scale.
+    /// Absolute fabric time now (ms since [`FABRIC_EPOCH_MS`]): wall time
+    /// divided by the time scale, the same on every agent that shares the
+    /// scale.
     pub fn fabric_now(&self) -> f64 {
-        now_ms() as f64 / self.cfg.time_scale.max(1e-9)
+        now_ms().saturating_sub(FABRIC_EPOCH_MS) as f64 / self.cfg.time_scale.max(1e-9)
+    }
+
+    /// Wall ms (Unix) of absolute fabric time `t`.
+    pub fn wall_of(&self, t: f64) -> f64 {
+        FABRIC_EPOCH_MS as f64 + t * self.cfg.time_scale.max(1e-9)
     }
 
     /// The agent that runs stages on `node`: its owner, or this agent
     /// when nobody owns it.
     pub fn owner_of(&self, node: &str) -> String {
-        self.lock()
-            .twin
-            .record(node)
-            .and_then(|r| r.node.labels.get(AGENT_LABEL).cloned())
-            .unwrap_or_else(|| self.cfg.name.clone())
+        self.lock().replica.owner_of(node)
     }
 
     /// Books a stage on a node this agent runs: the virtual counterpart of
     /// the kubelet admitting a pod. The run time comes from the ground
-    /// truth (see `actuator`), which only the executing side knows.
-    pub fn book_stage(&self, run: &StageRun) -> Result<StageSlot, String> {
+    /// truth (`common::truth`), which only the executing side knows; the
+    /// booking rule is the replica's.
+    pub fn book_stage(&self, run: &StageRun) -> Result<StageSlot, Refusal> {
+        use twinmesh_common::truth;
         let view = self.view();
-        let n = view.node_index(&run.node).ok_or_else(|| format!("node '{}' is not in the twin", run.node))?;
+        let n = view
+            .node_index(&run.node)
+            .ok_or_else(|| Refusal::Other(format!("node '{}' is not in the twin", run.node)))?;
         if !view.nodes.ready[n] {
-            return Err(format!("node '{}' is down", run.node));
+            return Err(Refusal::NodeDown);
         }
-        let model = crate::actuator::model_ms(&view, n, run.compute.duration_ms, run.format);
-        let truth = crate::actuator::true_ms(
-            &view,
-            n,
-            model,
-            run.format,
-            &format!("{}/{}/{}", run.job, run.stage, run.attempt),
-        );
+        let model = truth::model_ms(&view, n, run.compute.duration_ms, run.format);
+        let name = truth::run_name(&run.job, &run.stage, run.key.attempt);
+        let truth = truth::true_ms(&view, n, model, run.format, &name);
         let now = self.fabric_now();
         let mut st = self.lock();
-        let key = (run.job.clone(), run.stage.clone(), run.attempt);
-        if let Some(slot) = st.slots.get(&key) {
-            return Ok(slot.clone());
-        }
-        let sched = st.schedules.entry(run.node.clone()).or_insert_with(|| {
-            twinmesh_common::capacity::NodeSchedule::new(view.nodes.alloc_cpu[n], view.nodes.alloc_mem[n])
+        let b = st.replica.book(
+            &run.job,
+            run.key,
+            &run.node,
+            (view.nodes.alloc_cpu[n], view.nodes.alloc_mem[n]),
+            (run.compute.cpu, run.compute.mem_gb),
+            run.ready_at,
+            truth,
+            now,
+        )?;
+        st.owned_runs.entry((run.job.clone(), run.key)).or_insert(OwnedRun {
+            node: run.node.clone(),
+            format: run.format,
+            model_ms: model,
+            end: b.end,
+            duration: truth,
+            released: false,
         });
-        // Book at the ready time the planner computed, not at arrival: the
-        // request's own network delay is not part of the fabric's time
-        // (at a time scale of 1/500, one wall millisecond is half a fabric
-        // second). Keep a wall second of history for such late requests.
-        sched.prune(now - 1000.0 / self.cfg.time_scale.max(1e-9));
-        let b = sched
-            .book(run.ready_at, truth, run.compute.cpu, run.compute.mem_gb)
-            .ok_or_else(|| format!("stage needs more than node '{}' has", run.node))?;
-        let slot = StageSlot { start: b.start, end: b.end, model_ms: model };
-        if st.slots.len() > 100_000 {
-            st.slots.clear();
-        }
-        st.slots.insert(key, slot.clone());
-        Ok(slot)
+        Ok(StageSlot { start: b.start, end: b.end, model_ms: model })
     }
 
     /// Publishes the load of an owned node (allocated resources, backlog).
-    pub async fn publish_load(&self, node: &str) {
+    pub async fn publish_load(self: &Arc<Self>, node: &str) {
         if !self.cfg.owned.iter().any(|n| n.name == node) {
             return;
         }
         let now = self.fabric_now();
-        let (cpu, mem, backlog) = {
-            let st = self.lock();
-            st.schedules.get(node).map_or((0.0, 0.0, 0.0), |s| {
-                let (c, m) = s.allocated(now);
-                (c, m, s.backlog(now))
-            })
-        };
+        let (cpu, mem, backlog) = self.lock().replica.load(node, now);
         let node = node.to_string();
         self.publish_own(false, |n| {
             if n.name == node {
@@ -801,7 +849,7 @@ impl Agent {
     }
 
     /// Asks `node`'s owner to run a stage; returns its slot.
-    pub async fn run_stage(&self, run: StageRun) -> Result<StageSlot, String> {
+    pub async fn run_stage(self: &Arc<Self>, run: StageRun) -> Result<StageSlot, Refusal> {
         let owner = self.owner_of(&run.node);
         if owner == self.cfg.name {
             let node = run.node.clone();
@@ -811,18 +859,132 @@ impl Agent {
             }
             return r;
         }
-        match self.request(&owner, Message::RunStage(run), Duration::from_secs(10)).await? {
-            Message::StageScheduled(r) => r,
-            other => Err(format!("{owner} answered {}", other.kind())),
+        let (reachable, rtt_timeout) = {
+            let st = self.lock();
+            (st.replica.reachable(&owner), st.replica.timeout_for(&owner))
+        };
+        if !reachable {
+            return Err(Refusal::Unreachable);
+        }
+        let timeout = Duration::from_secs_f64((rtt_timeout / 1000.0).clamp(1.0, 5.0));
+        match self.request(&owner, Message::RunStage(run), timeout).await {
+            Ok(Message::StageScheduled(r)) => r,
+            Ok(other) => Err(Refusal::Other(format!("{owner} answered {}", other.kind()))),
+            Err(_) => Err(Refusal::Unreachable),
         }
     }
 
-    /// Whether `node` was made unavailable between two wall times (ms).
-    pub fn went_down(&self, node: &str, from_ms: u64, to_ms: u64) -> bool {
+    /// Asks `node`'s owner to give back a run's booking from `at` on.
+    pub async fn release_stage(
+        self: &Arc<Self>,
+        job: &str,
+        key: twinmesh_common::execution::RunKey,
+        node: &str,
+        at: f64,
+    ) {
+        let owner = self.owner_of(node);
+        if owner == self.cfg.name {
+            let released = self.release_owned(job, key, at);
+            if released {
+                self.publish_load(node).await;
+            }
+            return;
+        }
+        let msg = Message::ReleaseStage { job: job.to_string(), key, node: node.to_string(), at };
+        let _ = self.request(&owner, msg, Duration::from_secs(2)).await;
+    }
+
+    /// Measures the nodes this agent stands for on the embedded fabric:
+    /// a few short probe runs each (1 s of reference work, native), whose
+    /// observed / modelled ratio seeds the owner's calibration — what a
+    /// real agent's CPU probe at start tells it about its own machine that
+    /// the fabric file does not. Published with the node records.
+    pub async fn probe_own_speed(self: &Arc<Self>) {
+        use twinmesh_common::model::Format;
+        use twinmesh_common::truth;
+        const PROBES: usize = 4;
+        let view = self.view();
+        let learned: BTreeSet<String> = {
+            let mut st = self.lock();
+            let mut nodes = BTreeSet::new();
+            for node in &self.cfg.owned {
+                let Some(n) = view.node_index(&node.name) else { continue };
+                if !node.runtimes.contains(Format::Native) {
+                    continue;
+                }
+                let model = truth::model_ms(&view, n, 1000.0, Format::Native);
+                for i in 0..PROBES {
+                    let t = truth::true_ms(&view, n, model, Format::Native, &format!("probe/{}/{i}", node.name));
+                    st.owner_calibration.observe(&node.name, Format::Native, model, t);
+                }
+                nodes.insert(node.name.clone());
+            }
+            nodes
+        };
+        self.publish_calibration(&learned).await;
+    }
+
+    async fn publish_calibration(self: &Arc<Self>, nodes: &BTreeSet<String>) {
+        if nodes.is_empty() {
+            return;
+        }
+        let factors: Vec<(String, twinmesh_common::model::Format, f64)> = {
+            let st = self.lock();
+            st.owner_calibration.factors().map(|(n, f, v)| (n.to_string(), f, (v.value * 1e4).round() / 1e4)).collect()
+        };
+        self.publish_own(false, |n| {
+            if nodes.contains(&n.name) {
+                for (node, f, v) in &factors {
+                    if node == &n.name {
+                        n.calibration.insert(*f, *v);
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Gives back a run's booking on an owned node; a run cut short
+    /// teaches calibration nothing.
+    fn release_owned(&self, job: &str, key: twinmesh_common::execution::RunKey, at: f64) -> bool {
+        let mut st = self.lock();
+        if let Some(r) = st.owned_runs.get_mut(&(job.to_string(), key)) {
+            r.released = true;
+        }
+        st.replica.release(job, key, at)
+    }
+
+    /// The owner's side of calibration: every run on an owned node that
+    /// has ended is folded into the node's factors, which its record then
+    /// carries to every planner.
+    pub async fn learn_from_finished_runs(self: &Arc<Self>) {
+        let now = self.fabric_now();
+        let learned: BTreeSet<String> = {
+            let mut st = self.lock();
+            let ended: Vec<_> = st.owned_runs.iter().filter(|(_, r)| r.end <= now).map(|(k, _)| k.clone()).collect();
+            let mut nodes = BTreeSet::new();
+            for k in ended {
+                let r = st.owned_runs.remove(&k).expect("listed");
+                if !r.released {
+                    st.owner_calibration.observe(&r.node, r.format, r.model_ms, r.duration);
+                    nodes.insert(r.node);
+                }
+            }
+            nodes
+        };
+        self.publish_calibration(&learned).await;
+    }
+
+    /// The earliest time (Unix ms) in `[from_ms, to_ms)` at which `node`
+    /// was made unavailable, if it was.
+    pub fn went_down(&self, node: &str, from_ms: u64, to_ms: u64) -> Option<u64> {
         self.lock()
-            .twin
+            .replica
+            .twin()
             .failures()
-            .any(|f| f.node == node && f.kind.makes_unavailable() && f.at_ms >= from_ms && f.at_ms < to_ms)
+            .filter(|f| f.node == node && f.kind.makes_unavailable() && f.at_ms >= from_ms && f.at_ms < to_ms)
+            .map(|f| f.at_ms)
+            .min()
     }
 
     /// Resumes jobs that were accepted but not finished before a restart.

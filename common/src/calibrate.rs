@@ -99,6 +99,50 @@ impl Calibration {
         }
     }
 
+    /// Writes into a view what is known of every node and format, best
+    /// source first: the factor the node's owner published in the twin (a
+    /// view factor other than 1 — the owner sees every run on its node), else
+    /// this planner's own observations. Gaps are filled from the fleet,
+    /// since a node's factor is mostly its own speed and a format's mostly
+    /// its emulation cost: a node without a native factor gets the
+    /// geometric mean of the known ones; a (node, format) never seen gets
+    /// the node's native factor × the format's measured ratio to native on
+    /// nodes where both are known.
+    pub fn apply_under_owners(&self, view: &mut FabricView) {
+        let n_nodes = view.nodes.len();
+        let mut known: Vec<[Option<f64>; 5]> = vec![[None; 5]; n_nodes];
+        for (n, k) in known.iter_mut().enumerate() {
+            for f in Format::ALL {
+                let published = view.nodes.calib[n][f.index()];
+                if (published - 1.0).abs() > 1e-12 {
+                    k[f.index()] = Some(published);
+                } else if let Some(v) = self.factors.get(&(view.nodes.name[n].clone(), f)) {
+                    k[f.index()] = Some(v.value);
+                }
+            }
+        }
+        let geomean =
+            |v: &[f64]| (!v.is_empty()).then(|| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp());
+        let native = Format::Native.index();
+        let natives: Vec<f64> = known.iter().filter_map(|k| k[native]).collect();
+        let fleet_native = geomean(&natives).unwrap_or(1.0);
+        for f in Format::ALL.into_iter().filter(|f| *f != Format::Native) {
+            let i = f.index();
+            let ratios: Vec<f64> = known.iter().filter_map(|k| Some(k[i]? / k[native]?)).collect();
+            let ratio = geomean(&ratios).unwrap_or_else(|| {
+                // Seen only where native was not: relative to the fleet.
+                let seen: Vec<f64> = known.iter().filter_map(|k| k[i]).collect();
+                geomean(&seen).map_or(1.0, |g| g / fleet_native)
+            });
+            for (n, k) in known.iter().enumerate() {
+                view.nodes.calib[n][i] = k[i].unwrap_or(k[native].unwrap_or(fleet_native) * ratio);
+            }
+        }
+        for (n, k) in known.iter().enumerate() {
+            view.nodes.calib[n][native] = k[native].unwrap_or(fleet_native);
+        }
+    }
+
     /// Every learned factor.
     pub fn factors(&self) -> impl Iterator<Item = (&str, Format, Factor)> {
         self.factors.iter().map(|((n, f), v)| (n.as_str(), *f, *v))

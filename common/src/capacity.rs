@@ -40,7 +40,10 @@ impl NodeSchedule {
 
     /// Cores and memory in use at instant `t`.
     fn usage_at(&self, t: f64) -> (f64, f64) {
-        self.bookings.iter().filter(|b| b.start <= t && t < b.end).fold((0.0, 0.0), |(c, m), b| (c + b.cpu, m + b.mem_gb))
+        self.bookings
+            .iter()
+            .filter(|b| b.start <= t && t < b.end)
+            .fold((0.0, 0.0), |(c, m), b| (c + b.cpu, m + b.mem_gb))
     }
 
     fn fits(&self, start: f64, end: f64, cpu: f64, mem: f64) -> bool {

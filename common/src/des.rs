@@ -27,8 +27,8 @@ use rand_distr::{Distribution, Exp1, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::capacity::{Booking, NodeSchedule};
-pub use crate::execution::{JobOutcome, StageOutcome};
 use crate::execution::{ExecAction, ExecConfig, ExecEvent, Execution, Refusal, RunKey};
+pub use crate::execution::{JobOutcome, StageOutcome};
 use crate::job::Job;
 use crate::model::Format;
 use crate::predict::Assignment;

@@ -304,7 +304,10 @@ impl Execution {
             ExecEvent::Refused { key, reason } => {
                 let Some(s) = self.current(key, StageState::Booking) else { return };
                 self.failures += 1;
-                let why = format!("stage '{}' on node '{}': {reason}", job.stages[s].id, view.nodes.name[self.stages[s].at.node]);
+                let why = format!(
+                    "stage '{}' on node '{}': {reason}",
+                    job.stages[s].id, view.nodes.name[self.stages[s].at.node]
+                );
                 self.fail_over(job, view, s, now, why, out);
             }
             ExecEvent::Finished { key } => {
@@ -410,7 +413,15 @@ impl Execution {
             .fold(f64::NEG_INFINITY, f64::max)
     }
 
-    fn book(&mut self, job: &Job, view: &FabricView, s: usize, at: Assignment, not_before: f64, out: &mut Vec<ExecAction>) {
+    fn book(
+        &mut self,
+        job: &Job,
+        view: &FabricView,
+        s: usize,
+        at: Assignment,
+        not_before: f64,
+        out: &mut Vec<ExecAction>,
+    ) {
         let ready = self.inputs_ready(job, view, s, at.node).max(not_before);
         let st = &mut self.stages[s];
         st.attempt += 1;

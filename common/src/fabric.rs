@@ -276,6 +276,7 @@ fn make_node(
         resiliency: cluster.baseline_resiliency,
         jitter_sigma: None,
         backlog_ms: None,
+        calibration: Default::default(),
     }
 }
 

@@ -44,7 +44,10 @@ pub fn handle(twin: &mut Twin, msg: Message) -> Handled {
         Message::Record(r) => changed(apply(twin, Delta { records: vec![r], failures: vec![] }), None),
         Message::Failure(f) => changed(apply(twin, Delta { records: vec![], failures: vec![f] }), None),
         Message::SyncRequest(theirs) => Handled {
-            reply: Some(Message::SyncResponse { delta: twin.delta_for(&theirs), digest: twin.digest() }),
+            reply: Some(Message::SyncResponse {
+                delta: twin.delta_for(&theirs),
+                digest: twin.digest_scoped(theirs.scope),
+            }),
             ..Handled::default()
         },
         Message::SyncResponse { delta, digest } => {
@@ -53,6 +56,14 @@ pub fn handle(twin: &mut Twin, msg: Message) -> Handled {
             changed(changes, (!back.is_empty()).then_some(Message::SyncPush(back)))
         }
         Message::SyncPush(delta) => changed(apply(twin, delta), None),
+        Message::SyncCheck(summary) => Handled {
+            reply: Some(if summary == twin.summary() {
+                Message::InSync
+            } else {
+                Message::OutOfSync(twin.bucket_summaries())
+            }),
+            ..Handled::default()
+        },
         Message::Forward(_)
         | Message::ForwardResult { .. }
         | Message::RunStage(_)
@@ -60,6 +71,8 @@ pub fn handle(twin: &mut Twin, msg: Message) -> Handled {
         | Message::ReleaseStage { .. }
         | Message::Ping(_)
         | Message::Pong(_)
+        | Message::InSync
+        | Message::OutOfSync(_)
         | Message::Ack => Handled::default(),
     }
 }
@@ -90,7 +103,19 @@ mod tests {
         let push = h.reply.expect("a has records b lacks");
         assert_eq!(handle(&mut b, push).changed, 5);
         assert_eq!(a, b);
-        // Now in sync: the response carries nothing and asks for no push.
+        // Now in sync: eight bytes say so; the response carries nothing and
+        // asks for no push.
+        assert_eq!(handle(&mut b, Message::SyncCheck(a.summary())).reply, Some(Message::InSync));
+        a.update_own(nodes[0].clone());
+        let Some(Message::OutOfSync(theirs)) = handle(&mut b, Message::SyncCheck(a.summary())).reply else {
+            panic!("out of sync")
+        };
+        let mask = a.differing_buckets(&theirs);
+        assert_eq!(mask.count_ones(), 1, "one record changed: one bucket differs");
+        let resp = handle(&mut b, Message::SyncRequest(a.digest_scoped(Some(mask)))).reply.unwrap();
+        let push = handle(&mut a, resp).reply.unwrap();
+        handle(&mut b, push);
+        assert_eq!(a.summary(), b.summary());
         let resp = handle(&mut b, Message::SyncRequest(a.digest())).reply.unwrap();
         assert!(handle(&mut a, resp).reply.is_none());
     }

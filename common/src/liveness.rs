@@ -8,9 +8,11 @@
 //!   fresh version of a record it owns) is evidence it is alive;
 //! * a peer not heard from for [`LivenessConfig::probe_interval_ms`] is
 //!   probed directly (a ping over the request-response protocol); at most
-//!   [`LivenessConfig::max_probes_per_tick`] probes are in flight per tick,
-//!   the longest-silent peers first, so the cost per agent stays bounded in
-//!   a large mesh;
+//!   [`LivenessConfig::max_probes_per_tick`] probes start per tick, taken
+//!   in turn from a ring of all peers (a tick looks at a bounded number of
+//!   them), so the cost per agent and tick stays bounded in a large mesh —
+//!   and so does the pace at which one agent gets round to a silent peer
+//!   there (see docs/benchmarks.md for the figures);
 //! * a probe unanswered within its timeout — the larger of
 //!   [`LivenessConfig::probe_timeout_ms`] and four smoothed round trips, so
 //!   a slow board is not declared gone for being slow — makes the peer
@@ -24,7 +26,7 @@
 //! (a peer declared dead, or a dead one back): a planner records it so a
 //! decision made on one side of a cut can be told from one made after.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,18 +43,23 @@ pub struct LivenessConfig {
     pub dead_probe_interval_ms: f64,
     /// Most probes started per tick.
     pub max_probes_per_tick: usize,
+    /// Consecutive unanswered probes that make a peer suspect (a lossy
+    /// link loses one now and then).
+    pub suspect_after: u32,
 }
 
 impl Default for LivenessConfig {
-    /// Detects a silent peer (suspect) within ~2 s of its last word on a
-    /// LAN: probed after 1 s of silence, unanswered after 1 s more.
+    /// Detects a silent peer (suspect) within ~2.5 s of its last word on a
+    /// LAN: probed after 1 s of silence, a second probe at once when the
+    /// first goes unanswered for 0.6 s, suspect when that one does too.
     fn default() -> Self {
         LivenessConfig {
             probe_interval_ms: 1_000.0,
-            probe_timeout_ms: 1_000.0,
+            probe_timeout_ms: 600.0,
             suspect_timeout_ms: 15_000.0,
             dead_probe_interval_ms: 5_000.0,
-            max_probes_per_tick: 8,
+            max_probes_per_tick: 3,
+            suspect_after: 2,
         }
     }
 }
@@ -154,8 +161,8 @@ struct Peer {
     view: PeerView,
     probe: Option<(u64, f64, f64)>, // nonce, sent at, timeout
     last_probe: f64,
-    /// Probe at the next tick (a hint arrived).
-    urgent: bool,
+    /// Probes unanswered in a row.
+    misses: u32,
 }
 
 /// The failure detector of one agent.
@@ -163,14 +170,34 @@ struct Peer {
 pub struct Liveness {
     cfg: LivenessConfig,
     peers: BTreeMap<String, Peer>,
+    /// Every peer, in the order they are looked at for probes.
+    ring: VecDeque<String>,
+    /// Peers with a probe in flight.
+    in_flight: BTreeSet<String>,
+    /// Peers now suspect.
+    suspects: BTreeSet<String>,
+    /// Peers to probe at the next tick (a hint arrived).
+    urgent: BTreeSet<String>,
     epoch: u64,
     next_nonce: u64,
 }
 
+/// Peers a tick looks at for probes, per probe it may start.
+const LOOK_PER_PROBE: usize = 8;
+
 impl Liveness {
     /// A detector that knows no peer yet.
     pub fn new(cfg: LivenessConfig) -> Self {
-        Liveness { cfg, peers: BTreeMap::new(), epoch: 0, next_nonce: 1 }
+        Liveness {
+            cfg,
+            peers: BTreeMap::new(),
+            ring: VecDeque::new(),
+            in_flight: BTreeSet::new(),
+            suspects: BTreeSet::new(),
+            urgent: BTreeSet::new(),
+            epoch: 0,
+            next_nonce: 1,
+        }
     }
 
     /// Its settings.
@@ -182,13 +209,20 @@ impl Liveness {
     /// alive until shown otherwise, and probed when it stays silent.
     pub fn discover(&mut self, peer: &str, now: f64) {
         if !self.peers.contains_key(peer) {
+            self.ring.push_back(peer.to_string());
             self.peers.insert(
                 peer.to_string(),
                 Peer {
-                    view: PeerView { state: PeerState::Alive, reason: Reason::Discovered, since: now, last_heard: now, rtt_ms: None },
+                    view: PeerView {
+                        state: PeerState::Alive,
+                        reason: Reason::Discovered,
+                        since: now,
+                        last_heard: now,
+                        rtt_ms: None,
+                    },
                     probe: None,
                     last_probe: f64::NEG_INFINITY,
-                    urgent: false,
+                    misses: 0,
                 },
             );
         }
@@ -208,6 +242,7 @@ impl Liveness {
                 let rtt = (now - sent).max(0.0);
                 p.view.rtt_ms = Some(p.view.rtt_ms.map_or(rtt, |s| 0.875 * s + 0.125 * rtt));
                 p.probe = None;
+                self.in_flight.remove(peer);
             }
         }
         self.alive(peer, now, Reason::ProbeAnswered)
@@ -220,7 +255,8 @@ impl Liveness {
         match p.probe {
             Some((n, sent, _)) if n == nonce => {
                 p.probe = None;
-                self.suspect(peer, now, Reason::ProbeUnanswered((now - sent).max(0.0) as u64))
+                self.in_flight.remove(peer);
+                self.missed(peer, now, sent)
             }
             _ => None,
         }
@@ -229,8 +265,8 @@ impl Liveness {
     /// A hint that the connection to `peer` closed: probe it at the next
     /// tick, whatever its silence.
     pub fn connection_closed(&mut self, peer: &str) {
-        if let Some(p) = self.peers.get_mut(peer) {
-            p.urgent = true;
+        if self.peers.contains_key(peer) {
+            self.urgent.insert(peer.to_string());
         }
     }
 
@@ -239,35 +275,59 @@ impl Liveness {
     /// probes to send and the state changes.
     pub fn tick(&mut self, now: f64) -> (Vec<Probe>, Vec<Transition>) {
         let mut changes = Vec::new();
-        let names: Vec<String> = self.peers.keys().cloned().collect();
-        for name in &names {
-            let p = &self.peers[name];
-            if let Some((_, sent, timeout)) = p.probe {
-                if now - sent >= timeout {
-                    self.peers.get_mut(name).expect("listed").probe = None;
-                    changes.extend(self.suspect(name, now, Reason::ProbeUnanswered((now - sent) as u64)));
-                }
+        let timed_out: Vec<(String, f64)> = self
+            .in_flight
+            .iter()
+            .filter_map(|n| {
+                let (_, sent, timeout) = self.peers.get(n)?.probe?;
+                (now - sent >= timeout).then(|| (n.clone(), sent))
+            })
+            .collect();
+        for (name, sent) in timed_out {
+            self.in_flight.remove(&name);
+            if let Some(p) = self.peers.get_mut(&name) {
+                p.probe = None;
             }
-            let p = &self.peers[name];
-            if p.view.state == PeerState::Suspect && now - p.view.since >= self.cfg.suspect_timeout_ms {
-                let t = self.set(name, PeerState::Dead, Reason::SuspectTimedOut((now - p.view.since) as u64), now);
-                changes.extend(t);
+            changes.extend(self.missed(&name, now, sent));
+        }
+        let expired: Vec<(String, f64)> = self
+            .suspects
+            .iter()
+            .filter_map(|n| {
+                let since = self.peers.get(n)?.view.since;
+                (now - since >= self.cfg.suspect_timeout_ms).then(|| (n.clone(), since))
+            })
+            .collect();
+        for (name, since) in expired {
+            changes.extend(self.set(&name, PeerState::Dead, Reason::SuspectTimedOut((now - since) as u64), now));
+        }
+        // Who gets a probe: hinted peers first, then peers from the ring
+        // that have been silent for the interval (dead ones less often).
+        let budget = self.cfg.max_probes_per_tick;
+        let mut due: Vec<String> = Vec::new();
+        for name in std::mem::take(&mut self.urgent) {
+            if due.len() < budget && self.peers.get(&name).is_some_and(|p| p.probe.is_none()) {
+                due.push(name);
             }
         }
-        // Who needs a probe: silent for the interval (dead ones less
-        // often), none in flight; longest silent first.
-        let mut due: Vec<(f64, &String)> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.probe.is_none())
-            .filter(|(_, p)| {
-                let every = if p.view.state == PeerState::Dead { self.cfg.dead_probe_interval_ms } else { self.cfg.probe_interval_ms };
-                p.urgent || (now - p.view.last_heard >= every && now - p.last_probe >= every)
-            })
-            .map(|(n, p)| (if p.urgent { f64::NEG_INFINITY } else { p.view.last_heard.max(p.last_probe) }, n))
-            .collect();
-        due.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
-        let due: Vec<String> = due.into_iter().take(self.cfg.max_probes_per_tick).map(|(_, n)| n.clone()).collect();
+        let look = (budget * LOOK_PER_PROBE).min(self.ring.len());
+        for _ in 0..look {
+            if due.len() >= budget {
+                break;
+            }
+            let Some(name) = self.ring.pop_front() else { break };
+            let p = &self.peers[&name];
+            let every = if p.view.state == PeerState::Dead {
+                self.cfg.dead_probe_interval_ms
+            } else {
+                self.cfg.probe_interval_ms
+            };
+            let is_due = p.probe.is_none() && now - p.view.last_heard >= every && now - p.last_probe >= every;
+            if is_due && !due.contains(&name) {
+                due.push(name.clone());
+            }
+            self.ring.push_back(name);
+        }
         let mut probes = Vec::with_capacity(due.len());
         for name in due {
             let timeout = self.timeout_for(&name);
@@ -276,7 +336,7 @@ impl Liveness {
             let p = self.peers.get_mut(&name).expect("listed");
             p.probe = Some((nonce, now, timeout));
             p.last_probe = now;
-            p.urgent = false;
+            self.in_flight.insert(name.clone());
             probes.push(Probe { peer: name, nonce, timeout_ms: timeout });
         }
         (probes, changes)
@@ -317,12 +377,26 @@ impl Liveness {
     fn alive(&mut self, peer: &str, now: f64, reason: Reason) -> Option<Transition> {
         let p = self.peers.get_mut(peer)?;
         p.view.last_heard = p.view.last_heard.max(now);
+        p.misses = 0;
         if p.view.state == PeerState::Alive {
             return None;
         }
         // Whatever probe was in flight is moot.
         p.probe = None;
+        self.in_flight.remove(peer);
         self.set(peer, PeerState::Alive, reason, now)
+    }
+
+    /// A probe sent at `sent` went unanswered: the peer is probed again at
+    /// the next tick, and is suspect after enough misses in a row.
+    fn missed(&mut self, peer: &str, now: f64, sent: f64) -> Option<Transition> {
+        let p = self.peers.get_mut(peer)?;
+        p.misses += 1;
+        if p.misses < self.cfg.suspect_after {
+            self.urgent.insert(peer.to_string());
+            return None;
+        }
+        self.suspect(peer, now, Reason::ProbeUnanswered((now - sent).max(0.0) as u64))
     }
 
     fn suspect(&mut self, peer: &str, now: f64, reason: Reason) -> Option<Transition> {
@@ -340,6 +414,11 @@ impl Liveness {
         }
         if from == PeerState::Dead || to == PeerState::Dead {
             self.epoch += 1;
+        }
+        if to == PeerState::Suspect {
+            self.suspects.insert(peer.to_string());
+        } else {
+            self.suspects.remove(peer);
         }
         p.view.state = to;
         p.view.reason = reason.clone();

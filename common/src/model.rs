@@ -294,6 +294,10 @@ pub struct Node {
     /// queue; `None` when unknown (a full node is then not a candidate).
     #[serde(default)]
     pub backlog_ms: Option<f64>,
+    /// Observed / modelled run time per format, learned by the node's
+    /// owner from every run on the node (empty until it has seen one).
+    #[serde(default)]
+    pub calibration: BTreeMap<Format, f64>,
 }
 
 impl Node {
@@ -407,6 +411,7 @@ mod tests {
             resiliency: 0.8,
             jitter_sigma: None,
             backlog_ms: None,
+            calibration: Default::default(),
         };
         assert_eq!(n.free().cpu, 0.0);
         assert_eq!(n.free().mem_gb, 6.0);

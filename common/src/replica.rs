@@ -35,6 +35,9 @@ pub const AGENT_LABEL: &str = "twinmesh.io/agent";
 /// twin itself).
 pub const MESH_LABEL: &str = "twinmesh.io/mesh";
 
+/// Agents dialled per dial round, at most.
+pub const MAX_DIALS_PER_ROUND: usize = 16;
+
 /// How a replica behaves.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaConfig {
@@ -142,6 +145,7 @@ pub enum Output {
 #[derive(Clone, Debug)]
 enum Pending {
     Probe { peer: String, nonce: u64 },
+    Check { peer: String },
     Sync { peer: String },
     Push,
 }
@@ -171,6 +175,10 @@ pub struct Replica {
     schedules: BTreeMap<String, NodeSchedule>,
     slots: HashMap<(String, RunKey), (String, Booking)>,
     stats: ReplicaStats,
+    /// Agents the twin names, and (twin size, time) they were listed at.
+    agents: Vec<String>,
+    agents_from: (usize, f64),
+    dial_cursor: usize,
 }
 
 impl Replica {
@@ -189,6 +197,9 @@ impl Replica {
             schedules: BTreeMap::new(),
             slots: HashMap::new(),
             stats: ReplicaStats::default(),
+            agents: Vec::new(),
+            agents_from: (usize::MAX, 0.0),
+            dial_cursor: 0,
         }
     }
 
@@ -236,6 +247,13 @@ impl Replica {
                 Some(Pending::Probe { peer, nonce }) => {
                     if msg == Message::Pong(nonce) {
                         out.extend(self.liveness.probe_answered(&peer, nonce, now).map(Output::Peer));
+                    }
+                }
+                Some(Pending::Check { peer }) => {
+                    self.heard(&peer, now, &mut out);
+                    if let Message::OutOfSync(theirs) = msg {
+                        let mask = self.twin.differing_buckets(&theirs);
+                        self.sync_scoped(peer, Some(mask), &mut out);
                     }
                 }
                 Some(Pending::Sync { peer }) => {
@@ -358,8 +376,7 @@ impl Replica {
             return Ok(*b);
         }
         let history = self.cfg.booking_history_ms;
-        let sched =
-            self.schedules.entry(node.to_string()).or_insert_with(|| NodeSchedule::new(capacity.0, capacity.1));
+        let sched = self.schedules.entry(node.to_string()).or_insert_with(|| NodeSchedule::new(capacity.0, capacity.1));
         sched.cap_cpu = capacity.0;
         sched.cap_mem_gb = capacity.1;
         // Keep some history: a request may arrive after its ready time
@@ -406,10 +423,15 @@ impl Replica {
     }
 
     fn sync_with(&mut self, peer: String, out: &mut Vec<Output>) {
-        self.stats.syncs += 1;
+        self.sync_scoped(peer, None, out);
+    }
+
+    /// A digest exchange limited to the buckets in `scope` (all if None).
+    fn sync_scoped(&mut self, peer: String, scope: Option<u64>, out: &mut Vec<Output>) {
         let token = self.token(Pending::Sync { peer: peer.clone() });
         let timeout_ms = self.timeout_for(&peer);
-        out.push(Output::Request { to: peer, token, msg: Message::SyncRequest(self.twin.digest()), timeout_ms });
+        let digest = self.twin.digest_scoped(scope);
+        out.push(Output::Request { to: peer, token, msg: Message::SyncRequest(digest), timeout_ms });
     }
 
     /// Applies a twin message; returns the reply, if any.
@@ -418,6 +440,15 @@ impl Replica {
         if h.changed > 0 {
             self.stats.changes_in += h.changed as u64;
             let delta = h.changes;
+            // An agent not seen before is a peer to watch from now on.
+            for r in &delta.records {
+                if let Some(a) = r.node.labels.get(AGENT_LABEL) {
+                    if *a != self.cfg.name && self.liveness.state(a).is_none() {
+                        self.liveness.discover(a, now);
+                        self.agents.push(a.clone());
+                    }
+                }
+            }
             // A fresh version of a record an agent owns about itself is
             // word from that agent, however it travelled.
             let owners: Vec<String> = delta
@@ -435,18 +466,22 @@ impl Replica {
     }
 
     fn tick(&mut self, now: f64, rng: &mut SimRng, out: &mut Vec<Output>) {
-        // Everyone the twin names as an agent is a peer to watch.
-        let agents: Vec<String> = self
-            .twin
-            .nodes()
-            .filter_map(|n| n.labels.get(AGENT_LABEL))
-            .filter(|a| **a != self.cfg.name)
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        for a in &agents {
-            self.liveness.discover(a, now);
+        // Everyone the twin names as an agent is a peer to watch: listed
+        // once from the twin, then kept up by what arrives (`apply`).
+        if self.agents_from.0 == usize::MAX {
+            self.agents = self
+                .twin
+                .nodes()
+                .filter_map(|n| n.labels.get(AGENT_LABEL))
+                .filter(|a| **a != self.cfg.name)
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            self.agents_from = (self.twin.len(), now + 5_000.0);
+            for a in &self.agents {
+                self.liveness.discover(a, now);
+            }
         }
         let (probes, changes) = self.liveness.tick(now);
         out.extend(changes.into_iter().map(Output::Peer));
@@ -457,17 +492,48 @@ impl Replica {
         }
         if now >= self.next_sync {
             self.next_sync = now + self.cfg.sync_interval_ms;
-            let alive: Vec<&str> = self.liveness.in_state(PeerState::Alive).collect();
-            if !alive.is_empty() {
-                let peer = alive[rng.random_range(0..alive.len())].to_string();
-                self.sync_with(peer, out);
+            // A random alive peer: drawn from the agents the twin names
+            // (a few tries), else from whoever is alive (peers that made
+            // themselves known without a record).
+            let mut pick = None;
+            for _ in 0..8.min(self.agents.len()) {
+                let a = &self.agents[rng.random_range(0..self.agents.len())];
+                if self.liveness.is_alive(a) {
+                    pick = Some(a.clone());
+                    break;
+                }
+            }
+            if pick.is_none() {
+                let alive: Vec<&str> = self.liveness.in_state(PeerState::Alive).collect();
+                if !alive.is_empty() {
+                    pick = Some(alive[rng.random_range(0..alive.len())].to_string());
+                }
+            }
+            if let Some(peer) = pick {
+                // Eight bytes first; digests only when the replicas differ.
+                self.stats.syncs += 1;
+                let token = self.token(Pending::Check { peer: peer.clone() });
+                let timeout_ms = self.timeout_for(&peer);
+                out.push(Output::Request { to: peer, token, msg: Message::SyncCheck(self.twin.summary()), timeout_ms });
             }
         }
         if now >= self.next_dial {
+            // A few not-connected agents per round, in turn: enough to heal
+            // a small mesh in one round, bounded in a large one.
             self.next_dial = now + self.cfg.dial_interval_ms;
-            for a in agents {
-                if !self.connected.contains(&a) {
-                    out.push(Output::Dial(a));
+            let n = self.agents.len();
+            let mut dialled = 0;
+            for k in 0..n {
+                if dialled >= MAX_DIALS_PER_ROUND {
+                    break;
+                }
+                let a = &self.agents[(self.dial_cursor + k) % n];
+                if !self.connected.contains(a) {
+                    out.push(Output::Dial(a.clone()));
+                    dialled += 1;
+                }
+                if k + 1 == n || dialled >= MAX_DIALS_PER_ROUND {
+                    self.dial_cursor = (self.dial_cursor + k + 1) % n;
                 }
             }
         }

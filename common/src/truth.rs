@@ -25,7 +25,13 @@ pub const TRUE_SIGMA: f64 = 0.05;
 
 fn unit_hash(s: &str) -> f64 {
     let h = s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    (h >> 11) as f64 / (1u64 << 53) as f64
+    // FNV's high bits hardly depend on the last bytes ("dc-x86-01" and
+    // "dc-x86-02" would share a factor): finish with splitmix64's mixer.
+    let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The hidden factor by which node `name` is slower (> 1) or faster than
@@ -85,6 +91,12 @@ mod tests {
             assert_eq!(f, hidden_factor(n));
         }
         assert_ne!(hidden_factor("a"), hidden_factor("b"));
+        // Nodes of one group differ, and the spread covers the range.
+        let fs: Vec<f64> = (1..=40).map(|i| hidden_factor(&format!("pan1-phone-{i:02}"))).collect();
+        let distinct = fs.iter().map(|f| (f * 1000.0) as i64).collect::<std::collections::BTreeSet<_>>().len();
+        assert!(distinct >= 35, "{distinct} distinct factors of 40");
+        let mean = fs.iter().sum::<f64>() / fs.len() as f64;
+        assert!((mean - 1.05).abs() < 0.06, "mean {mean}");
     }
 
     #[test]

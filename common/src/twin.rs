@@ -12,6 +12,7 @@
 //!   heart of anti-entropy.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -50,12 +51,14 @@ pub struct Stamp {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Entry {
     stamp: Stamp,
-    record: NodeRecord,
+    /// Shared: replicas in one process (the simulator) and snapshots hold
+    /// the same record, not copies.
+    record: Arc<NodeRecord>,
 }
 
 impl Entry {
     fn new(record: NodeRecord) -> Self {
-        Entry { stamp: Stamp { version: record.version, fingerprint: record.fingerprint() }, record }
+        Entry { stamp: Stamp { version: record.version, fingerprint: record.fingerprint() }, record: Arc::new(record) }
     }
 }
 
@@ -77,6 +80,22 @@ pub struct Digest {
     pub nodes: BTreeMap<String, Stamp>,
     /// Reporter → highest seq such that 1..=seq are all held.
     pub failures: BTreeMap<String, u64>,
+    /// The buckets (bit i = bucket i, see [`bucket_of`]) this digest
+    /// covers; `None` = the whole replica. A scoped digest says nothing of
+    /// entries outside its buckets.
+    pub scope: Option<u64>,
+}
+
+/// Buckets the replica is split into for anti-entropy.
+pub const BUCKETS: usize = 64;
+
+/// The bucket of a record (by node name) or failure (by reporter).
+pub fn bucket_of(name: &str) -> usize {
+    (mix(str_hash(name)) % BUCKETS as u64) as usize
+}
+
+fn in_scope(scope: Option<u64>, name: &str) -> bool {
+    scope.is_none_or(|m| m & (1u64 << bucket_of(name)) != 0)
 }
 
 /// What one replica sends another so it catches up.
@@ -96,10 +115,40 @@ impl Delta {
 }
 
 /// A replica of the twin.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Twin {
     nodes: BTreeMap<String, Entry>,
     failures: BTreeMap<FailureId, FailureEvent>,
+    /// XOR of a hash of every (name, stamp) and every failure id, kept up
+    /// to date on each change: equal replicas have equal summaries, so two
+    /// agents can tell they are in sync from eight bytes.
+    summary: u64,
+    /// The same per bucket: where two replicas differ.
+    buckets: [u64; BUCKETS],
+}
+
+impl Default for Twin {
+    fn default() -> Self {
+        Twin { nodes: BTreeMap::new(), failures: BTreeMap::new(), summary: 0, buckets: [0; BUCKETS] }
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn str_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn entry_hash(name: &str, st: &Stamp) -> u64 {
+    mix(str_hash(name) ^ mix(st.version ^ mix(st.fingerprint)))
+}
+
+fn failure_hash(id: &FailureId) -> u64 {
+    mix(str_hash(&id.reporter) ^ mix(id.seq ^ 0xfa11))
 }
 
 impl Twin {
@@ -108,12 +157,45 @@ impl Twin {
         Twin::default()
     }
 
+    fn put(&mut self, e: Entry) {
+        let name = e.record.node.name.clone();
+        let b = bucket_of(&name);
+        let h = entry_hash(&name, &e.stamp);
+        self.summary ^= h;
+        self.buckets[b] ^= h;
+        if let Some(old) = self.nodes.insert(name, e) {
+            let h = entry_hash(&old.record.node.name, &old.stamp);
+            self.summary ^= h;
+            self.buckets[b] ^= h;
+        }
+    }
+
+    /// The summary of each bucket.
+    pub fn bucket_summaries(&self) -> Vec<u64> {
+        self.buckets.to_vec()
+    }
+
+    /// The buckets where this replica's summaries differ from `theirs`
+    /// (all of them if `theirs` is not a list of [`BUCKETS`] summaries).
+    pub fn differing_buckets(&self, theirs: &[u64]) -> u64 {
+        if theirs.len() != BUCKETS {
+            return u64::MAX;
+        }
+        self.buckets.iter().zip(theirs).enumerate().filter(|(_, (a, b))| a != b).fold(0, |m, (i, _)| m | (1 << i))
+    }
+
+    /// Eight bytes that differ between replicas that differ (with
+    /// overwhelming probability) and agree between equal ones.
+    pub fn summary(&self) -> u64 {
+        self.summary
+    }
+
     /// The owner's update: stores `node` with the next version and returns
     /// the record to gossip.
     pub fn update_own(&mut self, node: Node) -> NodeRecord {
         let version = self.nodes.get(&node.name).map_or(1, |e| e.record.version + 1);
         let rec = NodeRecord { version, node };
-        self.nodes.insert(rec.node.name.clone(), Entry::new(rec.clone()));
+        self.put(Entry::new(rec.clone()));
         rec
     }
 
@@ -123,7 +205,7 @@ impl Twin {
         match self.nodes.get(&entry.record.node.name) {
             Some(cur) if entry.stamp <= cur.stamp => false,
             _ => {
-                self.nodes.insert(entry.record.node.name.clone(), entry);
+                self.put(entry);
                 true
             }
         }
@@ -134,6 +216,9 @@ impl Twin {
         if self.failures.contains_key(&ev.id) {
             return false;
         }
+        let h = failure_hash(&ev.id);
+        self.summary ^= h;
+        self.buckets[bucket_of(&ev.id.reporter)] ^= h;
         self.failures.insert(ev.id.clone(), ev);
         true
     }
@@ -153,18 +238,23 @@ impl Twin {
     /// Merges a whole replica (state-based CRDT join).
     pub fn merge(&mut self, other: &Twin) -> usize {
         self.apply(Delta {
-            records: other.nodes.values().map(|e| e.record.clone()).collect(),
+            records: other.nodes.values().map(|e| NodeRecord::clone(&e.record)).collect(),
             failures: other.failures.values().cloned().collect(),
         })
     }
 
     /// This replica's digest.
     pub fn digest(&self) -> Digest {
-        let nodes = self.nodes.iter().map(|(k, e)| (k.clone(), e.stamp)).collect();
+        self.digest_scoped(None)
+    }
+
+    /// The digest of the buckets in `scope` (all when `None`).
+    pub fn digest_scoped(&self, scope: Option<u64>) -> Digest {
+        let nodes = self.nodes.iter().filter(|(k, _)| in_scope(scope, k)).map(|(k, e)| (k.clone(), e.stamp)).collect();
         let mut failures: BTreeMap<String, u64> = BTreeMap::new();
         // BTreeMap order: by reporter, then seq ascending.
         let mut cur: Option<(&str, u64, bool)> = None;
-        for id in self.failures.keys() {
+        for id in self.failures.keys().filter(|id| in_scope(scope, &id.reporter)) {
             match &mut cur {
                 Some((rep, last, gap)) if *rep == id.reporter => {
                     if !*gap && id.seq == *last + 1 {
@@ -184,20 +274,23 @@ impl Twin {
         if let Some((rep, last, _)) = cur {
             failures.insert(rep.to_string(), last);
         }
-        Digest { nodes, failures }
+        Digest { nodes, failures, scope }
     }
 
     /// What a peer with digest `theirs` lacks from this replica.
     pub fn delta_for(&self, theirs: &Digest) -> Delta {
+        let scope = theirs.scope;
         let records = self
             .nodes
-            .values()
-            .filter(|e| theirs.nodes.get(&e.record.node.name).is_none_or(|s| e.stamp > *s))
-            .map(|e| e.record.clone())
+            .iter()
+            .filter(|(k, _)| in_scope(scope, k))
+            .filter(|(k, e)| theirs.nodes.get(*k).is_none_or(|s| e.stamp > *s))
+            .map(|(_, e)| NodeRecord::clone(&e.record))
             .collect();
         let failures = self
             .failures
             .values()
+            .filter(|f| in_scope(scope, &f.id.reporter))
             .filter(|f| theirs.failures.get(&f.id.reporter).is_none_or(|s| f.id.seq > *s))
             .cloned()
             .collect();
@@ -206,12 +299,12 @@ impl Twin {
 
     /// A node's record.
     pub fn record(&self, name: &str) -> Option<&NodeRecord> {
-        self.nodes.get(name).map(|e| &e.record)
+        self.nodes.get(name).map(|e| &*e.record)
     }
 
     /// All records, by name.
     pub fn records(&self) -> impl Iterator<Item = &NodeRecord> {
-        self.nodes.values().map(|e| &e.record)
+        self.nodes.values().map(|e| &*e.record)
     }
 
     /// All nodes, by name.
@@ -353,6 +446,35 @@ mod tests {
         #[test]
         fn merge_is_commutative(a in arb_twin(), b in arb_twin()) {
             prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+        }
+
+        // Rule: the eight-byte summary agrees exactly when replicas do:
+        // equal after merges in either order, and equal to a replica built
+        // from scratch with the same content; different when one lacks an
+        // entry the other has.
+        #[test]
+        fn summaries_agree_exactly_when_replicas_do(a in arb_twin(), b in arb_twin()) {
+            let (ab, ba) = (merged(&a, &b), merged(&b, &a));
+            prop_assert_eq!(ab.summary(), ba.summary());
+            let mut fresh = Twin::new();
+            fresh.merge(&ab);
+            prop_assert_eq!(fresh.summary(), ab.summary());
+            if ab != a {
+                prop_assert_ne!(ab.summary(), a.summary());
+            }
+        }
+
+        // Rule: an exchange limited to the buckets whose summaries differ
+        // brings a replica exactly as far as a full one.
+        #[test]
+        fn scoped_exchange_equals_full_merge(a in arb_twin(), b in arb_twin()) {
+            let mask = a.differing_buckets(&b.bucket_summaries());
+            let mut via_scope = b.clone();
+            via_scope.apply(a.delta_for(&b.digest_scoped(Some(mask))));
+            let mut back = a.clone();
+            back.apply(via_scope.delta_for(&a.digest_scoped(Some(mask))));
+            prop_assert_eq!(&via_scope, &merged(&b, &a));
+            prop_assert_eq!(back, merged(&a, &b));
         }
 
         #[test]

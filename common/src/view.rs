@@ -173,7 +173,13 @@ impl FabricView {
             t.resiliency.push(n.resiliency.clamp(0.0, 1.0));
             t.ready.push(n.schedulable());
             t.jitter_sigma.push(n.jitter_sigma.unwrap_or(-1.0));
-            t.calib.push([1.0; 5]);
+            let mut calib = [1.0; 5];
+            for (f, v) in &n.calibration {
+                if v.is_finite() && *v > 0.0 {
+                    calib[f.index()] = *v;
+                }
+            }
+            t.calib.push(calib);
             t.alloc_vram.push(n.allocatable.gpu_vram_gb);
             t.backlog_ms.push(n.backlog_ms.unwrap_or(f64::INFINITY).max(0.0));
         }

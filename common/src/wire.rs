@@ -84,6 +84,16 @@ pub enum Message {
     },
     /// Anti-entropy: a push of what the other side lacked.
     SyncPush(Delta),
+    /// Anti-entropy, first step: "my twin's summary is this"
+    /// ([`crate::twin::Twin::summary`]). Answered with [`Message::InSync`]
+    /// or [`Message::OutOfSync`]; only then are digests exchanged.
+    SyncCheck(u64),
+    /// Answer to [`Message::SyncCheck`]: same summary.
+    InSync,
+    /// Answer to [`Message::SyncCheck`]: the replicas differ; here are the
+    /// answerer's per-bucket summaries, so the exchange that follows covers
+    /// only the buckets that differ.
+    OutOfSync(Vec<u64>),
     /// Plan (and act on) this job: you are nearest its origin.
     Forward(JobHandoff),
     /// Answer to [`Message::Forward`]: the planner's JSON response body,
@@ -126,6 +136,9 @@ impl Message {
             Message::SyncRequest(_) => "sync_request",
             Message::SyncResponse { .. } => "sync_response",
             Message::SyncPush(_) => "sync_push",
+            Message::SyncCheck(_) => "sync_check",
+            Message::InSync => "in_sync",
+            Message::OutOfSync(_) => "out_of_sync",
             Message::Forward(_) => "forward",
             Message::ForwardResult { .. } => "forward_result",
             Message::RunStage(_) => "run_stage",

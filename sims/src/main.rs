@@ -4,7 +4,11 @@
 //! discrete-event simulator once per policy and reports latency, energy,
 //! failures and deadline hits, so every policy is measured against the
 //! kube-scheduler-like baseline on identical arrivals and identical luck.
+//!
+//! `twinmesh-sims mesh` runs N agents' protocol (`common::replica`, the
+//! code the agent runs) on a virtual clock and a simulated network.
 
+mod mesh;
 mod policies;
 
 use clap::{Parser, Subcommand};
@@ -20,10 +24,14 @@ struct Cli {
 enum Command {
     /// Compare the four policies on one job stream.
     Policies(policies::Args),
+    /// Many agents' protocol on a simulated network: convergence, traffic,
+    /// liveness, routing.
+    Mesh(mesh::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Policies(a) => policies::run(a),
+        Command::Mesh(a) => mesh::run(a),
     }
 }

@@ -215,6 +215,7 @@ fn own_nodes(args: &AgentArgs, fabric: &Fabric) -> Vec<Node> {
                     .map_or(twinmesh_common::resiliency::DEFAULT_RESILIENCY, |c| c.baseline_resiliency),
                 jitter_sigma: None,
                 backlog_ms: None,
+                calibration: Default::default(),
             });
         }
     }
@@ -323,6 +324,9 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         }
     };
     agent.publish_own(true, |_| {}).await;
+    if kube.is_none() {
+        agent.probe_own_speed().await;
+    }
     if let Some(k) = &kube
         && k.clusters().any(|c| c == &args.cluster)
     {
@@ -346,16 +350,8 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
             a.on_mesh_event(ev).await;
         }
     });
-    // Anti-entropy.
-    let a = agent.clone();
-    tokio::spawn(async move {
-        let mut t = tokio::time::interval(a.cfg.sync_interval);
-        loop {
-            t.tick().await;
-            a.discover().await;
-            a.sync_round().await;
-        }
-    });
+    // The protocol: liveness probes, anti-entropy, dialling, answers.
+    agent.start_protocol(Duration::from_millis(250));
     // Telemetry.
     let a = agent.clone();
     let period = Duration::from_secs_f64(args.telemetry_interval.max(0.1));

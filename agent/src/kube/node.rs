@@ -50,7 +50,7 @@ pub fn status_event(before: Option<NodeStatus>, after: NodeStatus) -> Option<Fai
 }
 
 /// Applies one version of this agent's Node object.
-pub async fn on_node(agent: &Agent, kube: &Kube, n: &KNode, last: &mut Option<NodeStatus>) {
+pub async fn on_node(agent: &Arc<Agent>, kube: &Kube, n: &KNode, last: &mut Option<NodeStatus>) {
     let facts = match NodeFacts::from_node(n, &Scaler::default()) {
         Ok(f) => f,
         Err(e) => {

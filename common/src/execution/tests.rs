@@ -193,5 +193,8 @@ fn plan_digests_name_the_plan() {
     assert_ne!(a, plan_digest("job-1", [("n1", Format::Wasm), ("n2", Format::Native)]));
     assert_ne!(a, plan_digest("job-2", [("n1", Format::Native), ("n2", Format::Native)]));
     // Concatenation does not collide: ("ab","c") ≠ ("a","bc").
-    assert_ne!(plan_digest("j", [("ab", Format::Native), ("c", Format::Native)]), plan_digest("j", [("a", Format::Native), ("bc", Format::Native)]));
+    assert_ne!(
+        plan_digest("j", [("ab", Format::Native), ("c", Format::Native)]),
+        plan_digest("j", [("a", Format::Native), ("bc", Format::Native)])
+    );
 }

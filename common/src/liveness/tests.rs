@@ -2,8 +2,39 @@ use proptest::prelude::*;
 
 use super::*;
 
+/// One miss makes a suspect, 1 s timeouts: hand-checkable numbers.
 fn cfg() -> LivenessConfig {
-    LivenessConfig::default()
+    LivenessConfig { probe_timeout_ms: 1000.0, suspect_after: 1, ..LivenessConfig::default() }
+}
+
+#[test]
+fn with_the_defaults_a_silent_peer_is_suspect_within_three_seconds_and_one_lost_probe_is_forgiven() {
+    // Rule (the partition target): silent from t = 0, suspect before 3 s;
+    // a single unanswered probe followed by an answer changes nothing.
+    let mut l = Liveness::new(LivenessConfig::default());
+    l.discover("b", 0.0);
+    let mut t = 0.0;
+    let at = loop {
+        t += 250.0;
+        let (_, ch) = l.tick(t);
+        if let Some(c) = ch.into_iter().find(|c| c.to == PeerState::Suspect) {
+            break c.at;
+        }
+        assert!(t < 10_000.0);
+    };
+    assert!(at <= 3_000.0, "suspect at {at} ms");
+    let mut l = Liveness::new(LivenessConfig::default());
+    l.discover("c", 0.0);
+    let (p, _) = l.tick(1000.0);
+    assert!(l.probe_failed("c", p[0].nonce, 1100.0).is_none(), "one miss is forgiven");
+    let (p, _) = l.tick(1250.0);
+    assert_eq!(p.len(), 1, "probed again at once");
+    l.probe_answered("c", p[0].nonce, 1260.0);
+    let (p, _) = l.tick(2000.0);
+    assert!(p.is_empty());
+    let (p, _) = l.tick(2300.0);
+    l.probe_failed("c", p[0].nonce, 2400.0);
+    assert!(l.is_alive("c"), "the answer reset the count of misses");
 }
 
 #[test]

@@ -4,6 +4,13 @@ use super::*;
 use crate::fabric::reference;
 use crate::job::Origin;
 
+/// One unanswered probe makes a suspect: hand-checkable sequences.
+fn rcfg(name: &str, cluster: &str) -> ReplicaConfig {
+    let mut c = ReplicaConfig::new(name, cluster);
+    c.liveness.suspect_after = 1;
+    c
+}
+
 fn rng() -> SimRng {
     SimRng::seed_from_u64(9)
 }
@@ -46,7 +53,7 @@ fn a_dead_origin_agent_routes_to_the_healthiest_alive_agent_of_its_cluster() {
         ("pan1-phone-03", "phone-pan-1", 0.95),
         ("dc-x86-01", "dc-core", 0.99),
     ];
-    let mut r = Replica::new(ReplicaConfig::new("dc-x86-01", "dc-core"), twin_with(&agents));
+    let mut r = Replica::new(rcfg("dc-x86-01", "dc-core"), twin_with(&agents));
     let mut g = rng();
     r.handle(Input::Tick, 0.0, &mut g);
     let origin = Origin { cluster: "phone-pan-1".into(), node: Some("pan1-phone-01".into()) };
@@ -79,11 +86,12 @@ fn a_dead_origin_agent_routes_to_the_healthiest_alive_agent_of_its_cluster() {
 
 #[test]
 fn a_suspect_peer_that_answers_a_probe_is_alive_again() {
-    let mut r = Replica::new(ReplicaConfig::new("a", "dc-core"), twin_with(&[("a", "dc-core", 0.9), ("b", "dc-core", 0.9)]));
+    let mut r = Replica::new(rcfg("a", "dc-core"), twin_with(&[("a", "dc-core", 0.9), ("b", "dc-core", 0.9)]));
     let mut g = rng();
     r.handle(Input::Tick, 0.0, &mut g);
     let out = r.handle(Input::Tick, 1_000.0, &mut g);
-    let (_, token, msg) = requests(&out).into_iter().find(|(to, _, m)| to == "b" && matches!(m, Message::Ping(_))).unwrap();
+    let (_, token, msg) =
+        requests(&out).into_iter().find(|(to, _, m)| to == "b" && matches!(m, Message::Ping(_))).unwrap();
     let out = r.handle(Input::RequestFailed { token }, 1_500.0, &mut g);
     assert!(matches!(&out[..], [Output::Peer(t)] if t.to == PeerState::Suspect));
     // The next probe is answered.
@@ -153,7 +161,7 @@ fn anti_entropy_alone_converges_replicas_and_the_same_seed_gives_the_same_output
                     node.labels.insert(AGENT_LABEL.into(), n.to_string());
                     t.update_own(node);
                 }
-                Replica::new(ReplicaConfig::new(*n, "dc-core"), t)
+                Replica::new(rcfg(n, "dc-core"), t)
             })
             .collect::<Vec<_>>()
     };
@@ -165,7 +173,10 @@ fn anti_entropy_alone_converges_replicas_and_the_same_seed_gives_the_same_output
             let now = step as f64 * 1_000.0;
             for i in 0..rs.len() {
                 let out = rs[i].handle(Input::Tick, now, &mut g);
-                log.push(format!("{i}@{now}: {:?}", requests(&out).iter().map(|(to, _, m)| (to.clone(), m.kind())).collect::<Vec<_>>()));
+                log.push(format!(
+                    "{i}@{now}: {:?}",
+                    requests(&out).iter().map(|(to, _, m)| (to.clone(), m.kind())).collect::<Vec<_>>()
+                ));
                 // Gossip is lost here; only requests (sync, probes) flow.
                 let reqs: Vec<(usize, Output)> =
                     out.into_iter().filter(|o| matches!(o, Output::Request { .. })).map(|o| (i, o)).collect();
@@ -191,7 +202,7 @@ fn bookings_are_keyed_by_job_plan_stage_and_attempt() {
     // Rule: a repeated request for the same run gets the same booking; a
     // second plan of the same job books its own slot; a released run gives
     // its room back.
-    let mut r = Replica::new(ReplicaConfig::new("a", "dc-core"), Twin::new());
+    let mut r = Replica::new(rcfg("a", "dc-core"), Twin::new());
     let k1 = RunKey { plan: 1, stage: 0, attempt: 1 };
     let b1 = r.book("job", k1, "n", (4.0, 8.0), (4.0, 1.0), 100.0, 1_000.0, 0.0).unwrap();
     assert_eq!((b1.start, b1.end), (100.0, 1_100.0));
@@ -208,16 +219,20 @@ fn bookings_are_keyed_by_job_plan_stage_and_attempt() {
     let k3 = RunKey { plan: 3, ..k1 };
     let b3 = r.book("job", k3, "n", (4.0, 8.0), (4.0, 1.0), 300.0, 500.0, 300.0).unwrap();
     assert_eq!(b3.start, 300.0);
-    assert_eq!(r.book("job", RunKey { attempt: 2, ..k1 }, "n", (4.0, 8.0), (5.0, 1.0), 0.0, 1.0, 300.0), Err(Refusal::DoesNotFit));
+    assert_eq!(
+        r.book("job", RunKey { attempt: 2, ..k1 }, "n", (4.0, 8.0), (5.0, 1.0), 0.0, 1.0, 300.0),
+        Err(Refusal::DoesNotFit)
+    );
 }
 
 #[test]
 fn record_versions_from_an_agent_count_as_its_word() {
-    let mut r = Replica::new(ReplicaConfig::new("a", "dc-core"), twin_with(&[("a", "dc-core", 0.9), ("b", "dc-core", 0.9)]));
+    let mut r = Replica::new(rcfg("a", "dc-core"), twin_with(&[("a", "dc-core", 0.9), ("b", "dc-core", 0.9)]));
     let mut g = rng();
     r.handle(Input::Tick, 0.0, &mut g);
     let out = r.handle(Input::Tick, 1_000.0, &mut g);
-    let (_, token, _) = requests(&out).into_iter().find(|(to, _, m)| to == "b" && matches!(m, Message::Ping(_))).unwrap();
+    let (_, token, _) =
+        requests(&out).into_iter().find(|(to, _, m)| to == "b" && matches!(m, Message::Ping(_))).unwrap();
     r.handle(Input::RequestFailed { token }, 1_100.0, &mut g);
     assert_eq!(r.liveness().state("b"), Some(PeerState::Suspect));
     // b's own record, one version newer, arrives by gossip (relayed).

@@ -1,0 +1,628 @@
+//! Many agents in one process: N [`Replica`]s — the very protocol the
+//! agent runs — on a virtual clock and a simulated network.
+//!
+//! * **time** — the DES's [`EventQueue`]; every replica ticks every
+//!   250 ms (staggered), as the agent's protocol loop does;
+//! * **network** — one-way latency between two agents is the latency
+//!   matrix between their clusters; each message is lost with probability
+//!   `--loss`; a `--partition` cuts a share of the agents off the rest for
+//!   a while (both directions);
+//! * **gossip** — stands in for gossipsub: each agent has `--degree` mesh
+//!   peers (a random symmetric graph) and forwards a message it has not
+//!   seen before (one that changed its twin) to them, eagerly;
+//! * **requests** (anti-entropy, probes) — delivered after the latency,
+//!   answered by the peer's replica, fed back as a response, or as a
+//!   failure when the replica's timeout passes first.
+//!
+//! Owners publish a new version of their record now and then; for each
+//! such update the simulator records when every agent first holds it, so
+//! it reports the time to reach 99 %, 99.99 % and 100 % of the agents that
+//! can be reached, messages and bytes per agent per second, liveness
+//! (false suspicions) and routing outcomes.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::bail;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use twinmesh_common::des::EventQueue;
+use twinmesh_common::fabric;
+use twinmesh_common::job::Origin;
+use twinmesh_common::liveness::PeerState;
+use twinmesh_common::replica::{AGENT_LABEL, Input, Output, Replica, ReplicaConfig};
+use twinmesh_common::rng::SimRng;
+use twinmesh_common::twin::Twin;
+use twinmesh_common::wire::{self, Message};
+
+/// Arguments of `mesh`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// Agents.
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// Node records in the twin (each owned by one agent; the other agents
+    /// own none). Default: as many as agents, at most 1,000.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Simulated seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub seconds: f64,
+    /// Probability that a message is lost.
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Cut a share of the agents off the rest: `SHARE@FROM-TO` (seconds),
+    /// e.g. `0.3@10-20`.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Gossip mesh degree.
+    #[arg(long, default_value_t = 6)]
+    pub degree: usize,
+    /// Record updates published per simulated second (by random owners).
+    #[arg(long, default_value_t = 2.0)]
+    pub updates_per_s: f64,
+    /// Updates stop this many seconds before the end, so replicas can
+    /// settle and convergence be checked.
+    #[arg(long, default_value_t = 5.0)]
+    pub settle: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output.
+    #[arg(long, value_enum, default_value_t = Output_::Text)]
+    pub output: Output_,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output_ {
+    /// A table.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// A cut: agents `0..cut` on one side, from `from` to `to` (ms).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Partition {
+    /// Agents below this index are on the cut-off side.
+    pub cut: usize,
+    /// Start (ms).
+    pub from: f64,
+    /// End (ms).
+    pub to: f64,
+}
+
+impl Partition {
+    fn parse(spec: &str, agents: usize) -> anyhow::Result<Self> {
+        let bad = || anyhow::anyhow!("--partition '{spec}': expected SHARE@FROM-TO, e.g. 0.3@10-20");
+        let (share, window) = spec.split_once('@').ok_or_else(bad)?;
+        let (from, to) = window.split_once('-').ok_or_else(bad)?;
+        let share: f64 = share.parse().map_err(|_| bad())?;
+        let (from, to): (f64, f64) = (from.parse().map_err(|_| bad())?, to.parse().map_err(|_| bad())?);
+        if !(0.0..1.0).contains(&share) || to <= from || from < 0.0 {
+            bail!("--partition '{spec}': share must be in [0, 1) and FROM < TO");
+        }
+        Ok(Partition { cut: ((agents as f64) * share).round() as usize, from: from * 1000.0, to: to * 1000.0 })
+    }
+
+    fn splits(&self, a: usize, b: usize, now: f64) -> bool {
+        now >= self.from && now < self.to && ((a < self.cut) != (b < self.cut))
+    }
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Agents.
+    pub agents: usize,
+    /// Node records in the twin.
+    pub nodes: usize,
+    /// Simulated seconds.
+    pub seconds: f64,
+    /// Updates published and followed.
+    pub updates: usize,
+    /// Mean time (ms) for an update to reach 99 % of reachable agents.
+    pub reach_99_ms: f64,
+    /// Mean time (ms) to reach 99.99 %.
+    pub reach_9999_ms: f64,
+    /// Mean time (ms) to reach all of them.
+    pub reach_100_ms: f64,
+    /// Worst time (ms) to reach all of them.
+    pub reach_100_max_ms: f64,
+    /// Updates that never reached every reachable agent by the end.
+    pub incomplete: usize,
+    /// Messages sent per agent per simulated second.
+    pub msgs_per_agent_s: f64,
+    /// Bits sent per agent per simulated second (frames as encoded).
+    pub kbit_per_agent_s: f64,
+    /// Of them, anti-entropy (kbit/s per agent).
+    pub sync_kbit_per_agent_s: f64,
+    /// Alive peers marked suspect (outside a partition's cut).
+    pub false_suspicions: u64,
+    /// Alive peers declared dead (outside a partition's cut).
+    pub false_deaths: u64,
+    /// Peers across a cut marked suspect during it (of those watched).
+    pub cut_suspected: u64,
+    /// Mean ms from the cut to suspicion of a peer across it.
+    pub cut_detect_ms: f64,
+    /// Routing decisions checked at the end: to an agent actually reachable.
+    pub routes_ok: usize,
+    /// Routing decisions checked at the end: to an agent not reachable.
+    pub routes_bad: usize,
+    /// Replicas holding the most common twin at the end.
+    pub converged: usize,
+    /// Events processed.
+    pub events: u64,
+    /// Wall seconds the simulation took.
+    pub wall_s: f64,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Ev {
+    Tick(u32),
+    /// A gossip frame (slot) arrives at an agent from another.
+    Gossip {
+        to: u32,
+        from: u32,
+        slot: u32,
+    },
+    /// A request (slot) arrives.
+    Request {
+        to: u32,
+        from: u32,
+        token: u64,
+        slot: u32,
+    },
+    /// An answer (slot) arrives back.
+    Response {
+        to: u32,
+        token: u64,
+        slot: u32,
+    },
+    /// A request's timeout passes.
+    Timeout {
+        at: u32,
+        token: u64,
+    },
+    /// An owner publishes a new version of its record.
+    Update(u32),
+}
+
+/// The simulation.
+pub struct Mesh {
+    args: Args,
+    partition: Option<Partition>,
+    replicas: Vec<Replica>,
+    cluster: Vec<usize>,
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+    latency: twinmesh_common::latency::LatencyMatrix,
+    neighbours: Vec<Vec<u32>>,
+    queue: EventQueue<Ev>,
+    slots: Vec<Option<(Message, usize)>>,
+    free: Vec<u32>,
+    outstanding: HashSet<(u32, u64)>,
+    rng: SimRng,
+    net_rng: SimRng,
+    owners: usize,
+    /// Per followed update: (record name, version, published at, times
+    /// when each agent got it).
+    followed: Vec<(String, u64, f64, Vec<f64>)>,
+    followed_by_name: HashMap<String, Vec<usize>>,
+    msgs: u64,
+    bytes: u64,
+    sync_bytes: u64,
+    false_suspicions: u64,
+    false_deaths: u64,
+    cut_detect: Vec<f64>,
+    events: u64,
+}
+
+impl Mesh {
+    /// Builds the mesh: every replica starts with the same twin (a mesh in
+    /// steady state).
+    pub fn new(args: Args) -> anyhow::Result<Self> {
+        if args.agents < 2 {
+            bail!("--agents must be at least 2");
+        }
+        let partition = args.partition.as_deref().map(|p| Partition::parse(p, args.agents)).transpose()?;
+        let owners = args.nodes.unwrap_or(args.agents.min(1000)).min(args.agents).max(1);
+        let fab = fabric::synthetic(owners, args.seed);
+        let latency = fab.latency.clone();
+        let mut rng = SimRng::seed_from_u64(args.seed);
+        let mut twin = Twin::new();
+        let mut names = Vec::with_capacity(args.agents);
+        let mut cluster = Vec::with_capacity(args.agents);
+        for (i, n) in fab.nodes.iter().enumerate().take(owners) {
+            let mut n = n.clone();
+            n.labels.insert(AGENT_LABEL.into(), n.name.clone());
+            names.push(n.name.clone());
+            cluster.push(latency.index_of(&n.cluster).unwrap_or(i % latency.len()));
+            twin.update_own(n);
+        }
+        for i in owners..args.agents {
+            names.push(format!("observer-{i:05}"));
+            cluster.push(rng.random_range(0..latency.len()));
+        }
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
+        let replicas = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let c = latency.names()[cluster[i]].clone();
+                Replica::new(ReplicaConfig::new(n.clone(), c), twin.clone())
+            })
+            .collect();
+        // A random symmetric graph of the given degree, as gossipsub's
+        // mesh: each agent picks `degree / 2` random others.
+        let mut neighbours: Vec<Vec<u32>> = vec![Vec::new(); args.agents];
+        let half = (args.degree / 2).max(1);
+        for i in 0..args.agents {
+            let mut picked = 0;
+            while picked < half && neighbours[i].len() < args.agents - 1 {
+                let j = rng.random_range(0..args.agents);
+                if j != i && !neighbours[i].contains(&(j as u32)) {
+                    neighbours[i].push(j as u32);
+                    neighbours[j].push(i as u32);
+                    picked += 1;
+                }
+            }
+        }
+        let mut queue = EventQueue::with_capacity(args.agents * 4);
+        for i in 0..args.agents {
+            queue.push(rng.random_range(0.0..250.0), Ev::Tick(i as u32));
+        }
+        if args.updates_per_s > 0.0 {
+            queue.push(2_000.0, Ev::Update(rng.random_range(0..owners) as u32));
+        }
+        let net_rng = SimRng::seed_from_u64(args.seed ^ 0x5eed);
+        Ok(Mesh {
+            args,
+            partition,
+            replicas,
+            cluster,
+            names,
+            index,
+            latency,
+            neighbours,
+            queue,
+            slots: Vec::new(),
+            free: Vec::new(),
+            outstanding: HashSet::new(),
+            rng,
+            net_rng,
+            owners,
+            followed: Vec::new(),
+            followed_by_name: HashMap::new(),
+            msgs: 0,
+            bytes: 0,
+            sync_bytes: 0,
+            false_suspicions: 0,
+            false_deaths: 0,
+            cut_detect: Vec::new(),
+            events: 0,
+        })
+    }
+
+    /// Runs to the end and reports.
+    pub fn run(mut self) -> Report {
+        let t0 = std::time::Instant::now();
+        let end = self.args.seconds * 1000.0;
+        while let Some(t) = self.queue.peek_time() {
+            if t > end {
+                break;
+            }
+            let (now, ev) = self.queue.pop().expect("peeked");
+            self.events += 1;
+            self.handle(now, ev);
+        }
+        self.report(end, t0.elapsed().as_secs_f64())
+    }
+
+    fn park(&mut self, msg: Message, bytes: usize) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some((msg, bytes));
+                i
+            }
+            None => {
+                self.slots.push(Some((msg, bytes)));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn take(&mut self, slot: u32) -> (Message, usize) {
+        self.free.push(slot);
+        self.slots[slot as usize].take().expect("parked message")
+    }
+
+    /// Whether a message from `a` to `b` sent at `now` gets through, and
+    /// when it arrives.
+    fn deliver(&mut self, a: usize, b: usize, now: f64, bytes: usize, sync: bool) -> Option<f64> {
+        self.msgs += 1;
+        self.bytes += bytes as u64;
+        if sync {
+            self.sync_bytes += bytes as u64;
+        }
+        if self.partition.is_some_and(|p| p.splits(a, b, now)) {
+            return None;
+        }
+        if self.args.loss > 0.0 && self.net_rng.random::<f64>() < self.args.loss {
+            return None;
+        }
+        Some(now + self.latency.latency(self.cluster[a], self.cluster[b]).max(0.1))
+    }
+
+    fn handle(&mut self, now: f64, ev: Ev) {
+        match ev {
+            Ev::Tick(i) => {
+                self.input(i as usize, Input::Tick, now);
+                self.queue.push(now + 250.0, Ev::Tick(i));
+            }
+            Ev::Update(i) => {
+                let i = i as usize;
+                let rec = self.replicas[i].twin().record(&self.names[i]).cloned();
+                if let Some(rec) = rec {
+                    let mut node = rec.node;
+                    node.telemetry.cpu_pct = (node.telemetry.cpu_pct + 1.0) % 100.0;
+                    let out = self.replicas[i].update_own(node);
+                    let version = rec.version + 1;
+                    let mut times = vec![f64::NAN; self.args.agents];
+                    times[i] = now;
+                    self.followed_by_name.entry(self.names[i].clone()).or_default().push(self.followed.len());
+                    self.followed.push((self.names[i].clone(), version, now, times));
+                    self.carry_out(i, out, now);
+                }
+                let next = now + 1000.0 / self.args.updates_per_s;
+                let who = self.rng.random_range(0..self.owners) as u32;
+                if next < (self.args.seconds - self.args.settle) * 1000.0 {
+                    self.queue.push(next, Ev::Update(who));
+                }
+            }
+            Ev::Gossip { to, from, slot } => {
+                let (msg, _) = self.take(slot);
+                let out = self.replicas[to as usize].handle(Input::Gossip(msg.clone()), now, &mut self.rng);
+                // New to this replica (it changed the twin): forward it to
+                // the mesh peers, as gossipsub does with a first-seen message.
+                let new = out.iter().any(|o| matches!(o, Output::Persist { .. }));
+                self.carry_out(to as usize, out, now);
+                if new {
+                    self.fan_out(to as usize, msg, now, Some(from as usize));
+                }
+            }
+            Ev::Request { to, from, token, slot } => {
+                let (msg, _) = self.take(slot);
+                let input = Input::Request { from: Some(self.names[from as usize].clone()), id: token, msg };
+                let out = self.replicas[to as usize].handle(input, now, &mut self.rng);
+                // Answers go back to the requester; everything else is the
+                // replier's own doing.
+                let mut rest = Vec::new();
+                for o in out {
+                    match o {
+                        Output::Reply { id, msg } => {
+                            let bytes = wire::encode(&msg).len();
+                            let sync = matches!(
+                                msg,
+                                Message::SyncResponse { .. }
+                                    | Message::SyncPush(_)
+                                    | Message::InSync
+                                    | Message::OutOfSync(_)
+                            );
+                            if let Some(at) = self.deliver(to as usize, from as usize, now, bytes, sync) {
+                                let slot = self.park(msg, bytes);
+                                self.queue.push(at, Ev::Response { to: from, token: id, slot });
+                            }
+                        }
+                        other => rest.push(other),
+                    }
+                }
+                self.carry_out(to as usize, rest, now);
+            }
+            Ev::Response { to, token, slot } => {
+                let (msg, _) = self.take(slot);
+                if self.outstanding.remove(&(to, token)) {
+                    self.input(to as usize, Input::Response { token, msg }, now);
+                }
+            }
+            Ev::Timeout { at, token } => {
+                if self.outstanding.remove(&(at, token)) {
+                    self.input(at as usize, Input::RequestFailed { token }, now);
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, i: usize, input: Input, now: f64) {
+        let out = self.replicas[i].handle(input, now, &mut self.rng);
+        self.carry_out(i, out, now);
+    }
+
+    fn carry_out(&mut self, i: usize, out: Vec<Output>, now: f64) {
+        for o in out {
+            match o {
+                Output::Publish(msg) => self.fan_out(i, msg, now, None),
+                Output::Request { to, token, msg, timeout_ms } => {
+                    let Some(&j) = self.index.get(&to) else { continue };
+                    let bytes = wire::encode(&msg).len();
+                    let sync = matches!(msg, Message::SyncRequest(_) | Message::SyncPush(_) | Message::SyncCheck(_));
+                    self.outstanding.insert((i as u32, token));
+                    self.queue.push(now + timeout_ms, Ev::Timeout { at: i as u32, token });
+                    if let Some(at) = self.deliver(i, j as usize, now, bytes, sync) {
+                        let slot = self.park(msg, bytes);
+                        self.queue.push(at, Ev::Request { to: j, from: i as u32, token, slot });
+                    }
+                }
+                Output::Persist { records, .. } => {
+                    // Holding version v means holding every followed update
+                    // of that record up to v (a later one can overtake an
+                    // earlier one on the way).
+                    for r in &records {
+                        if let Some(ks) = self.followed_by_name.get(&r.node.name) {
+                            for &k in ks {
+                                if self.followed[k].1 <= r.version {
+                                    let t = &mut self.followed[k].3[i];
+                                    if t.is_nan() {
+                                        *t = now;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Output::Peer(t) => {
+                    let j = self.index.get(&t.peer).copied().unwrap_or(0) as usize;
+                    let across = self.partition.is_some_and(|p| (i < p.cut) != (j < p.cut) && now >= p.from);
+                    if t.to == PeerState::Dead && !across {
+                        self.false_deaths += 1;
+                    }
+                    if t.to == PeerState::Suspect {
+                        // Across a cut, while it lasts (and until the
+                        // detector has had time to hear again): expected.
+                        match self.partition {
+                            Some(p) if (i < p.cut) != (j < p.cut) && now >= p.from && now < p.to + 5_000.0 => {
+                                if now < p.to {
+                                    self.cut_detect.push(now - p.from);
+                                }
+                            }
+                            _ => self.false_suspicions += 1,
+                        }
+                    }
+                }
+                Output::Reply { .. } | Output::Dial(_) => {}
+            }
+        }
+    }
+
+    fn fan_out(&mut self, i: usize, msg: Message, now: f64, except: Option<usize>) {
+        let bytes = wire::encode(&msg).len();
+        let peers = self.neighbours[i].clone();
+        for j in peers {
+            if Some(j as usize) == except {
+                continue;
+            }
+            if let Some(at) = self.deliver(i, j as usize, now, bytes, false) {
+                let slot = self.park(msg.clone(), bytes);
+                self.queue.push(at, Ev::Gossip { to: j, from: i as u32, slot });
+            }
+        }
+    }
+
+    fn report(&self, end: f64, wall_s: f64) -> Report {
+        let n = self.args.agents;
+        let mut r99 = Vec::new();
+        let mut r9999 = Vec::new();
+        let mut r100 = Vec::new();
+        let mut incomplete = 0;
+        for (name, _, at, times) in &self.followed {
+            // Only agents that could be reached from the publisher when it
+            // published.
+            let publisher = self.index.get(name).copied().unwrap_or(0) as usize;
+            let mut d: Vec<f64> = times.iter().filter(|t| !t.is_nan()).map(|t| t - at).collect();
+            d.sort_by(f64::total_cmp);
+            let reachable = match self.partition {
+                Some(p) if *at >= p.from && *at < p.to => {
+                    if publisher < p.cut {
+                        p.cut
+                    } else {
+                        n - p.cut.min(n)
+                    }
+                }
+                _ => n,
+            };
+            let q = |share: f64| {
+                let k = ((reachable as f64 * share).ceil() as usize).max(1);
+                d.get(k - 1).copied()
+            };
+            match (q(0.99), q(0.9999), q(1.0)) {
+                (Some(a), Some(b), Some(c)) => {
+                    r99.push(a);
+                    r9999.push(b);
+                    r100.push(c);
+                }
+                _ => incomplete += 1,
+            }
+        }
+        let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+        let secs = end / 1000.0;
+        // Replicas holding the most common twin (by summary).
+        let mut counts: HashMap<u64, usize> = HashMap::new();
+        for r in &self.replicas {
+            *counts.entry(r.twin().summary()).or_default() += 1;
+        }
+        let converged = counts.values().copied().max().unwrap_or(0);
+        let mut routes_ok = 0;
+        let mut routes_bad = 0;
+        let mut rng = SimRng::seed_from_u64(self.args.seed ^ 0x7007e);
+        for _ in 0..200 {
+            let i = rng.random_range(0..n);
+            let c = self.latency.names()[rng.random_range(0..self.latency.len())].clone();
+            let origin = Origin { cluster: c, node: None };
+            if let Some(route) = self.replicas[i].route(&origin, &self.latency, &[]) {
+                let j = self.index.get(&route.agent).copied().unwrap_or(0) as usize;
+                if self.partition.is_some_and(|p| p.splits(i, j, end)) {
+                    routes_bad += 1;
+                } else {
+                    routes_ok += 1;
+                }
+            }
+        }
+        Report {
+            agents: n,
+            nodes: self.owners,
+            seconds: secs,
+            updates: r100.len(),
+            reach_99_ms: mean(&r99),
+            reach_9999_ms: mean(&r9999),
+            reach_100_ms: mean(&r100),
+            reach_100_max_ms: r100.iter().copied().fold(f64::NAN, f64::max),
+            incomplete,
+            msgs_per_agent_s: self.msgs as f64 / n as f64 / secs,
+            kbit_per_agent_s: self.bytes as f64 * 8.0 / 1000.0 / n as f64 / secs,
+            sync_kbit_per_agent_s: self.sync_bytes as f64 * 8.0 / 1000.0 / n as f64 / secs,
+            false_suspicions: self.false_suspicions,
+            false_deaths: self.false_deaths,
+            cut_suspected: self.cut_detect.len() as u64,
+            cut_detect_ms: mean(&self.cut_detect),
+            routes_ok,
+            routes_bad,
+            converged,
+            events: self.events,
+            wall_s,
+        }
+    }
+}
+
+/// `twinmesh-sims mesh`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let json = args.output == Output_::Json;
+    let r = Mesh::new(args)?.run();
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!(
+        "{} agents, {}-node twin, {:.0} simulated s in {:.1} s wall ({} events)",
+        r.agents, r.nodes, r.seconds, r.wall_s, r.events
+    );
+    println!(
+        "update reaches 99 % in {:.0} ms, 99.99 % in {:.0} ms, 100 % in {:.0} ms (worst {:.0} ms) — {} updates, {} incomplete",
+        r.reach_99_ms, r.reach_9999_ms, r.reach_100_ms, r.reach_100_max_ms, r.updates, r.incomplete
+    );
+    println!(
+        "per agent: {:.1} messages/s, {:.1} kbit/s ({:.1} kbit/s anti-entropy)",
+        r.msgs_per_agent_s, r.kbit_per_agent_s, r.sync_kbit_per_agent_s
+    );
+    println!(
+        "liveness: {} false suspicions, {} false deaths; {} suspicions across the cut, mean {:.0} ms after it",
+        r.false_suspicions, r.false_deaths, r.cut_suspected, r.cut_detect_ms
+    );
+    println!(
+        "routing: {} to a reachable agent, {} to an unreachable one; {} of {} replicas hold the same twin at the end",
+        r.routes_ok, r.routes_bad, r.converged, r.agents
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

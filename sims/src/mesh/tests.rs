@@ -1,0 +1,74 @@
+use super::*;
+
+fn args(agents: usize, seconds: f64) -> Args {
+    Args {
+        agents,
+        nodes: None,
+        seconds,
+        loss: 0.0,
+        partition: None,
+        degree: 6,
+        updates_per_s: 2.0,
+        settle: 5.0,
+        seed: 3,
+        output: Output_::Json,
+    }
+}
+
+// Rule: the simulator is deterministic: the same seed gives the same
+// figures, event for event.
+#[test]
+fn same_seed_same_run() {
+    let a = Mesh::new(args(60, 8.0)).unwrap().run();
+    let b = Mesh::new(args(60, 8.0)).unwrap().run();
+    assert_eq!(a.events, b.events);
+    assert_eq!(a.reach_100_ms, b.reach_100_ms);
+    assert_eq!(a.msgs_per_agent_s, b.msgs_per_agent_s);
+    let c = Mesh::new(Args { seed: 4, ..args(60, 8.0) }).unwrap().run();
+    assert_ne!(a.events, c.events, "another seed, another run");
+}
+
+// Rule: every update reaches every agent, quickly, and the replicas end
+// equal; nobody alive is suspected on a lossless network.
+#[test]
+fn updates_reach_every_agent_and_replicas_converge() {
+    let r = Mesh::new(args(200, 10.0)).unwrap().run();
+    assert!(r.updates >= 5, "{r:?}");
+    assert_eq!(r.incomplete, 0);
+    assert!(r.reach_100_ms < 1_000.0, "{r:?}");
+    assert_eq!(r.false_suspicions, 0);
+    assert_eq!(r.converged, 200, "{r:?}");
+    assert_eq!(r.routes_bad, 0);
+}
+
+// Rule: anti-entropy repairs what lost gossip misses: with 30 % of
+// messages lost every update still reaches everyone and the replicas
+// settle equal; probes lost make peers suspect now and then, but no live
+// agent is declared dead over 60 s.
+#[test]
+fn lossy_network_still_converges_and_kills_nobody() {
+    let r = Mesh::new(Args { loss: 0.3, settle: 20.0, ..args(30, 60.0) }).unwrap().run();
+    assert_eq!(r.incomplete, 0, "{r:?}");
+    assert_eq!(r.converged, 30, "{r:?}");
+    assert_eq!(r.false_deaths, 0, "{r:?}");
+}
+
+// Rule: a cut is noticed — agents on each side suspect the other side —
+// and routing at the end (after the heal) goes to reachable agents.
+#[test]
+fn a_partition_is_detected_and_healed() {
+    let r = Mesh::new(Args { partition: Some("0.5@3-10".into()), ..args(6, 16.0) }).unwrap().run();
+    assert!(r.cut_suspected >= 18, "each of 6 agents suspects the 3 across the cut: {r:?}");
+    assert!(r.cut_detect_ms <= 3_000.0, "{r:?}");
+    assert_eq!(r.false_suspicions, 0, "{r:?}");
+    assert_eq!(r.converged, 6, "{r:?}");
+    // Larger: each agent gets round to its peers across the cut in turn.
+    let r = Mesh::new(Args { partition: Some("0.3@3-10".into()), ..args(40, 16.0) }).unwrap().run();
+    assert!(r.cut_suspected > 0, "{r:?}");
+    assert!(r.cut_detect_ms < 4_500.0, "{r:?}");
+    assert_eq!(r.false_suspicions, 0, "{r:?}");
+    assert_eq!(r.incomplete, 0, "{r:?}");
+    assert_eq!(r.converged, 40, "{r:?}");
+    assert!(Partition::parse("2@1-2", 10).is_err());
+    assert!(Partition::parse("0.5@3-1", 10).is_err());
+}
