@@ -415,7 +415,8 @@ impl Agent {
 
     /// The planning view (cached until the twin or a peer's state
     /// changes). Nodes that are down, and nodes whose owner the failure
-    /// detector does not hold alive, take no work.
+    /// detector has given up (dead), take no work. (A suspect owner's nodes
+    /// stay: a booking there is tried, and fails over if unanswered.)
     pub fn view(&self) -> Arc<FabricView> {
         let mut st = self.lock();
         if let Some(v) = &st.view {
@@ -433,7 +434,7 @@ impl Agent {
         let mut list: Vec<Node> = nodes.into_values().collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         for n in &mut list {
-            let owner_gone = n.labels.get(AGENT_LABEL).is_some_and(|a| !st.replica.reachable(a));
+            let owner_gone = n.labels.get(AGENT_LABEL).is_some_and(|a| st.replica.given_up(a));
             if down.contains(&n.name) || owner_gone {
                 n.status = NodeStatus::NotReady;
             }
@@ -859,11 +860,11 @@ impl Agent {
             }
             return r;
         }
-        let (reachable, rtt_timeout) = {
+        let (given_up, rtt_timeout) = {
             let st = self.lock();
-            (st.replica.reachable(&owner), st.replica.timeout_for(&owner))
+            (st.replica.given_up(&owner), st.replica.timeout_for(&owner))
         };
-        if !reachable {
+        if given_up {
             return Err(Refusal::Unreachable);
         }
         let timeout = Duration::from_secs_f64((rtt_timeout / 1000.0).clamp(1.0, 5.0));

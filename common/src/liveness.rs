@@ -20,7 +20,12 @@
 //! * a peer suspect for [`LivenessConfig::suspect_timeout_ms`] without a
 //!   word is **dead**; dead peers are still probed, less often, so a healed
 //!   partition or a restarted agent comes back on its own;
-//! * a closed connection is only a hint: the peer is probed at once.
+//! * a closed connection is only a hint: the peer is probed at once;
+//! * a slow agent does not blame its peers (in the manner of Lifeguard's
+//!   local health): when its own ticks come late, its *local lag* rises and
+//!   every timeout is multiplied by `1 + lag` (up to ×9); on-time ticks
+//!   bring it back down. Answers that come after their probe timed out
+//!   still teach the round trip.
 //!
 //! The **partition epoch** counts changes in the set of reachable peers
 //! (a peer declared dead, or a dead one back): a planner records it so a
@@ -46,6 +51,10 @@ pub struct LivenessConfig {
     /// Consecutive unanswered probes that make a peer suspect (a lossy
     /// link loses one now and then).
     pub suspect_after: u32,
+    /// How often the caller ticks (ms): a tick that comes much later means
+    /// this agent itself is slow (a loaded board, a debug build), and its
+    /// timeouts stretch rather than its peers being blamed.
+    pub tick_interval_ms: f64,
 }
 
 impl Default for LivenessConfig {
@@ -60,6 +69,7 @@ impl Default for LivenessConfig {
             dead_probe_interval_ms: 5_000.0,
             max_probes_per_tick: 3,
             suspect_after: 2,
+            tick_interval_ms: 250.0,
         }
     }
 }
@@ -160,6 +170,8 @@ pub struct PeerView {
 struct Peer {
     view: PeerView,
     probe: Option<(u64, f64, f64)>, // nonce, sent at, timeout
+    /// The last probe sent (nonce, when): a late answer still times it.
+    last_sent: (u64, f64),
     last_probe: f64,
     /// Probes unanswered in a row.
     misses: u32,
@@ -180,7 +192,14 @@ pub struct Liveness {
     urgent: BTreeSet<String>,
     epoch: u64,
     next_nonce: u64,
+    /// Local lag, 0–8: how far behind this agent's own ticks run.
+    lag: u32,
+    last_tick: Option<f64>,
+    on_time_since: f64,
 }
+
+/// Highest local lag.
+const MAX_LAG: u32 = 8;
 
 /// Peers a tick looks at for probes, per probe it may start.
 const LOOK_PER_PROBE: usize = 8;
@@ -197,6 +216,9 @@ impl Liveness {
             urgent: BTreeSet::new(),
             epoch: 0,
             next_nonce: 1,
+            lag: 0,
+            last_tick: None,
+            on_time_since: 0.0,
         }
     }
 
@@ -221,6 +243,7 @@ impl Liveness {
                         rtt_ms: None,
                     },
                     probe: None,
+                    last_sent: (0, 0.0),
                     last_probe: f64::NEG_INFINITY,
                     misses: 0,
                 },
@@ -237,13 +260,13 @@ impl Liveness {
     /// `peer` answered probe `nonce`; its round trip refines the timeout.
     pub fn probe_answered(&mut self, peer: &str, nonce: u64, now: f64) -> Option<Transition> {
         let p = self.peers.get_mut(peer)?;
-        if let Some((n, sent, _)) = p.probe {
-            if n == nonce {
-                let rtt = (now - sent).max(0.0);
-                p.view.rtt_ms = Some(p.view.rtt_ms.map_or(rtt, |s| 0.875 * s + 0.125 * rtt));
-                p.probe = None;
-                self.in_flight.remove(peer);
-            }
+        if p.last_sent.0 == nonce {
+            let rtt = (now - p.last_sent.1).max(0.0);
+            p.view.rtt_ms = Some(p.view.rtt_ms.map_or(rtt, |s| 0.875 * s + 0.125 * rtt));
+        }
+        if p.probe.is_some_and(|(n, _, _)| n == nonce) {
+            p.probe = None;
+            self.in_flight.remove(peer);
         }
         self.alive(peer, now, Reason::ProbeAnswered)
     }
@@ -275,12 +298,14 @@ impl Liveness {
     /// probes to send and the state changes.
     pub fn tick(&mut self, now: f64) -> (Vec<Probe>, Vec<Transition>) {
         let mut changes = Vec::new();
+        self.track_lag(now);
+        let stretch = f64::from(1 + self.lag);
         let timed_out: Vec<(String, f64)> = self
             .in_flight
             .iter()
             .filter_map(|n| {
                 let (_, sent, timeout) = self.peers.get(n)?.probe?;
-                (now - sent >= timeout).then(|| (n.clone(), sent))
+                (now - sent >= timeout * stretch).then(|| (n.clone(), sent))
             })
             .collect();
         for (name, sent) in timed_out {
@@ -335,6 +360,7 @@ impl Liveness {
             self.next_nonce += 1;
             let p = self.peers.get_mut(&name).expect("listed");
             p.probe = Some((nonce, now, timeout));
+            p.last_sent = (nonce, now);
             p.last_probe = now;
             self.in_flight.insert(name.clone());
             probes.push(Probe { peer: name, nonce, timeout_ms: timeout });
@@ -343,10 +369,34 @@ impl Liveness {
     }
 
     /// How long to wait for `peer`'s answer (ms): the larger of the
-    /// configured floor and four smoothed round trips.
+    /// configured floor and four smoothed round trips, stretched by this
+    /// agent's local lag.
     pub fn timeout_for(&self, peer: &str) -> f64 {
         let rtt = self.peers.get(peer).and_then(|p| p.view.rtt_ms).unwrap_or(0.0);
-        self.cfg.probe_timeout_ms.max(4.0 * rtt)
+        self.cfg.probe_timeout_ms.max(4.0 * rtt) * f64::from(1 + self.lag)
+    }
+
+    /// How far behind this agent's own ticks run (0 = on time, up to 8).
+    pub fn local_lag(&self) -> u32 {
+        self.lag
+    }
+
+    /// A tick late by more than an interval raises the local lag; a second
+    /// of on-time ticks lowers it by one.
+    fn track_lag(&mut self, now: f64) {
+        let every = self.cfg.tick_interval_ms.max(1.0);
+        if let Some(last) = self.last_tick {
+            if now - last > 2.0 * every {
+                self.lag = (self.lag + 1).min(MAX_LAG);
+                self.on_time_since = now;
+            } else if self.lag > 0 && now - self.on_time_since >= 1_000.0 {
+                self.lag -= 1;
+                self.on_time_since = now;
+            }
+        } else {
+            self.on_time_since = now;
+        }
+        self.last_tick = Some(now);
     }
 
     /// What we believe of `peer` (unknown peers are not alive).

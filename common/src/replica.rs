@@ -340,6 +340,12 @@ impl Replica {
         agent == self.cfg.name || self.liveness.is_alive(agent)
     }
 
+    /// Whether the failure detector has given `agent` up (dead): its nodes
+    /// take no new work until it is heard from again.
+    pub fn given_up(&self, agent: &str) -> bool {
+        agent != self.cfg.name && self.liveness.state(agent) == Some(PeerState::Dead)
+    }
+
     /// How long to wait for `peer` to answer a request (ms): the failure
     /// detector's timeout, derived from measured round trips.
     pub fn timeout_for(&self, peer: &str) -> f64 {

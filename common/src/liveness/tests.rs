@@ -4,7 +4,8 @@ use super::*;
 
 /// One miss makes a suspect, 1 s timeouts: hand-checkable numbers.
 fn cfg() -> LivenessConfig {
-    LivenessConfig { probe_timeout_ms: 1000.0, suspect_after: 1, ..LivenessConfig::default() }
+    // Ticks come as the test pleases: no local lag.
+    LivenessConfig { probe_timeout_ms: 1000.0, suspect_after: 1, tick_interval_ms: 1e12, ..LivenessConfig::default() }
 }
 
 #[test]
@@ -188,4 +189,34 @@ proptest! {
         let bound = c.probe_interval_ms + c.probe_timeout_ms + c.suspect_timeout_ms + 3.0 * tick;
         prop_assert!(now - last_word <= bound, "dead {} ms after the last word (bound {bound})", now - last_word);
     }
+}
+
+#[test]
+fn a_slow_agent_stretches_its_timeouts_instead_of_blaming_its_peers() {
+    // Rule: ticks that come late (this agent is slow) raise the local lag
+    // and stretch every timeout; on-time ticks bring it back; an answer
+    // that comes after its probe timed out still teaches the round trip.
+    let c = LivenessConfig::default();
+    let mut l = Liveness::new(c.clone());
+    l.discover("b", 0.0);
+    l.tick(0.0);
+    let (p, _) = l.tick(1000.0);
+    assert_eq!(l.local_lag(), 1, "750 ms between 250 ms ticks");
+    assert_eq!(p[0].timeout_ms, c.probe_timeout_ms * 2.0);
+    // Two more late ticks: lag 3; the probe sent at 1,000 is not yet late
+    // at 1,000 + 4 × 600.
+    l.tick(1800.0);
+    l.tick(2600.0);
+    assert_eq!(l.local_lag(), 3);
+    assert!(l.is_alive("b"));
+    // The answer arrives at 3,000: 2 s round trip, learned.
+    l.probe_answered("b", p[0].nonce, 3000.0);
+    assert_eq!(l.peers().next().unwrap().1.rtt_ms, Some(2000.0));
+    // On time again: the lag drains one step per second.
+    let mut t = 3000.0;
+    while t < 7100.0 {
+        t += 250.0;
+        l.tick(t);
+    }
+    assert_eq!(l.local_lag(), 0);
 }

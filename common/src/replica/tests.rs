@@ -8,6 +8,7 @@ use crate::job::Origin;
 fn rcfg(name: &str, cluster: &str) -> ReplicaConfig {
     let mut c = ReplicaConfig::new(name, cluster);
     c.liveness.suspect_after = 1;
+    c.liveness.tick_interval_ms = 1e12;
     c
 }
 
