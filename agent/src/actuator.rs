@@ -29,13 +29,19 @@ use twinmesh_common::wire::StageRun;
 use crate::jobs::{JobState, StageObservation};
 use crate::node::Agent;
 
+/// A plan as the execution machine takes it.
+pub struct Placed {
+    /// Primary placement of each stage (indices of the view).
+    pub assign: Vec<Assignment>,
+    /// Shadow of each stage.
+    pub shadow: Vec<Option<Assignment>>,
+    /// The digest that names the plan in every booking.
+    pub digest: u64,
+}
+
 /// A plan's placements as indices of `view`, with the digest that names the
 /// plan in every booking.
-pub fn assignments(
-    view: &FabricView,
-    id: &str,
-    plan: &Plan,
-) -> Result<(Vec<Assignment>, Vec<Option<Assignment>>, u64), String> {
+pub fn assignments(view: &FabricView, id: &str, plan: &Plan) -> Result<Placed, String> {
     let idx = |node: &str, format: Format| {
         view.node_index(node)
             .map(|n| Assignment { node: n, format })
@@ -44,7 +50,7 @@ pub fn assignments(
     let assign = plan.placements.iter().map(|p| idx(&p.node, p.format)).collect::<Result<Vec<_>, _>>()?;
     let shadow = plan.shadow.iter().map(|s| s.as_ref().and_then(|p| idx(&p.node, p.format).ok())).collect::<Vec<_>>();
     let digest = plan_digest(id, plan.placements.iter().map(|p| (p.node.as_str(), p.format)));
-    Ok((assign, shadow, digest))
+    Ok(Placed { assign, shadow, digest })
 }
 
 /// Runs job `id`'s plan on the embedded fabric, then verifies and
@@ -107,7 +113,7 @@ async fn execute(
 ) -> Result<(Vec<StageObservation>, f64, f64, u32), String> {
     let view = agent.view();
     let origin = view.origin(job).ok_or_else(|| format!("origin cluster '{}' left the fabric", job.origin.cluster))?;
-    let (assign, shadow, digest) = assignments(&view, id, plan)?;
+    let Placed { assign, shadow, digest } = assignments(&view, id, plan)?;
     let t0 = agent.fabric_now();
     let mut exec = Execution::new(job, origin, &assign, &shadow, digest, t0, ExecConfig::default());
     let mut out = Vec::new();

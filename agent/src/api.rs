@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use twinmesh_common::failures::FailureKind;
 
 use crate::node::{Agent, PLAN_BUCKETS_US, SubmitError};
@@ -152,9 +152,26 @@ async fn get_twin(State(ctx): State<Ctx>) -> Response {
     let t = ctx.agent.twin();
     let records: Vec<_> = t.records().cloned().collect();
     let failures: Vec<_> = t.failures().cloned().collect();
+    let liveness: Vec<Value> = ctx
+        .agent
+        .liveness()
+        .into_iter()
+        .map(|(peer, v)| {
+            json!({
+                "peer": peer,
+                "state": v.state.as_str(),
+                "reason": v.reason.to_string(),
+                "since_ms": v.since,
+                "last_heard_ms": v.last_heard,
+                "rtt_ms": v.rtt_ms,
+            })
+        })
+        .collect();
     Json(json!({
         "agent": ctx.agent.cfg.name,
         "peers": ctx.agent.peers(),
+        "liveness": liveness,
+        "partition_epoch": ctx.agent.partition_epoch(),
         "nodes": records,
         "failures": failures,
         "digest": t.digest(),
@@ -338,6 +355,38 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         s,
         "# HELP twinmesh_peers Connected peer agents.\n# TYPE twinmesh_peers gauge\ntwinmesh_peers {}",
         ctx.agent.peers().len()
+    );
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_peer_transitions_total Peer state changes, by the state entered.\n# TYPE twinmesh_peer_transitions_total counter"
+    );
+    for (i, state) in ["alive", "suspect", "dead"].iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "twinmesh_peer_transitions_total{{state=\"{state}\"}} {}",
+            m.peer_transitions[i].load(Ordering::Relaxed)
+        );
+    }
+    let mut by_state = [0u64; 3];
+    for (_, v) in ctx.agent.liveness() {
+        by_state[v.state as usize] += 1;
+    }
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_peer_state Peers the failure detector holds in each state.\n# TYPE twinmesh_peer_state gauge"
+    );
+    for (i, state) in ["alive", "suspect", "dead"].iter().enumerate() {
+        let _ = writeln!(s, "twinmesh_peer_state{{state=\"{state}\"}} {}", by_state[i]);
+    }
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_probes_total Liveness probes sent.\n# TYPE twinmesh_probes_total counter\ntwinmesh_probes_total {}",
+        m.probes.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_partition_epoch Changes of the set of reachable peers.\n# TYPE twinmesh_partition_epoch counter\ntwinmesh_partition_epoch {}",
+        ctx.agent.partition_epoch()
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
 }

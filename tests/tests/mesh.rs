@@ -311,3 +311,46 @@ fn a_reported_failure_lowers_the_owners_resiliency_everywhere() {
         plan["job"]["plan"]["placements"].as_array().unwrap().iter().map(|p| p["node"].as_str().unwrap()).collect();
     assert!(!nodes.contains(&"dc-x86-02"), "{nodes:?}");
 }
+
+#[test]
+fn a_killed_agent_is_suspected_and_routing_skips_it_without_waiting() {
+    // Rule: liveness is decided by probes, not by open sockets: an agent
+    // killed with -9 becomes suspect at its peers (target: within 3 s with
+    // the defaults), and a job whose origin node is that agent's is planned
+    // by another agent of its cluster at once — the dead one is not tried.
+    let dir = tempdir();
+    let key = key_file(dir.path(), "mesh.key", 0x3c);
+    let key = key.to_str().unwrap();
+    let a = AgentProc::start("dc-x86-01", "dc-core", &dir.path().join("a"), &["--mesh-key-file", key]);
+    let boot = a.mesh.clone();
+    let extra = ["--mesh-key-file", key, "--bootstrap", &boot];
+    let b = AgentProc::start("edge-srv-01", "edge-microdc", &dir.path().join("b"), &extra);
+    let c = AgentProc::start("edge-srv-02", "edge-microdc", &dir.path().join("c"), &extra);
+    let alive_at_a = |name: &str| {
+        let (_, t) = a.get("/v1/twin");
+        t["liveness"].as_array().into_iter().flatten().find(|p| p["peer"] == name).map(|p| p["state"].clone())
+    };
+    let connected = wait_for(LIMIT, || {
+        (alive_at_a("edge-srv-01") == Some("alive".into()) && alive_at_a("edge-srv-02") == Some("alive".into()))
+            .then_some(())
+    });
+    assert!(connected.is_some(), "peers never alive; log:\n{}", a.log());
+    let killed = Instant::now();
+    b.kill9();
+    let suspect = wait_for(LIMIT, || {
+        let (_, t) = a.get("/v1/twin");
+        let p = t["liveness"].as_array()?.iter().find(|p| p["peer"] == "edge-srv-01")?.clone();
+        (p["state"] != "alive").then(|| (killed.elapsed(), p))
+    });
+    let (took, peer) = suspect.unwrap_or_else(|| panic!("the killed agent stayed alive; log:\n{}", a.log()));
+    eprintln!("killed agent suspected after {took:?}: {peer}");
+    assert!(peer["reason"].as_str().unwrap().contains("probe unanswered"), "{peer}");
+    // Its cluster's other agent plans the job; the killed one is not tried.
+    let (code, r) = a.post("/v1/jobs", &job("after-kill", "edge-microdc", Some("edge-srv-01")), None);
+    assert!(code == 202 || code == 200, "{code} {r}");
+    assert_eq!(r["planner"], "edge-srv-02", "{r}");
+    let notes = r["job"]["notes"].to_string();
+    assert!(!notes.contains("unreachable"), "routing tried the dead agent: {notes}");
+    assert_eq!(r["job"]["notes"][0], "forwarded by dc-x86-01", "{r}");
+    drop(c);
+}

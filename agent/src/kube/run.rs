@@ -78,7 +78,7 @@ async fn execute(
     let origin = view.origin(job).ok_or_else(|| format!("origin cluster '{}' left the fabric", job.origin.cluster))?;
     let scale = agent.cfg.time_scale.max(1e-9);
     let digest = plan_digest(&plan.placements.iter().map(|p| (p.node.clone(), p.format)).collect::<Vec<_>>());
-    let (assign, shadow, key_digest) = crate::actuator::assignments(&view, id, plan)?;
+    let crate::actuator::Placed { assign, shadow, digest: key_digest } = crate::actuator::assignments(&view, id, plan)?;
     // Fabric time of this job: 0 at its start, wall = t0 + fabric × scale.
     let t0 = now_ms();
     let mut exec = Execution::new(job, origin, &assign, &shadow, key_digest, 0.0, ExecConfig::default());
@@ -203,6 +203,7 @@ async fn run_pod(
     let refused = |reason: String| {
         vec![(ctx.fabric(now_ms() as f64), ExecEvent::Refused { key, reason: Refusal::Other(reason) })]
     };
+    let created_at = now_ms();
     match kube.ensure_pod(&cluster, &pod).await {
         Ok(Created::New) => {
             info!(job = id, stage = %st.id, pod = %name, cluster = %cluster, node = %node, "pod created")
@@ -226,9 +227,10 @@ async fn run_pod(
         Ok(Outcome::Succeeded { started_ms, finished_ms, measured_ms, scheduled_ms, .. }) => {
             let wall_ms = measured_ms.unwrap_or(finished_ms.saturating_sub(started_ms) as f64);
             // The stage ends when the pod's work ends: container start plus
-            // its measured work (the timestamps have whole seconds).
-            let start_wall = started_ms.max(ctx.t0) as f64;
-            let finish_wall = (started_ms as f64 + wall_ms).max(start_wall);
+            // its measured work. The timestamps have whole seconds, so the
+            // start is no earlier than the pod's creation.
+            let start_wall = started_ms.max(created_at).max(ctx.t0) as f64;
+            let finish_wall = start_wall + wall_ms;
             let note = format!(
                 "stage {}: pod {name} in {cluster} on {node}: scheduled {}, started +{:.1} s, worked {:.0} ms",
                 st.id,
