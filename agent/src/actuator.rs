@@ -157,26 +157,34 @@ async fn execute(
     if o.failed {
         return Err(o.error.unwrap_or_else(|| "job failed".into()));
     }
-    let observations = o
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(s, so)| {
-            let st = &job.stages[s];
-            StageObservation {
-                stage: st.id.clone(),
-                node: view.nodes.name[so.node].clone(),
-                format: so.format,
-                start_ms: so.start_ms - t0,
-                finish_ms: so.finish_ms - t0,
-                compute_ms: so.compute_ms,
-                model_ms: truth::model_ms(&view, so.node, st.compute.duration_ms, so.format),
-                energy_j: view.energy_j(so.node, &st.compute, so.compute_ms),
-                attempts: u32::from(so.attempts),
-            }
-        })
-        .collect();
+    let observations = observations(&view, job, &o, t0);
     Ok((observations, o.latency_ms, o.energy_j, o.failures))
+}
+
+/// What each stage's last (successful) run did, in job time (`t0` = the
+/// job's start in the execution's clock): what verification reports and
+/// calibration learns from. Shared by both actuators.
+pub(crate) fn observations(
+    view: &FabricView,
+    job: &Job,
+    o: &twinmesh_common::execution::JobOutcome,
+    t0: f64,
+) -> Vec<StageObservation> {
+    o.stages
+        .iter()
+        .zip(&job.stages)
+        .map(|(so, st)| StageObservation {
+            stage: st.id.clone(),
+            node: view.nodes.name[so.node].clone(),
+            format: so.format,
+            start_ms: so.start_ms - t0,
+            finish_ms: so.finish_ms - t0,
+            compute_ms: so.compute_ms,
+            model_ms: truth::model_ms(view, so.node, st.compute.duration_ms, so.format),
+            energy_j: view.energy_j(so.node, &st.compute, so.compute_ms),
+            attempts: u32::from(so.attempts),
+        })
+        .collect()
 }
 
 /// One run: booked with the node's owner, then awaited to its end; what

@@ -123,25 +123,7 @@ async fn execute(
     if o.failed {
         return Err(o.error.unwrap_or_else(|| "job failed".into()));
     }
-    let obs = o
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(s, so)| {
-            let st = &job.stages[s];
-            StageObservation {
-                stage: st.id.clone(),
-                node: view.nodes.name[so.node].clone(),
-                format: so.format,
-                start_ms: so.start_ms,
-                finish_ms: so.finish_ms,
-                compute_ms: so.compute_ms,
-                model_ms: truth::model_ms(&view, so.node, st.compute.duration_ms, so.format),
-                energy_j: view.energy_j(so.node, &st.compute, so.compute_ms),
-                attempts: u32::from(so.attempts),
-            }
-        })
-        .collect();
+    let obs = crate::actuator::observations(&view, job, &o, 0.0);
     Ok((obs, o.latency_ms, o.energy_j))
 }
 
