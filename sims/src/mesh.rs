@@ -24,7 +24,6 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::bail;
 use rand::{RngExt, SeedableRng};
-use serde::Serialize;
 use twinmesh_common::des::EventQueue;
 use twinmesh_common::fabric;
 use twinmesh_common::job::Origin;
@@ -81,81 +80,9 @@ pub enum Output_ {
     Json,
 }
 
-/// A cut: agents `0..cut` on one side, from `from` to `to` (ms).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Partition {
-    /// Agents below this index are on the cut-off side.
-    pub cut: usize,
-    /// Start (ms).
-    pub from: f64,
-    /// End (ms).
-    pub to: f64,
-}
+pub use partition::Partition;
 
-impl Partition {
-    fn parse(spec: &str, agents: usize) -> anyhow::Result<Self> {
-        let bad = || anyhow::anyhow!("--partition '{spec}': expected SHARE@FROM-TO, e.g. 0.3@10-20");
-        let (share, window) = spec.split_once('@').ok_or_else(bad)?;
-        let (from, to) = window.split_once('-').ok_or_else(bad)?;
-        let share: f64 = share.parse().map_err(|_| bad())?;
-        let (from, to): (f64, f64) = (from.parse().map_err(|_| bad())?, to.parse().map_err(|_| bad())?);
-        if !(0.0..1.0).contains(&share) || to <= from || from < 0.0 {
-            bail!("--partition '{spec}': share must be in [0, 1) and FROM < TO");
-        }
-        Ok(Partition { cut: ((agents as f64) * share).round() as usize, from: from * 1000.0, to: to * 1000.0 })
-    }
-
-    fn splits(&self, a: usize, b: usize, now: f64) -> bool {
-        now >= self.from && now < self.to && ((a < self.cut) != (b < self.cut))
-    }
-}
-
-/// What a run measured.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Report {
-    /// Agents.
-    pub agents: usize,
-    /// Node records in the twin.
-    pub nodes: usize,
-    /// Simulated seconds.
-    pub seconds: f64,
-    /// Updates published and followed.
-    pub updates: usize,
-    /// Mean time (ms) for an update to reach 99 % of reachable agents.
-    pub reach_99_ms: f64,
-    /// Mean time (ms) to reach 99.99 %.
-    pub reach_9999_ms: f64,
-    /// Mean time (ms) to reach all of them.
-    pub reach_100_ms: f64,
-    /// Worst time (ms) to reach all of them.
-    pub reach_100_max_ms: f64,
-    /// Updates that never reached every reachable agent by the end.
-    pub incomplete: usize,
-    /// Messages sent per agent per simulated second.
-    pub msgs_per_agent_s: f64,
-    /// Bits sent per agent per simulated second (frames as encoded).
-    pub kbit_per_agent_s: f64,
-    /// Of them, anti-entropy (kbit/s per agent).
-    pub sync_kbit_per_agent_s: f64,
-    /// Alive peers marked suspect (outside a partition's cut).
-    pub false_suspicions: u64,
-    /// Alive peers declared dead (outside a partition's cut).
-    pub false_deaths: u64,
-    /// Peers across a cut marked suspect during it (of those watched).
-    pub cut_suspected: u64,
-    /// Mean ms from the cut to suspicion of a peer across it.
-    pub cut_detect_ms: f64,
-    /// Routing decisions checked at the end: to an agent actually reachable.
-    pub routes_ok: usize,
-    /// Routing decisions checked at the end: to an agent not reachable.
-    pub routes_bad: usize,
-    /// Replicas holding the most common twin at the end.
-    pub converged: usize,
-    /// Events processed.
-    pub events: u64,
-    /// Wall seconds the simulation took.
-    pub wall_s: f64,
-}
+pub use report::Report;
 
 #[derive(Clone, Copy, Debug)]
 enum Ev {
@@ -624,5 +551,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+mod partition;
+mod report;
 #[cfg(test)]
 mod tests;

@@ -10,32 +10,34 @@
 //! it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 use twinmesh_common::calibrate::Calibration;
-use twinmesh_common::execution::Refusal;
 use twinmesh_common::fabric::Fabric;
 use twinmesh_common::failures::{FailureEvent, FailureKind};
 use twinmesh_common::liveness::{PeerState, PeerView};
 use twinmesh_common::model::{Node, NodeStatus};
-use twinmesh_common::policy::{Policy, PolicyConfig};
+use twinmesh_common::policy::Policy;
 use twinmesh_common::replica::{Input, Output, Replica, ReplicaConfig};
 use twinmesh_common::rng::SimRng;
-use twinmesh_common::routing::Route;
-use twinmesh_common::spec::{self, SpecError};
 use twinmesh_common::twin::{FailureId, NodeRecord, Twin};
 use twinmesh_common::view::{FabricView, FormatOverheads};
-use twinmesh_common::wire::{self, JobHandoff, Message, StageRun, StageSlot};
+use twinmesh_common::wire::{self, Message};
 
-use crate::jobs::{JobRecord, JobState, job_id};
+use crate::jobs::JobRecord;
+
+mod metrics;
+mod owner;
+mod planner;
+mod stages;
 use crate::mesh;
 use crate::store::Store;
+use owner::OwnedRun;
 
 pub use twinmesh_common::replica::{AGENT_LABEL, MESH_LABEL};
 
@@ -60,84 +62,9 @@ pub struct AgentConfig {
     pub mesh_addrs: Vec<String>,
 }
 
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub struct Metrics {
-    /// Jobs accepted (committed).
-    pub jobs_accepted: AtomicU64,
-    /// Jobs planned here.
-    pub jobs_planned: AtomicU64,
-    /// Jobs forwarded to another planner.
-    pub jobs_forwarded: AtomicU64,
-    /// Jobs that failed.
-    pub jobs_failed: AtomicU64,
-    /// Jobs that succeeded.
-    pub jobs_succeeded: AtomicU64,
-    /// Gossip frames received.
-    pub gossip_in: AtomicU64,
-    /// Gossip frames sent.
-    pub gossip_out: AtomicU64,
-    /// Frames dropped as undecodable.
-    pub gossip_dropped: AtomicU64,
-    /// Peer state changes, by the state entered: alive, suspect, dead.
-    pub peer_transitions: [AtomicU64; 3],
-    /// Liveness probes sent.
-    pub probes: AtomicU64,
-    /// Plan latency histogram: bucket upper bounds in µs.
-    pub plan_us_buckets: [AtomicU64; 10],
-    /// Sum of plan latencies (µs).
-    pub plan_us_sum: AtomicU64,
-    /// Plans timed.
-    pub plan_count: AtomicU64,
-}
+pub use metrics::{Metrics, PLAN_BUCKETS_US};
 
-/// Upper bounds (µs) of the plan-latency buckets.
-pub const PLAN_BUCKETS_US: [u64; 10] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, u64::MAX];
-
-impl Metrics {
-    fn observe_plan(&self, d: Duration) {
-        let us = d.as_micros() as u64;
-        let i = PLAN_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(PLAN_BUCKETS_US.len() - 1);
-        self.plan_us_buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.plan_us_sum.fetch_add(us, Ordering::Relaxed);
-        self.plan_count.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Why a submission was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    /// The document is bad.
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    /// No node can run it.
-    #[error("{0}")]
-    Unplaceable(String),
-    /// Storing it failed: it was not accepted.
-    #[error("not accepted: {0}")]
-    Store(String),
-    /// Bad query parameter.
-    #[error("{field}: {reason}")]
-    Param {
-        /// Parameter.
-        field: &'static str,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// What a submission returns.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct SubmitResponse {
-    /// Job id.
-    pub id: String,
-    /// Agent that planned it.
-    pub planner: String,
-    /// Whether this call created it (false: already known).
-    pub created: bool,
-    /// The job record.
-    pub job: JobRecord,
-}
+pub use planner::{SubmitError, SubmitResponse};
 
 struct State {
     /// The protocol: twin, liveness, sync schedule, routing, bookings.
@@ -153,17 +80,6 @@ struct State {
     owner_calibration: Calibration,
     /// Runs booked on owned nodes, learned from once they end.
     owned_runs: std::collections::BTreeMap<(String, twinmesh_common::execution::RunKey), OwnedRun>,
-}
-
-/// A run on an owned node, to learn from when it ends.
-#[derive(Clone, Debug)]
-struct OwnedRun {
-    node: String,
-    format: twinmesh_common::model::Format,
-    model_ms: f64,
-    end: f64,
-    duration: f64,
-    released: bool,
 }
 
 /// A running agent.
@@ -492,133 +408,6 @@ impl Agent {
         self.lock().jobs.get(id).cloned()
     }
 
-    /// Accepts a job document: validates, routes to the agent nearest its
-    /// origin (forwarding over the mesh), plans, commits, and starts it.
-    pub async fn submit(
-        self: &Arc<Self>,
-        text: &str,
-        policy: Option<&str>,
-        dry_run: bool,
-        forwarded_from: Option<String>,
-    ) -> Result<SubmitResponse, SubmitError> {
-        let doc = spec::parse_document(text)?;
-        let job = doc.validate()?;
-        let policy: Policy = match policy {
-            Some(p) => p.parse().map_err(|reason| SubmitError::Param { field: "policy", reason })?,
-            None => self.cfg.policy,
-        };
-        let canonical = serde_json::to_string(&doc).expect("documents serialise");
-        let id = job_id(&job.name, &canonical);
-        if let Some(existing) = self.job(&id) {
-            return Ok(SubmitResponse { id, planner: existing.planner.clone(), created: false, job: existing });
-        }
-        // Route, unless another agent already routed it here.
-        let mut unreachable: Vec<String> = Vec::new();
-        let mut notes = Vec::new();
-        let mut route: Option<Route> = None;
-        if forwarded_from.is_none() {
-            // Routing skips agents the failure detector does not hold
-            // alive, so a submission never waits on a silent one.
-            loop {
-                let next = self.lock().replica.route(&job.origin, &self.cfg.fabric.latency, &unreachable);
-                let Some(r) = next else { break };
-                if r.agent == self.cfg.name {
-                    route = Some(r);
-                    break;
-                }
-                let handoff = JobHandoff {
-                    id: id.clone(),
-                    document: canonical.clone(),
-                    policy: policy.to_string(),
-                    dry_run,
-                    submitted_to: self.cfg.name.clone(),
-                };
-                // Planning and a commit on the other side, on top of the
-                // round trip: at least 2 s, at most 5 s.
-                let rtt_timeout = self.lock().replica.timeout_for(&r.agent);
-                let timeout = Duration::from_secs_f64((rtt_timeout * 2.0 / 1000.0).clamp(2.0, 5.0));
-                match self.request(&r.agent, Message::Forward(handoff), timeout).await {
-                    Ok(Message::ForwardResult { result: Ok(json), .. }) => {
-                        if let Ok(resp) = serde_json::from_str::<SubmitResponse>(&json) {
-                            self.metrics.jobs_forwarded.fetch_add(1, Ordering::Relaxed);
-                            return Ok(resp);
-                        }
-                        unreachable.push(r.agent.clone());
-                    }
-                    Ok(Message::ForwardResult { result: Err(reason), .. }) => {
-                        // The planner refused the job itself (bad document,
-                        // unplaceable): that is the answer.
-                        return Err(SubmitError::Unplaceable(reason));
-                    }
-                    other => {
-                        let why = match other {
-                            Err(e) => e,
-                            Ok(m) => format!("unexpected answer {}", m.kind()),
-                        };
-                        notes
-                            .push(format!("agent {} nearest the origin is unreachable ({why}); planned here", r.agent));
-                        unreachable.push(r.agent.clone());
-                    }
-                }
-            }
-        } else if let Some(from) = &forwarded_from {
-            notes.push(format!("forwarded by {from}"));
-        }
-        self.plan_and_accept(id, canonical, job, policy, dry_run, forwarded_from, route, notes).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn plan_and_accept(
-        self: &Arc<Self>,
-        id: String,
-        canonical: String,
-        job: twinmesh_common::job::Job,
-        policy: Policy,
-        dry_run: bool,
-        forwarded_from: Option<String>,
-        route: Option<Route>,
-        notes: Vec<String>,
-    ) -> Result<SubmitResponse, SubmitError> {
-        let view = self.view();
-        let t0 = Instant::now();
-        let cfg = PolicyConfig {
-            seed: id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
-            ..PolicyConfig::default()
-        };
-        let plan = policy.plan(&view, &job, &cfg).map_err(|e| SubmitError::Unplaceable(e.to_string()))?;
-        self.metrics.observe_plan(t0.elapsed());
-        let submitted_to = forwarded_from.unwrap_or_else(|| self.cfg.name.clone());
-        let mut rec = JobRecord::accepted(id.clone(), canonical, policy.to_string(), dry_run, submitted_to, now_ms());
-        rec.planner = self.cfg.name.clone();
-        rec.state = if dry_run { JobState::DryRun } else { JobState::Planned };
-        rec.plan = Some(plan);
-        rec.route = route;
-        rec.notes = notes;
-        {
-            let mut st = self.lock();
-            if let Some(existing) = st.jobs.get(&id) {
-                // Raced with a duplicate: the first one stands.
-                return Ok(SubmitResponse {
-                    id,
-                    planner: existing.planner.clone(),
-                    created: false,
-                    job: existing.clone(),
-                });
-            }
-            st.jobs.insert(id.clone(), rec.clone());
-        }
-        if let Err(e) = self.store.put_job(&rec).await {
-            self.lock().jobs.remove(&id);
-            return Err(SubmitError::Store(e.to_string()));
-        }
-        self.metrics.jobs_accepted.fetch_add(1, Ordering::Relaxed);
-        self.metrics.jobs_planned.fetch_add(1, Ordering::Relaxed);
-        if !dry_run {
-            self.spawn_job(id.clone());
-        }
-        Ok(SubmitResponse { id, planner: self.cfg.name.clone(), created: true, job: rec })
-    }
-
     /// Makes this agent run stages as pods through `kube` (set once, at
     /// start, before any job runs).
     pub fn set_kube(&self, kube: Arc<crate::kube::Kube>) {
@@ -790,202 +579,6 @@ impl Agent {
     /// when nobody owns it.
     pub fn owner_of(&self, node: &str) -> String {
         self.lock().replica.owner_of(node)
-    }
-
-    /// Books a stage on a node this agent runs: the virtual counterpart of
-    /// the kubelet admitting a pod. The run time comes from the ground
-    /// truth (`common::truth`), which only the executing side knows; the
-    /// booking rule is the replica's.
-    pub fn book_stage(&self, run: &StageRun) -> Result<StageSlot, Refusal> {
-        use twinmesh_common::truth;
-        let view = self.view();
-        let n = view
-            .node_index(&run.node)
-            .ok_or_else(|| Refusal::Other(format!("node '{}' is not in the twin", run.node)))?;
-        if !view.nodes.ready[n] {
-            return Err(Refusal::NodeDown);
-        }
-        let model = truth::model_ms(&view, n, run.compute.duration_ms, run.format);
-        let name = truth::run_name(&run.job, &run.stage, run.key.attempt);
-        let truth = truth::true_ms(&view, n, model, run.format, &name);
-        let now = self.fabric_now();
-        let mut st = self.lock();
-        let b = st.replica.book(
-            &run.job,
-            run.key,
-            &run.node,
-            (view.nodes.alloc_cpu[n], view.nodes.alloc_mem[n]),
-            (run.compute.cpu, run.compute.mem_gb),
-            run.ready_at,
-            truth,
-            now,
-        )?;
-        st.owned_runs.entry((run.job.clone(), run.key)).or_insert(OwnedRun {
-            node: run.node.clone(),
-            format: run.format,
-            model_ms: model,
-            end: b.end,
-            duration: truth,
-            released: false,
-        });
-        Ok(StageSlot { start: b.start, end: b.end, model_ms: model })
-    }
-
-    /// Publishes the load of an owned node (allocated resources, backlog).
-    pub async fn publish_load(self: &Arc<Self>, node: &str) {
-        if !self.cfg.owned.iter().any(|n| n.name == node) {
-            return;
-        }
-        let now = self.fabric_now();
-        let (cpu, mem, backlog) = self.lock().replica.load(node, now);
-        let node = node.to_string();
-        self.publish_own(false, |n| {
-            if n.name == node {
-                n.allocated.cpu = cpu;
-                n.allocated.mem_gb = mem;
-                n.backlog_ms = Some(backlog.round());
-            }
-        })
-        .await;
-    }
-
-    /// Asks `node`'s owner to run a stage; returns its slot.
-    pub async fn run_stage(self: &Arc<Self>, run: StageRun) -> Result<StageSlot, Refusal> {
-        let owner = self.owner_of(&run.node);
-        if owner == self.cfg.name {
-            let node = run.node.clone();
-            let r = self.book_stage(&run);
-            if r.is_ok() {
-                self.publish_load(&node).await;
-            }
-            return r;
-        }
-        let (given_up, rtt_timeout) = {
-            let st = self.lock();
-            (st.replica.given_up(&owner), st.replica.timeout_for(&owner))
-        };
-        if given_up {
-            return Err(Refusal::Unreachable);
-        }
-        let timeout = Duration::from_secs_f64((rtt_timeout / 1000.0).clamp(1.0, 5.0));
-        match self.request(&owner, Message::RunStage(run), timeout).await {
-            Ok(Message::StageScheduled(r)) => r,
-            Ok(other) => Err(Refusal::Other(format!("{owner} answered {}", other.kind()))),
-            Err(_) => Err(Refusal::Unreachable),
-        }
-    }
-
-    /// Asks `node`'s owner to give back a run's booking from `at` on.
-    pub async fn release_stage(
-        self: &Arc<Self>,
-        job: &str,
-        key: twinmesh_common::execution::RunKey,
-        node: &str,
-        at: f64,
-    ) {
-        let owner = self.owner_of(node);
-        if owner == self.cfg.name {
-            let released = self.release_owned(job, key, at);
-            if released {
-                self.publish_load(node).await;
-            }
-            return;
-        }
-        let msg = Message::ReleaseStage { job: job.to_string(), key, node: node.to_string(), at };
-        let _ = self.request(&owner, msg, Duration::from_secs(2)).await;
-    }
-
-    /// Measures the nodes this agent stands for on the embedded fabric:
-    /// a few short probe runs each (1 s of reference work, native), whose
-    /// observed / modelled ratio seeds the owner's calibration — what a
-    /// real agent's CPU probe at start tells it about its own machine that
-    /// the fabric file does not. Published with the node records.
-    pub async fn probe_own_speed(self: &Arc<Self>) {
-        use twinmesh_common::model::Format;
-        use twinmesh_common::truth;
-        const PROBES: usize = 4;
-        let view = self.view();
-        let learned: BTreeSet<String> = {
-            let mut st = self.lock();
-            let mut nodes = BTreeSet::new();
-            for node in &self.cfg.owned {
-                let Some(n) = view.node_index(&node.name) else { continue };
-                if !node.runtimes.contains(Format::Native) {
-                    continue;
-                }
-                let model = truth::model_ms(&view, n, 1000.0, Format::Native);
-                for i in 0..PROBES {
-                    let t = truth::true_ms(&view, n, model, Format::Native, &format!("probe/{}/{i}", node.name));
-                    st.owner_calibration.observe(&node.name, Format::Native, model, t);
-                }
-                nodes.insert(node.name.clone());
-            }
-            nodes
-        };
-        self.publish_calibration(&learned).await;
-    }
-
-    async fn publish_calibration(self: &Arc<Self>, nodes: &BTreeSet<String>) {
-        if nodes.is_empty() {
-            return;
-        }
-        let factors: Vec<(String, twinmesh_common::model::Format, f64)> = {
-            let st = self.lock();
-            st.owner_calibration.factors().map(|(n, f, v)| (n.to_string(), f, (v.value * 1e4).round() / 1e4)).collect()
-        };
-        self.publish_own(false, |n| {
-            if nodes.contains(&n.name) {
-                for (node, f, v) in &factors {
-                    if node == &n.name {
-                        n.calibration.insert(*f, *v);
-                    }
-                }
-            }
-        })
-        .await;
-    }
-
-    /// Gives back a run's booking on an owned node; a run cut short
-    /// teaches calibration nothing.
-    fn release_owned(&self, job: &str, key: twinmesh_common::execution::RunKey, at: f64) -> bool {
-        let mut st = self.lock();
-        if let Some(r) = st.owned_runs.get_mut(&(job.to_string(), key)) {
-            r.released = true;
-        }
-        st.replica.release(job, key, at)
-    }
-
-    /// The owner's side of calibration: every run on an owned node that
-    /// has ended is folded into the node's factors, which its record then
-    /// carries to every planner.
-    pub async fn learn_from_finished_runs(self: &Arc<Self>) {
-        let now = self.fabric_now();
-        let learned: BTreeSet<String> = {
-            let mut st = self.lock();
-            let ended: Vec<_> = st.owned_runs.iter().filter(|(_, r)| r.end <= now).map(|(k, _)| k.clone()).collect();
-            let mut nodes = BTreeSet::new();
-            for k in ended {
-                let r = st.owned_runs.remove(&k).expect("listed");
-                if !r.released {
-                    st.owner_calibration.observe(&r.node, r.format, r.model_ms, r.duration);
-                    nodes.insert(r.node);
-                }
-            }
-            nodes
-        };
-        self.publish_calibration(&learned).await;
-    }
-
-    /// The earliest time (Unix ms) in `[from_ms, to_ms)` at which `node`
-    /// was made unavailable, if it was.
-    pub fn went_down(&self, node: &str, from_ms: u64, to_ms: u64) -> Option<u64> {
-        self.lock()
-            .replica
-            .twin()
-            .failures()
-            .filter(|f| f.node == node && f.kind.makes_unavailable() && f.at_ms >= from_ms && f.at_ms < to_ms)
-            .map(|f| f.at_ms)
-            .min()
     }
 
     /// Resumes jobs that were accepted but not finished before a restart.

@@ -1,0 +1,103 @@
+//! The owner's side of calibration: the agent that runs a node sees every
+//! run on it, learns how far the model is off there, and publishes the
+//! factors in the node's record for every planner; at start it measures its
+//! nodes' speed with a few probe runs.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::Agent;
+
+/// A run on an owned node, to learn from when it ends.
+#[derive(Clone, Debug)]
+pub(super) struct OwnedRun {
+    pub(super) node: String,
+    pub(super) format: twinmesh_common::model::Format,
+    pub(super) model_ms: f64,
+    pub(super) end: f64,
+    pub(super) duration: f64,
+    pub(super) released: bool,
+}
+
+impl Agent {
+    /// Measures the nodes this agent stands for on the embedded fabric:
+    /// a few short probe runs each (1 s of reference work, native), whose
+    /// observed / modelled ratio seeds the owner's calibration — what a
+    /// real agent's CPU probe at start tells it about its own machine that
+    /// the fabric file does not. Published with the node records.
+    pub async fn probe_own_speed(self: &Arc<Self>) {
+        use twinmesh_common::model::Format;
+        use twinmesh_common::truth;
+        const PROBES: usize = 4;
+        let view = self.view();
+        let learned: BTreeSet<String> = {
+            let mut st = self.lock();
+            let mut nodes = BTreeSet::new();
+            for node in &self.cfg.owned {
+                let Some(n) = view.node_index(&node.name) else { continue };
+                if !node.runtimes.contains(Format::Native) {
+                    continue;
+                }
+                let model = truth::model_ms(&view, n, 1000.0, Format::Native);
+                for i in 0..PROBES {
+                    let t = truth::true_ms(&view, n, model, Format::Native, &format!("probe/{}/{i}", node.name));
+                    st.owner_calibration.observe(&node.name, Format::Native, model, t);
+                }
+                nodes.insert(node.name.clone());
+            }
+            nodes
+        };
+        self.publish_calibration(&learned).await;
+    }
+
+    async fn publish_calibration(self: &Arc<Self>, nodes: &BTreeSet<String>) {
+        if nodes.is_empty() {
+            return;
+        }
+        let factors: Vec<(String, twinmesh_common::model::Format, f64)> = {
+            let st = self.lock();
+            st.owner_calibration.factors().map(|(n, f, v)| (n.to_string(), f, (v.value * 1e4).round() / 1e4)).collect()
+        };
+        self.publish_own(false, |n| {
+            if nodes.contains(&n.name) {
+                for (node, f, v) in &factors {
+                    if node == &n.name {
+                        n.calibration.insert(*f, *v);
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Gives back a run's booking on an owned node; a run cut short
+    /// teaches calibration nothing.
+    pub(super) fn release_owned(&self, job: &str, key: twinmesh_common::execution::RunKey, at: f64) -> bool {
+        let mut st = self.lock();
+        if let Some(r) = st.owned_runs.get_mut(&(job.to_string(), key)) {
+            r.released = true;
+        }
+        st.replica.release(job, key, at)
+    }
+
+    /// The owner's side of calibration: every run on an owned node that
+    /// has ended is folded into the node's factors, which its record then
+    /// carries to every planner.
+    pub async fn learn_from_finished_runs(self: &Arc<Self>) {
+        let now = self.fabric_now();
+        let learned: BTreeSet<String> = {
+            let mut st = self.lock();
+            let ended: Vec<_> = st.owned_runs.iter().filter(|(_, r)| r.end <= now).map(|(k, _)| k.clone()).collect();
+            let mut nodes = BTreeSet::new();
+            for k in ended {
+                let r = st.owned_runs.remove(&k).expect("listed");
+                if !r.released {
+                    st.owner_calibration.observe(&r.node, r.format, r.model_ms, r.duration);
+                    nodes.insert(r.node);
+                }
+            }
+            nodes
+        };
+        self.publish_calibration(&learned).await;
+    }
+}

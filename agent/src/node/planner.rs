@@ -1,0 +1,180 @@
+//! Accepting a job: validate the document, route it to the agent nearest
+//! its origin (the replica decides, by liveness), forward it there or plan
+//! it here, commit it, and start it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use twinmesh_common::policy::{Policy, PolicyConfig};
+use twinmesh_common::routing::Route;
+use twinmesh_common::spec::{self, SpecError};
+use twinmesh_common::wire::{JobHandoff, Message};
+
+use super::{Agent, now_ms};
+use crate::jobs::{JobRecord, JobState, job_id};
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The document is bad.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// No node can run it.
+    #[error("{0}")]
+    Unplaceable(String),
+    /// Storing it failed: it was not accepted.
+    #[error("not accepted: {0}")]
+    Store(String),
+    /// Bad query parameter.
+    #[error("{field}: {reason}")]
+    Param {
+        /// Parameter.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a submission returns.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct SubmitResponse {
+    /// Job id.
+    pub id: String,
+    /// Agent that planned it.
+    pub planner: String,
+    /// Whether this call created it (false: already known).
+    pub created: bool,
+    /// The job record.
+    pub job: JobRecord,
+}
+
+impl Agent {
+    /// Accepts a job document: validates, routes to the agent nearest its
+    /// origin (forwarding over the mesh), plans, commits, and starts it.
+    pub async fn submit(
+        self: &Arc<Self>,
+        text: &str,
+        policy: Option<&str>,
+        dry_run: bool,
+        forwarded_from: Option<String>,
+    ) -> Result<SubmitResponse, SubmitError> {
+        let doc = spec::parse_document(text)?;
+        let job = doc.validate()?;
+        let policy: Policy = match policy {
+            Some(p) => p.parse().map_err(|reason| SubmitError::Param { field: "policy", reason })?,
+            None => self.cfg.policy,
+        };
+        let canonical = serde_json::to_string(&doc).expect("documents serialise");
+        let id = job_id(&job.name, &canonical);
+        if let Some(existing) = self.job(&id) {
+            return Ok(SubmitResponse { id, planner: existing.planner.clone(), created: false, job: existing });
+        }
+        // Route, unless another agent already routed it here.
+        let mut unreachable: Vec<String> = Vec::new();
+        let mut notes = Vec::new();
+        let mut route: Option<Route> = None;
+        if forwarded_from.is_none() {
+            // Routing skips agents the failure detector does not hold
+            // alive, so a submission never waits on a silent one.
+            loop {
+                let next = self.lock().replica.route(&job.origin, &self.cfg.fabric.latency, &unreachable);
+                let Some(r) = next else { break };
+                if r.agent == self.cfg.name {
+                    route = Some(r);
+                    break;
+                }
+                let handoff = JobHandoff {
+                    id: id.clone(),
+                    document: canonical.clone(),
+                    policy: policy.to_string(),
+                    dry_run,
+                    submitted_to: self.cfg.name.clone(),
+                };
+                // Planning and a commit on the other side, on top of the
+                // round trip: at least 2 s, at most 5 s.
+                let rtt_timeout = self.lock().replica.timeout_for(&r.agent);
+                let timeout = Duration::from_secs_f64((rtt_timeout * 2.0 / 1000.0).clamp(2.0, 5.0));
+                match self.request(&r.agent, Message::Forward(handoff), timeout).await {
+                    Ok(Message::ForwardResult { result: Ok(json), .. }) => {
+                        if let Ok(resp) = serde_json::from_str::<SubmitResponse>(&json) {
+                            self.metrics.jobs_forwarded.fetch_add(1, Ordering::Relaxed);
+                            return Ok(resp);
+                        }
+                        unreachable.push(r.agent.clone());
+                    }
+                    Ok(Message::ForwardResult { result: Err(reason), .. }) => {
+                        // The planner refused the job itself (bad document,
+                        // unplaceable): that is the answer.
+                        return Err(SubmitError::Unplaceable(reason));
+                    }
+                    other => {
+                        let why = match other {
+                            Err(e) => e,
+                            Ok(m) => format!("unexpected answer {}", m.kind()),
+                        };
+                        notes
+                            .push(format!("agent {} nearest the origin is unreachable ({why}); planned here", r.agent));
+                        unreachable.push(r.agent.clone());
+                    }
+                }
+            }
+        } else if let Some(from) = &forwarded_from {
+            notes.push(format!("forwarded by {from}"));
+        }
+        self.plan_and_accept(id, canonical, job, policy, dry_run, forwarded_from, route, notes).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_and_accept(
+        self: &Arc<Self>,
+        id: String,
+        canonical: String,
+        job: twinmesh_common::job::Job,
+        policy: Policy,
+        dry_run: bool,
+        forwarded_from: Option<String>,
+        route: Option<Route>,
+        notes: Vec<String>,
+    ) -> Result<SubmitResponse, SubmitError> {
+        let view = self.view();
+        let t0 = Instant::now();
+        let cfg = PolicyConfig {
+            seed: id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
+            ..PolicyConfig::default()
+        };
+        let plan = policy.plan(&view, &job, &cfg).map_err(|e| SubmitError::Unplaceable(e.to_string()))?;
+        self.metrics.observe_plan(t0.elapsed());
+        let submitted_to = forwarded_from.unwrap_or_else(|| self.cfg.name.clone());
+        let mut rec = JobRecord::accepted(id.clone(), canonical, policy.to_string(), dry_run, submitted_to, now_ms());
+        rec.planner = self.cfg.name.clone();
+        rec.state = if dry_run { JobState::DryRun } else { JobState::Planned };
+        rec.plan = Some(plan);
+        rec.route = route;
+        rec.notes = notes;
+        {
+            let mut st = self.lock();
+            if let Some(existing) = st.jobs.get(&id) {
+                // Raced with a duplicate: the first one stands.
+                return Ok(SubmitResponse {
+                    id,
+                    planner: existing.planner.clone(),
+                    created: false,
+                    job: existing.clone(),
+                });
+            }
+            st.jobs.insert(id.clone(), rec.clone());
+        }
+        if let Err(e) = self.store.put_job(&rec).await {
+            self.lock().jobs.remove(&id);
+            return Err(SubmitError::Store(e.to_string()));
+        }
+        self.metrics.jobs_accepted.fetch_add(1, Ordering::Relaxed);
+        self.metrics.jobs_planned.fetch_add(1, Ordering::Relaxed);
+        if !dry_run {
+            self.spawn_job(id.clone());
+        }
+        Ok(SubmitResponse { id, planner: self.cfg.name.clone(), created: true, job: rec })
+    }
+}

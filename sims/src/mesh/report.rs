@@ -1,0 +1,50 @@
+//! What a mesh simulation measured.
+
+use serde::Serialize;
+
+/// What a run measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Agents.
+    pub agents: usize,
+    /// Node records in the twin.
+    pub nodes: usize,
+    /// Simulated seconds.
+    pub seconds: f64,
+    /// Updates published and followed.
+    pub updates: usize,
+    /// Mean time (ms) for an update to reach 99 % of reachable agents.
+    pub reach_99_ms: f64,
+    /// Mean time (ms) to reach 99.99 %.
+    pub reach_9999_ms: f64,
+    /// Mean time (ms) to reach all of them.
+    pub reach_100_ms: f64,
+    /// Worst time (ms) to reach all of them.
+    pub reach_100_max_ms: f64,
+    /// Updates that never reached every reachable agent by the end.
+    pub incomplete: usize,
+    /// Messages sent per agent per simulated second.
+    pub msgs_per_agent_s: f64,
+    /// Bits sent per agent per simulated second (frames as encoded).
+    pub kbit_per_agent_s: f64,
+    /// Of them, anti-entropy (kbit/s per agent).
+    pub sync_kbit_per_agent_s: f64,
+    /// Alive peers marked suspect (outside a partition's cut).
+    pub false_suspicions: u64,
+    /// Alive peers declared dead (outside a partition's cut).
+    pub false_deaths: u64,
+    /// Peers across a cut marked suspect during it (of those watched).
+    pub cut_suspected: u64,
+    /// Mean ms from the cut to suspicion of a peer across it.
+    pub cut_detect_ms: f64,
+    /// Routing decisions checked at the end: to an agent actually reachable.
+    pub routes_ok: usize,
+    /// Routing decisions checked at the end: to an agent not reachable.
+    pub routes_bad: usize,
+    /// Replicas holding the most common twin at the end.
+    pub converged: usize,
+    /// Events processed.
+    pub events: u64,
+    /// Wall seconds the simulation took.
+    pub wall_s: f64,
+}
