@@ -251,42 +251,17 @@ async fn inject(
         });
     }
     let revert_at = crate::node::now_ms() + b.duration_ms;
-    let action = match ctx.agent.kube() {
-        None => "recorded in the twin (virtual fabric)".to_string(),
-        Some(k) => {
-            let view = ctx.agent.view();
-            let n = view.node_index(&b.node).unwrap_or_default();
-            let cluster = view.latency.names()[view.nodes.cluster[n] as usize].clone();
-            let node = b.node.clone();
-            let r = match kind {
-                FailureKind::NodeDown | FailureKind::SystemCrash => {
-                    k.cordon(&cluster, &node, true, Some(revert_at)).await.map(|()| "cordoned")
-                }
-                FailureKind::ThermalThrottle => k
-                    .taint(&cluster, &node, crate::kube::client::THERMAL_TAINT, true, Some(revert_at))
-                    .await
-                    .map(|()| "tainted twinmesh.io/thermal-throttle:NoSchedule"),
-                _ => Ok("recorded in the twin (no Kubernetes action for this kind)"),
-            };
-            let done = r.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
-            if matches!(kind, FailureKind::NodeDown | FailureKind::SystemCrash | FailureKind::ThermalThrottle) {
-                let wait = std::time::Duration::from_millis(b.duration_ms);
-                let cluster = cluster.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    let r = if kind == FailureKind::ThermalThrottle {
-                        k.taint(&cluster, &node, crate::kube::client::THERMAL_TAINT, false, None).await
-                    } else {
-                        k.cordon(&cluster, &node, false, None).await
-                    };
-                    if let Err(e) = r {
-                        tracing::warn!(node = %node, error = %e, "reverting an injected failure failed; the node's agent reverts it from the annotation");
-                    }
-                });
-            }
-            format!("{done} in cluster {cluster}")
-        }
-    };
+    let view = ctx.agent.view();
+    let cluster = view
+        .node_index(&b.node)
+        .map(|n| view.latency.names()[view.nodes.cluster[n] as usize].clone())
+        .unwrap_or_default();
+    let action = ctx
+        .agent
+        .actuator()
+        .inject(&cluster, &b.node, kind, b.duration_ms)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e))?;
     let ev = ctx.agent.observe_failure(&b.node, kind, b.duration_ms).await;
     Ok((StatusCode::ACCEPTED, Json(json!({ "event": ev, "action": action, "reverts_at_ms": revert_at })))
         .into_response())

@@ -5,6 +5,7 @@
 pub mod actuator;
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod jobs;
 pub mod kube;
 mod memory;

@@ -48,6 +48,9 @@ pub enum Command {
     Respond(u64, Vec<u8>),
     /// Dial these addresses (one agent's) unless already connected.
     Dial(Vec<Multiaddr>),
+    /// Close every connection and stop (a graceful shutdown; publish a
+    /// leave first). Answered once the swarm is gone.
+    Stop(oneshot::Sender<()>),
 }
 
 /// What the mesh tells the agent.
@@ -178,8 +181,28 @@ pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
     Ok(key)
 }
 
+/// Why the mesh did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// The transport (TCP, private network, noise, yamux, DNS) could not
+    /// be set up.
+    #[error("mesh transport: {0}")]
+    Transport(String),
+    /// Gossip, identify or request-response could not be set up.
+    #[error("mesh protocols: {0}")]
+    Behaviour(String),
+    /// Cannot listen on an address.
+    #[error("cannot listen on {addr}: {why}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        why: String,
+    },
+}
+
 /// Starts the mesh on the current tokio runtime.
-pub async fn start(cfg: MeshConfig) -> anyhow::Result<Mesh> {
+pub async fn start(cfg: MeshConfig) -> Result<Mesh, MeshError> {
     let psk = cfg.key.map(PreSharedKey::new);
     let agent_version = format!("{AGENT_PREFIX}{}", cfg.agent);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.identity.clone())
@@ -198,8 +221,10 @@ pub async fn start(cfg: MeshConfig) -> anyhow::Result<Mesh> {
                 .multiplex(yamux::Config::default())
                 .timeout(Duration::from_secs(10))
                 .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))))
-        })?
-        .with_dns()?
+        })
+        .map_err(|e| MeshError::Transport(e.to_string()))?
+        .with_dns()
+        .map_err(|e| MeshError::Transport(e.to_string()))?
         .with_behaviour(|key| {
             let gcfg = gossipsub::ConfigBuilder::default()
                 .heartbeat_interval(Duration::from_millis(200))
@@ -235,13 +260,14 @@ pub async fn start(cfg: MeshConfig) -> anyhow::Result<Mesh> {
                 None
             };
             Ok(Behaviour { gossipsub, identify, rpc, mdns: Toggle::from(mdns) })
-        })?
+        })
+        .map_err(|e| MeshError::Behaviour(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
     let topic = gossipsub::IdentTopic::new(TWIN_TOPIC);
-    swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| MeshError::Behaviour(e.to_string()))?;
     for a in &cfg.listen {
-        swarm.listen_on(a.clone())?;
+        swarm.listen_on(a.clone()).map_err(|e| MeshError::Listen { addr: a.clone(), why: e.to_string() })?;
     }
     // Wait for the listeners so callers can print real addresses.
     let mut listening = Vec::new();
@@ -310,6 +336,15 @@ async fn run(
                                 debug!(addr = %a, error = %e, "dial");
                             }
                         }
+                    }
+                    Command::Stop(done) => {
+                        let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
+                        for p in peers {
+                            let _ = swarm.disconnect_peer_id(p);
+                        }
+                        drop(swarm);
+                        let _ = done.send(());
+                        return;
                     }
                 }
             }

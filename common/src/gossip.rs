@@ -73,7 +73,8 @@ pub fn handle(twin: &mut Twin, msg: Message) -> Handled {
         | Message::Pong(_)
         | Message::InSync
         | Message::OutOfSync(_)
-        | Message::Ack => Handled::default(),
+        | Message::Ack
+        | Message::Leave(_) => Handled::default(),
     }
 }
 

@@ -57,6 +57,7 @@ pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod predict;
+pub mod record;
 pub mod replica;
 pub mod resiliency;
 pub mod rng;

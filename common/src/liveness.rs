@@ -111,6 +111,8 @@ pub enum Reason {
     ProbeUnanswered(u64),
     /// Suspect for this long (ms) without a word.
     SuspectTimedOut(u64),
+    /// It said it was leaving (a graceful shutdown).
+    Left,
 }
 
 impl std::fmt::Display for Reason {
@@ -121,6 +123,7 @@ impl std::fmt::Display for Reason {
             Reason::ProbeAnswered => f.write_str("answered a probe"),
             Reason::ProbeUnanswered(ms) => write!(f, "probe unanswered for {ms} ms"),
             Reason::SuspectTimedOut(ms) => write!(f, "suspect for {ms} ms without a word"),
+            Reason::Left => f.write_str("left the mesh"),
         }
     }
 }
@@ -283,6 +286,18 @@ impl Liveness {
             }
             _ => None,
         }
+    }
+
+    /// `peer` said it is leaving: dead at once, without suspicion (it is
+    /// alive again as soon as it is heard from, e.g. after a restart).
+    pub fn left(&mut self, peer: &str, now: f64) -> Option<Transition> {
+        let p = self.peers.get_mut(peer)?;
+        p.probe = None;
+        p.misses = 0;
+        self.in_flight.remove(peer);
+        self.urgent.remove(peer);
+        self.suspects.remove(peer);
+        self.set(peer, PeerState::Dead, Reason::Left, now)
     }
 
     /// A hint that the connection to `peer` closed: probe it at the next

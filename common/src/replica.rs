@@ -294,6 +294,12 @@ impl Replica {
         vec![Output::Persist { records: vec![rec.clone()], failures: vec![] }, Output::Publish(Message::Record(rec))]
     }
 
+    /// This agent is shutting down: tells its peers, so they mark it dead
+    /// at once (reason: left) instead of after their probes fail.
+    pub fn leave(&self) -> Vec<Output> {
+        vec![Output::Publish(Message::Leave(self.cfg.name.clone()))]
+    }
+
     /// Records a failure observed or injected here and spreads it.
     pub fn report_failure(&mut self, ev: FailureEvent) -> Vec<Output> {
         if !self.twin.add_failure(ev.clone()) {
@@ -442,6 +448,12 @@ impl Replica {
 
     /// Applies a twin message; returns the reply, if any.
     fn apply(&mut self, msg: Message, now: f64, out: &mut Vec<Output>) -> Option<Message> {
+        if let Message::Leave(agent) = &msg {
+            if *agent != self.cfg.name {
+                out.extend(self.liveness.left(agent, now).map(Output::Peer));
+            }
+            return None;
+        }
         let h = gossip::handle(&mut self.twin, msg);
         if h.changed > 0 {
             self.stats.changes_in += h.changed as u64;

@@ -12,7 +12,7 @@ use crate::failures::FailureEvent;
 use crate::twin::{Delta, Digest, NodeRecord};
 
 /// The wire version this build speaks.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 
 /// Largest frame accepted (bytes). A full 10,000-node twin delta is well
 /// below this.
@@ -31,6 +31,31 @@ pub struct JobHandoff {
     pub dry_run: bool,
     /// Agent the job was submitted to.
     pub submitted_to: String,
+}
+
+/// A planner's answer to a forwarded job: it planned (or already had) it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// The agent that planned it.
+    pub planner: String,
+    /// Whether this forward created it (false: the planner had it).
+    pub created: bool,
+    /// The planner's record of the job.
+    pub job: crate::record::JobRecord,
+}
+
+/// Why a planner refused a forwarded job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Error)]
+pub enum ForwardRefusal {
+    /// The document is invalid (the planner's validation error).
+    #[error("{0}")]
+    Invalid(String),
+    /// No node can run it.
+    #[error("{0}")]
+    Unplaceable(String),
+    /// The planner could not make it durable; try again.
+    #[error("not accepted: {0}")]
+    NotAccepted(String),
 }
 
 /// A planner asks a node's owner to run one stage (the virtual
@@ -96,13 +121,13 @@ pub enum Message {
     OutOfSync(Vec<u64>),
     /// Plan (and act on) this job: you are nearest its origin.
     Forward(JobHandoff),
-    /// Answer to [`Message::Forward`]: the planner's JSON response body,
-    /// or why it refused.
+    /// Answer to [`Message::Forward`]: the planner's record of the job,
+    /// or why it refused it.
     ForwardResult {
         /// Job id.
         id: String,
-        /// `Ok(json)` or `Err(reason)`.
-        result: Result<String, String>,
+        /// What the planner did.
+        result: Result<Box<Forwarded>, ForwardRefusal>,
     },
     /// Run a stage on a node you own.
     RunStage(StageRun),
@@ -125,6 +150,9 @@ pub enum Message {
     Pong(u64),
     /// Acknowledges a message that needs no other answer.
     Ack,
+    /// Gossip: this agent is leaving the mesh (a graceful shutdown); its
+    /// peers mark it dead at once instead of waiting for probes to fail.
+    Leave(String),
 }
 
 impl Message {
@@ -147,6 +175,7 @@ impl Message {
             Message::Ping(_) => "ping",
             Message::Pong(_) => "pong",
             Message::Ack => "ack",
+            Message::Leave(_) => "leave",
         }
     }
 }

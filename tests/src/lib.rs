@@ -185,6 +185,21 @@ impl AgentProc {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM (what Kubernetes sends a pod) and waits for the exit,
+    /// for at most `limit`; the exit status, or `None` if it did not exit.
+    pub fn terminate(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// GET `path` as JSON, with an optional bearer token.
     pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let r = http().get(format!("{}{path}", self.api)).send().expect("GET");

@@ -354,3 +354,47 @@ fn a_killed_agent_is_suspected_and_routing_skips_it_without_waiting() {
     assert_eq!(r["job"]["notes"][0], "forwarded by dc-x86-01", "{r}");
     drop(c);
 }
+
+#[test]
+fn sigterm_drains_leaves_the_mesh_and_keeps_what_was_accepted() {
+    // Rule: on SIGTERM an agent finishes the requests in flight, tells its
+    // peers it is leaving (they mark it dead at once, reason "left the
+    // mesh", without waiting for probes to fail), flushes its store and
+    // exits 0; what it accepted is there when it starts again.
+    let dir = tempdir();
+    let key = key_file(dir.path(), "mesh.key", 0x5d);
+    let key = key.to_str().unwrap();
+    let a = AgentProc::start("dc-x86-01", "dc-core", &dir.path().join("a"), &["--mesh-key-file", key]);
+    let extra = ["--mesh-key-file", key, "--bootstrap", &a.mesh];
+    let b_dir = dir.path().join("b");
+    let b = AgentProc::start("edge-srv-01", "edge-microdc", &b_dir, &extra);
+    let state_at_a = |name: &str| {
+        let (_, t) = a.get("/v1/twin");
+        t["liveness"].as_array().into_iter().flatten().find(|p| p["peer"] == name).cloned()
+    };
+    let up = wait_for(LIMIT, || state_at_a("edge-srv-01").filter(|p| p["state"] == "alive"));
+    assert!(up.is_some(), "peer never alive; log:\n{}", a.log());
+    let (code, r) = b.post("/v1/jobs", &job("before-term", "edge-microdc", Some("edge-srv-01")), None);
+    assert!(code == 202 || code == 200, "{code} {r}");
+    assert_eq!(r["planner"], "edge-srv-01", "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    let b_log = b_dir.join("agent.log");
+    let sent = Instant::now();
+    let status = b.terminate(Duration::from_secs(20)).expect("the agent did not exit within 20 s of SIGTERM");
+    let log = std::fs::read_to_string(&b_log).unwrap_or_default();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    assert!(log.contains("left the mesh; store flushed"), "log:\n{log}");
+    // Peers learn it at once: well before probes (1 s silence + two misses)
+    // would have made it even suspect.
+    let dead = wait_for(Duration::from_secs(10), || state_at_a("edge-srv-01").filter(|p| p["state"] == "dead"));
+    let peer = dead.unwrap_or_else(|| panic!("never dead at its peer; log:\n{}", a.log()));
+    assert_eq!(peer["reason"], "left the mesh", "{peer}");
+    eprintln!("left agent dead at its peer {:?} after SIGTERM", sent.elapsed());
+    // Restarted on the same data: the job is there (and resumes).
+    let b = AgentProc::start("edge-srv-01", "edge-microdc", &b_dir, &extra);
+    let (code, j) = b.get(&format!("/v1/jobs/{id}"));
+    assert_eq!(code, 200, "{j}");
+    assert_eq!(j["id"], id.as_str());
+    let back = wait_for(LIMIT, || state_at_a("edge-srv-01").filter(|p| p["state"] == "alive"));
+    assert!(back.is_some(), "restarted agent not alive again at its peer");
+}

@@ -120,7 +120,23 @@ pub enum ActuatorKind {
     Kube,
 }
 
-/// A started agent.
+impl AgentArgs {
+    /// The settings a user gets for node `node` of `cluster`: every other
+    /// field at its documented default (environment variables ignored).
+    /// The demo and the benchmarks start from here and change what they
+    /// need, so a new flag reaches them with its default.
+    pub fn new(node: &str, cluster: &str) -> AgentArgs {
+        use clap::{Args as _, FromArgMatches as _};
+        let cmd = AgentArgs::augment_args(clap::Command::new("twinmesh-agent"))
+            .mut_args(|a| a.env(clap::builder::Resettable::<clap::builder::OsStr>::Reset));
+        let m = cmd
+            .try_get_matches_from(["twinmesh-agent", "--node", node, "--cluster", cluster])
+            .expect("the defaults parse");
+        AgentArgs::from_arg_matches(&m).expect("the defaults parse")
+    }
+}
+
+/// A started agent, and the handles to stop it.
 pub struct Running {
     /// The agent.
     pub agent: Arc<Agent>,
@@ -128,6 +144,27 @@ pub struct Running {
     pub api: SocketAddr,
     /// Where the mesh listens.
     pub mesh: Vec<Multiaddr>,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops gracefully: the API takes no new connection and finishes the
+    /// requests in flight (an accepted job is durable before it is
+    /// answered), the agent leaves the mesh (peers mark it dead at once),
+    /// queued twin changes are made durable, background tasks end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(10), self.server).await.is_err() {
+            warn!("API requests still in flight after 10 s; stopping anyway");
+        }
+        self.agent.leave().await;
+        for t in self.tasks {
+            t.abort();
+        }
+        info!(agent = %self.agent.cfg.name, "stopped");
+    }
 }
 
 /// The architecture this binary runs as (under QEMU user-mode emulation,
@@ -319,7 +356,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
                     .await
                     .context("connecting to Kubernetes")?,
             );
-            agent.set_kube(k.clone());
+            agent.set_actuator(Arc::new(crate::kube::run::KubeActuator { kube: k.clone() }));
             Some(k)
         }
     };
@@ -337,26 +374,31 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         tokio::net::TcpListener::bind(args.api).await.with_context(|| format!("cannot listen on {}", args.api))?;
     let api = listener.local_addr()?;
     let router = crate::api::router(agent.clone(), token);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
+    let (stop, mut stopping) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        let drain = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(drain).await {
             warn!(error = %e, "API server stopped");
         }
     });
+    let mut tasks = Vec::new();
     // Mesh events.
     let a = agent.clone();
     let mut events = std::mem::replace(&mut m.events, tokio::sync::mpsc::channel(1).1);
-    tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         while let Some(ev) = events.recv().await {
             a.on_mesh_event(ev).await;
         }
-    });
+    }));
     // The protocol: liveness probes, anti-entropy, dialling, answers.
-    agent.start_protocol(Duration::from_millis(250));
+    tasks.extend(agent.start_protocol(Duration::from_millis(250)));
     // Telemetry.
     let a = agent.clone();
     let period = Duration::from_secs_f64(args.telemetry_interval.max(0.1));
     let primary = args.node.clone();
-    tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         let mut sampler = crate::telemetry::Sampler::default();
         let mut t = tokio::time::interval(period);
         t.tick().await;
@@ -385,24 +427,41 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
             })
             .await;
         }
-    });
+    }));
     // Resume what a restart interrupted.
     for id in agent.unfinished_jobs() {
         info!(job = %id, "resuming job");
         agent.spawn_job(id);
     }
     info!(agent = %args.node, api = %api, mesh = ?m.listening, "agent started");
-    Ok(Running { agent, api, mesh: m.listening })
+    Ok(Running { agent, api, mesh: m.listening, stop, server, tasks })
 }
 
-/// `twinmesh agent`: start and serve until interrupted.
-pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+/// Starts an agent, serves until `shutdown` completes, then stops it
+/// gracefully ([`Running::shutdown`]).
+pub async fn run(args: AgentArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let r = start(args).await?;
     // One line each, for scripts and tests that start agents.
     println!("api http://{}", r.api);
     for a in &r.mesh {
         println!("mesh {a}");
     }
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    shutdown.await;
+    info!("shutting down");
+    r.shutdown().await;
     Ok(())
+}
+
+/// Completes on SIGTERM (what Kubernetes sends a pod) or SIGINT (Ctrl-C).
+pub async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
 }

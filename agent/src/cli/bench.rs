@@ -112,34 +112,19 @@ fn agent_args(
     key: &std::path::Path,
     boot: Vec<libp2p::Multiaddr>,
 ) -> AgentArgs {
-    AgentArgs {
-        node: node.into(),
-        cluster: cluster.into(),
-        own_cluster: false,
-        api: "127.0.0.1:0".parse().expect("addr"),
-        listen: "/ip4/127.0.0.1/tcp/0".parse().expect("addr"),
-        bootstrap: boot,
-        data_dir: dir.join(node),
-        fabric: None,
-        synthetic_fabric: None,
-        mesh_key_file: Some(key.to_path_buf()),
-        api_token_file: None,
-        telemetry_interval: 3600.0,
-        sync_interval: 1.0,
-        policy: Policy::Greedy,
-        time_scale: 0.01,
-        mdns: false,
-        virtual_hardware: true,
-        wasm: false,
-        actuator: super::agent::ActuatorKind::Virtual,
-        kubeconfig: None,
-        kube_context_prefix: "k3d-".into(),
-        kube_in_cluster: None,
-        kube_namespace: "twinmesh-jobs".into(),
-        kube_image: "twinmesh:dev".into(),
-        kube_keep_pods: false,
-        kube_unschedulable_grace: 20.0,
-    }
+    // Defaults, but for loopback addresses, a private data directory and
+    // the mesh key; telemetry is off so only the measured traffic flows.
+    let mut a = AgentArgs::new(node, cluster);
+    a.api = "127.0.0.1:0".parse().expect("addr");
+    a.listen = "/ip4/127.0.0.1/tcp/0".parse().expect("addr");
+    a.bootstrap = boot;
+    a.data_dir = dir.join(node);
+    a.mesh_key_file = Some(key.to_path_buf());
+    a.telemetry_interval = 3600.0;
+    a.sync_interval = 1.0;
+    a.policy = Policy::Greedy;
+    a.virtual_hardware = true;
+    a
 }
 
 async fn gossip(n: usize, rounds: usize) -> anyhow::Result<serde_json::Value> {

@@ -12,7 +12,6 @@ use clap::Args;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
 use twinmesh_common::fabric;
-use twinmesh_common::policy::Policy;
 use twinmesh_common::rng::SimRng;
 
 use super::Output;
@@ -81,34 +80,19 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let mut agents: Vec<Running> = Vec::new();
     for c in &fab.clusters {
         let node = fab.nodes.iter().find(|n| n.cluster == c.name).context("empty pool")?;
-        let args = AgentArgs {
-            node: node.name.clone(),
-            cluster: c.name.clone(),
-            own_cluster: true,
-            api: "127.0.0.1:0".parse()?,
-            listen: "/ip4/127.0.0.1/tcp/0".parse()?,
-            bootstrap: agents.first().map(|r| r.mesh.clone()).unwrap_or_default(),
-            data_dir: dir.join(&node.name),
-            fabric: None,
-            synthetic_fabric: None,
-            mesh_key_file: Some(key_file.clone()),
-            api_token_file: None,
-            telemetry_interval: 2.0,
-            sync_interval: 1.0,
-            policy: Policy::Cvar,
-            time_scale: a.time_scale,
-            mdns: false,
-            virtual_hardware: true,
-            wasm: false,
-            actuator: super::agent::ActuatorKind::Virtual,
-            kubeconfig: None,
-            kube_context_prefix: "k3d-".into(),
-            kube_in_cluster: None,
-            kube_namespace: "twinmesh-jobs".into(),
-            kube_image: "twinmesh:dev".into(),
-            kube_keep_pods: false,
-            kube_unschedulable_grace: 20.0,
-        };
+        // What a user gets, on loopback, owning the pool's nodes, with the
+        // demo's clocks (faster telemetry and anti-entropy, its time scale).
+        let mut args = AgentArgs::new(&node.name, &c.name);
+        args.own_cluster = true;
+        args.api = "127.0.0.1:0".parse()?;
+        args.listen = "/ip4/127.0.0.1/tcp/0".parse()?;
+        args.bootstrap = agents.first().map(|r| r.mesh.clone()).unwrap_or_default();
+        args.data_dir = dir.join(&node.name);
+        args.mesh_key_file = Some(key_file.clone());
+        args.telemetry_interval = 2.0;
+        args.sync_interval = 1.0;
+        args.time_scale = a.time_scale;
+        args.virtual_hardware = true;
         agents.push(start(args).await.with_context(|| format!("starting the agent for {}", c.name))?);
     }
     say(format!("started {} agents on loopback (data in {})", agents.len(), dir.display()));
@@ -288,6 +272,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     } else {
         println!("{}", serde_json::to_string(&summary)?);
     }
+    // Every agent stops the way `twinmesh agent` does on SIGTERM.
+    futures::future::join_all(agents.into_iter().map(Running::shutdown)).await;
     let _ = std::fs::remove_dir_all(&dir);
     if finals.len() < submitted.len() {
         bail!("{} jobs did not finish within {} s", submitted.len() - finals.len(), a.duration);

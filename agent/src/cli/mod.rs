@@ -51,7 +51,7 @@ pub enum Output {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan(args) => plan::run(args),
-        Command::Agent(args) => runtime()?.block_on(agent::run(*args)),
+        Command::Agent(args) => runtime()?.block_on(agent::run(*args, agent::terminated())),
         Command::Submit(args) => runtime()?.block_on(client::submit(args)),
         Command::Twin(args) => runtime()?.block_on(client::twin(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),

@@ -51,6 +51,17 @@ pub struct KubeSettings {
 /// Why a Kubernetes call failed, in words a user can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
+    /// The kubeconfig file could not be read.
+    #[error("kubeconfig {path}: {why}")]
+    Kubeconfig {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// Not one cluster has a client.
+    #[error("no Kubernetes cluster reachable: {0}")]
+    NoneReachable(String),
     /// No client for the cluster.
     #[error("no Kubernetes client for cluster '{cluster}': {why}")]
     NoCluster {
@@ -193,9 +204,11 @@ impl Kube {
     /// `settings.in_cluster`, kubeconfig contexts `<prefix><cluster>` for
     /// the rest. A cluster without a context is recorded as missing, not an
     /// error: stages placed there fail with the reason.
-    pub async fn connect(settings: KubeSettings, own: &str, clusters: &[String]) -> anyhow::Result<Kube> {
+    pub async fn connect(settings: KubeSettings, own: &str, clusters: &[String]) -> Result<Kube, KubeError> {
         let kc = match &settings.kubeconfig {
-            Some(p) => Some(Kubeconfig::read_from(p).map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", p.display()))?),
+            Some(p) => Some(
+                Kubeconfig::read_from(p).map_err(|e| KubeError::Kubeconfig { path: p.clone(), why: e.to_string() })?,
+            ),
             None => None,
         };
         let mut clients = BTreeMap::new();
@@ -231,10 +244,9 @@ impl Kube {
             }
         }
         if clients.is_empty() {
-            anyhow::bail!(
-                "no Kubernetes cluster reachable: {}",
-                missing.iter().map(|(c, w)| format!("{c}: {w}")).collect::<Vec<_>>().join("; ")
-            );
+            return Err(KubeError::NoneReachable(
+                missing.iter().map(|(c, w)| format!("{c}: {w}")).collect::<Vec<_>>().join("; "),
+            ));
         }
         info!(clusters = ?clients.keys().collect::<Vec<_>>(), missing = ?missing.keys().collect::<Vec<_>>(), "Kubernetes clients");
         Ok(Kube { clients, missing, settings, retry: Retry::default() })

@@ -10,22 +10,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::{info, warn};
 use twinmesh_common::execution::{ExecAction, ExecConfig, ExecEvent, Execution, Refusal, RunKey};
+use twinmesh_common::failures::FailureKind;
 use twinmesh_common::job::Job;
 use twinmesh_common::model::Format;
 use twinmesh_common::plan::Plan;
 use twinmesh_common::scaling::Scaler;
-use twinmesh_common::spec;
 use twinmesh_common::truth;
-use twinmesh_common::verify::{Observed, Thresholds, verify};
 use twinmesh_common::view::FabricView;
 
 use super::client::{Created, Kube, Outcome};
 use super::manifest::{StagePod, plan_digest, pod_name, stage_pod};
-use crate::jobs::{JobState, StageObservation};
-use crate::node::{Agent, now_ms};
+use crate::actuator::{Actuator, Executed, Host, Placed, assignments, observations};
+use crate::clock::now_ms;
 
 /// Wall ms a stage's pod works: the model's run time on its node, scaled
 /// by the agent's time scale (at least 1 ms).
@@ -33,59 +33,79 @@ pub fn cpu_ms(view: &FabricView, n: usize, duration_ms: f64, f: Format, time_sca
     (truth::model_ms(view, n, duration_ms, f) * time_scale).round().max(1.0) as u64
 }
 
-/// Runs job `id` on Kubernetes.
-pub async fn run(agent: Arc<Agent>, kube: Arc<Kube>, id: String) {
-    let Some(rec) = agent.job(&id) else { return };
-    let Some(plan) = rec.plan.clone() else { return };
-    let job = match spec::parse_job(&rec.document) {
-        Ok(j) => j,
-        Err(e) => return crate::actuator::fail(&agent, &id, format!("stored document no longer valid: {e}")).await,
-    };
-    agent
-        .update_job(&id, |r| {
-            r.state = JobState::Running;
-            r.observations.clear();
+/// Stages as pods on the planned nodes of every cluster.
+pub struct KubeActuator {
+    /// The clusters' clients.
+    pub kube: Arc<Kube>,
+}
+
+impl Actuator for KubeActuator {
+    fn execute<'a>(
+        &'a self,
+        host: Arc<dyn Host>,
+        id: &'a str,
+        job: &'a Job,
+        plan: &'a Plan,
+    ) -> BoxFuture<'a, Result<Executed, String>> {
+        Box::pin(execute(host, &self.kube, id, job, plan))
+    }
+
+    /// Node down / crash: cordon; thermal throttling: a NoSchedule taint;
+    /// both reverted after the duration (and by the node's agent from the
+    /// annotation, should this one be gone by then).
+    fn inject<'a>(
+        &'a self,
+        cluster: &'a str,
+        node: &'a str,
+        kind: FailureKind,
+        duration_ms: u64,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let k = &self.kube;
+            let revert_at = now_ms() + duration_ms;
+            let done = match kind {
+                FailureKind::NodeDown | FailureKind::SystemCrash => {
+                    k.cordon(cluster, node, true, Some(revert_at)).await.map(|()| "cordoned")
+                }
+                FailureKind::ThermalThrottle => k
+                    .taint(cluster, node, super::client::THERMAL_TAINT, true, Some(revert_at))
+                    .await
+                    .map(|()| "tainted twinmesh.io/thermal-throttle:NoSchedule"),
+                _ => return Ok("recorded in the twin (no Kubernetes action for this kind)".to_string()),
+            }
+            .map_err(|e| e.to_string())?;
+            let (k, cluster_, node_) = (k.clone(), cluster.to_string(), node.to_string());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(duration_ms)).await;
+                let r = if kind == FailureKind::ThermalThrottle {
+                    k.taint(&cluster_, &node_, super::client::THERMAL_TAINT, false, None).await
+                } else {
+                    k.cordon(&cluster_, &node_, false, None).await
+                };
+                if let Err(e) = r {
+                    warn!(node = %node_, error = %e, "reverting an injected failure failed; the node's agent reverts it from the annotation");
+                }
+            });
+            Ok(format!("{done} in cluster {cluster}"))
         })
-        .await;
-    match execute(&agent, &kube, &id, &job, &plan).await {
-        Ok((observations, latency, energy)) => {
-            let verification =
-                verify(&plan.predicted, &Observed { latency_ms: latency, energy_j: energy }, &Thresholds::default());
-            info!(job = %id, predicted_ms = plan.predicted.latency_ms, observed_ms = latency, accepted = verification.accepted, "job finished on Kubernetes");
-            agent.metrics.jobs_succeeded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            agent
-                .update_job(&id, |r| {
-                    r.state = JobState::Succeeded;
-                    r.observations = observations;
-                    r.verification = Some(verification);
-                })
-                .await;
-        }
-        Err(why) => crate::actuator::fail(&agent, &id, why).await,
     }
 }
 
 /// Drives the execution; returns the observations, the job's latency and
 /// energy (fabric units, every attempt).
-async fn execute(
-    agent: &Arc<Agent>,
-    kube: &Arc<Kube>,
-    id: &str,
-    job: &Job,
-    plan: &Plan,
-) -> Result<(Vec<StageObservation>, f64, f64), String> {
-    let view = agent.view();
+async fn execute(host: Arc<dyn Host>, kube: &Arc<Kube>, id: &str, job: &Job, plan: &Plan) -> Result<Executed, String> {
+    let view = host.view();
     let origin = view.origin(job).ok_or_else(|| format!("origin cluster '{}' left the fabric", job.origin.cluster))?;
-    let scale = agent.cfg.time_scale.max(1e-9);
+    let scale = host.time_scale();
     let digest = plan_digest(&plan.placements.iter().map(|p| (p.node.clone(), p.format)).collect::<Vec<_>>());
-    let crate::actuator::Placed { assign, shadow, digest: key_digest } = crate::actuator::assignments(&view, id, plan)?;
+    let Placed { assign, shadow, digest: key_digest } = assignments(&view, id, plan)?;
     // Fabric time of this job: 0 at its start, wall = t0 + fabric × scale.
     let t0 = now_ms();
     let mut exec = Execution::new(job, origin, &assign, &shadow, key_digest, 0.0, ExecConfig::default());
     let mut out = Vec::new();
     exec.start(job, &view, &mut out);
     let mut running = FuturesUnordered::new();
-    let ctx = Arc::new(PodCtx { agent: agent.clone(), kube: kube.clone(), id: id.to_string(), digest, t0, scale });
+    let ctx = Arc::new(PodCtx { host: host.clone(), kube: kube.clone(), id: id.to_string(), digest, t0, scale });
     loop {
         for a in out.drain(..) {
             match a {
@@ -114,7 +134,7 @@ async fn execute(
         let Some(events) = running.next().await else {
             return Err("execution stalled: no pod in flight and the job is not done".into());
         };
-        let current = agent.view();
+        let current = host.view();
         for (at, ev) in events {
             exec.handle(job, &current, at, ev, &mut out);
         }
@@ -123,13 +143,17 @@ async fn execute(
     if o.failed {
         return Err(o.error.unwrap_or_else(|| "job failed".into()));
     }
-    let obs = crate::actuator::observations(&view, job, &o, 0.0);
-    Ok((obs, o.latency_ms, o.energy_j))
+    Ok(Executed {
+        observations: observations(&view, job, &o, 0.0),
+        latency_ms: o.latency_ms,
+        energy_j: o.energy_j,
+        failures: o.failures,
+    })
 }
 
 /// What every pod of one job shares.
 struct PodCtx {
-    agent: Arc<Agent>,
+    host: Arc<dyn Host>,
     kube: Arc<Kube>,
     id: String,
     digest: String,
@@ -157,7 +181,7 @@ async fn run_pod(
     work_ms: u64,
     ready_at: f64,
 ) -> Vec<(f64, ExecEvent)> {
-    let (agent, kube, id) = (&ctx.agent, &ctx.kube, ctx.id.as_str());
+    let (host, kube, id) = (&ctx.host, &ctx.kube, ctx.id.as_str());
     // Inputs arrive after the modelled transfer (the clusters of a test
     // fabric share one machine; the latency matrix stands in for the
     // network between them).
@@ -220,7 +244,7 @@ async fn run_pod(
                 (started_ms as f64 - ctx.t0 as f64) / 1000.0,
                 wall_ms
             );
-            agent.update_job(id, |r| r.notes.push(note)).await;
+            host.note(id, note).await;
             if kube.settings.delete_finished
                 && let Err(e) = kube.delete_pod(&cluster, &name).await
             {

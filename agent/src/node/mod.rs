@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
@@ -34,6 +34,7 @@ use crate::jobs::JobRecord;
 mod metrics;
 mod owner;
 mod planner;
+mod run;
 mod stages;
 use crate::mesh;
 use crate::store::Store;
@@ -82,6 +83,10 @@ struct State {
     owned_runs: std::collections::BTreeMap<(String, twinmesh_common::execution::RunKey), OwnedRun>,
 }
 
+/// Twin changes on their way to the store; `flushed` is answered once
+/// everything queued before it is durable.
+type Persist = (Vec<NodeRecord>, Vec<FailureEvent>, Option<oneshot::Sender<()>>);
+
 /// A running agent.
 pub struct Agent {
     /// Configuration.
@@ -92,30 +97,26 @@ pub struct Agent {
     mesh: mpsc::Sender<mesh::Command>,
     /// Counters.
     pub metrics: Metrics,
-    persist: mpsc::UnboundedSender<(Vec<NodeRecord>, Vec<FailureEvent>)>,
+    persist: mpsc::UnboundedSender<Persist>,
     /// Answers to the protocol's requests, fed back in order.
     loopback: mpsc::UnboundedSender<Input>,
     loopback_rx: Mutex<Option<mpsc::UnboundedReceiver<Input>>>,
-    /// The Kubernetes actuator, when the agent runs stages as pods.
-    kube: std::sync::OnceLock<Arc<crate::kube::Kube>>,
+    /// Where stages run (the embedded fabric unless set at start).
+    actuator: std::sync::OnceLock<Arc<dyn crate::actuator::Actuator>>,
     /// Set while the agent waits for something before it is ready.
     waiting_for: Mutex<Option<String>>,
 }
 
-/// Unix time in ms.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Start of fabric time: fabric ms count from here (wall ms / time
-/// scale), the same on every agent of a mesh, and small enough that f64
-/// keeps sub-microsecond precision.
-pub const FABRIC_EPOCH_MS: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+pub use crate::clock::{FABRIC_EPOCH_MS, now_ms};
 
 impl Agent {
     /// Builds the agent from its store (restoring twin and jobs) and a
     /// running mesh.
-    pub fn new(cfg: AgentConfig, store: Store, mesh: mpsc::Sender<mesh::Command>) -> anyhow::Result<Arc<Agent>> {
+    pub fn new(
+        cfg: AgentConfig,
+        store: Store,
+        mesh: mpsc::Sender<mesh::Command>,
+    ) -> Result<Arc<Agent>, crate::store::StoreError> {
         let mut twin = Twin::new();
         let (records, bad_r) = store.twin()?;
         let (failures, bad_f) = store.failures()?;
@@ -141,17 +142,22 @@ impl Agent {
         }
         let jobs: HashMap<String, JobRecord> = jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
         info!(agent = %cfg.name, jobs = jobs.len(), records = twin.len(), "restored state");
-        let (persist, mut queue) = mpsc::unbounded_channel::<(Vec<NodeRecord>, Vec<FailureEvent>)>();
+        let (persist, mut queue) = mpsc::unbounded_channel::<Persist>();
         let st = store.clone();
         tokio::spawn(async move {
-            while let Some((mut recs, mut fails)) = queue.recv().await {
+            while let Some((mut recs, mut fails, done)) = queue.recv().await {
+                let mut flushed: Vec<oneshot::Sender<()>> = done.into_iter().collect();
                 // Fold whatever else is queued into one write.
-                while let Ok((r, f)) = queue.try_recv() {
+                while let Ok((r, f, d)) = queue.try_recv() {
                     recs.extend(r);
                     fails.extend(f);
+                    flushed.extend(d);
                 }
                 if let Err(e) = st.put_twin(&recs, &fails).await {
                     warn!(error = %e, "storing twin changes");
+                }
+                for d in flushed {
+                    let _ = d.send(());
                 }
             }
         });
@@ -177,7 +183,7 @@ impl Agent {
             persist,
             loopback,
             loopback_rx: Mutex::new(Some(loopback_rx)),
-            kube: std::sync::OnceLock::new(),
+            actuator: std::sync::OnceLock::new(),
             waiting_for: Mutex::new(None),
         }))
     }
@@ -187,11 +193,12 @@ impl Agent {
     }
 
     /// Runs the protocol loop: ticks every `tick` and feeds back answers to
-    /// the requests the protocol sent. Call once, at start.
-    pub fn start_protocol(self: &Arc<Self>, tick: Duration) {
-        let Some(mut rx) = self.loopback_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+    /// the requests the protocol sent. Call once, at start; `None` if it
+    /// already runs.
+    pub fn start_protocol(self: &Arc<Self>, tick: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        let mut rx = self.loopback_rx.lock().unwrap_or_else(|e| e.into_inner()).take()?;
         let me = self.clone();
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             let mut t = tokio::time::interval(tick);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -203,7 +210,27 @@ impl Agent {
                     }
                 }
             }
-        });
+        }))
+    }
+
+    /// Leaves the mesh gracefully: tells the peers (they mark this agent
+    /// dead at once, reason "left the mesh"), gives the word a moment to
+    /// go out, closes every connection, and makes every queued twin change
+    /// durable. Job records are durable at every step already; jobs still
+    /// running resume at the next start.
+    pub async fn leave(self: &Arc<Self>) {
+        let outputs = self.lock().replica.leave();
+        self.carry_out(outputs).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (done, stopped) = oneshot::channel();
+        if self.mesh.send(mesh::Command::Stop(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), stopped).await;
+        }
+        let (done, flushed) = oneshot::channel();
+        if self.persist.send((Vec::new(), Vec::new(), Some(done))).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), flushed).await;
+        }
+        info!(agent = %self.cfg.name, "left the mesh; store flushed");
     }
 
     /// Feeds one input to the protocol and carries out what it decides.
@@ -250,7 +277,7 @@ impl Agent {
                     // (anti-entropy restores them); persisting them in
                     // order, off the event loop, keeps one slow fsync from
                     // delaying gossip.
-                    let _ = self.persist.send((records, failures));
+                    let _ = self.persist.send((records, failures, None));
                 }
                 Output::Peer(t) => {
                     let i = match t.to {
@@ -408,10 +435,10 @@ impl Agent {
         self.lock().jobs.get(id).cloned()
     }
 
-    /// Makes this agent run stages as pods through `kube` (set once, at
-    /// start, before any job runs).
-    pub fn set_kube(&self, kube: Arc<crate::kube::Kube>) {
-        let _ = self.kube.set(kube);
+    /// Makes this agent run stages with `actuator` (set once, at start,
+    /// before any job runs; the embedded fabric otherwise).
+    pub fn set_actuator(&self, actuator: Arc<dyn crate::actuator::Actuator>) {
+        let _ = self.actuator.set(actuator);
     }
 
     /// Marks the agent not ready until [`Agent::set_ready`], saying why.
@@ -429,18 +456,15 @@ impl Agent {
         self.waiting_for.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The Kubernetes actuator, if this agent has one.
-    pub fn kube(&self) -> Option<Arc<crate::kube::Kube>> {
-        self.kube.get().cloned()
+    /// Where this agent's stages run.
+    pub fn actuator(&self) -> Arc<dyn crate::actuator::Actuator> {
+        self.actuator.get_or_init(|| Arc::new(crate::actuator::embedded::Embedded)).clone()
     }
 
     /// Runs job `id` on this agent's actuator, in the background.
     pub fn spawn_job(self: &Arc<Self>, id: String) {
-        let me = self.clone();
-        match self.kube() {
-            Some(k) => tokio::spawn(async move { crate::kube::run::run(me, k, id).await }),
-            None => tokio::spawn(async move { crate::actuator::run(me, id).await }),
-        };
+        let (me, actuator) = (self.clone(), self.actuator());
+        tokio::spawn(run::run_job(me, actuator, id));
     }
 
     /// Updates a job record in memory and in the store.
@@ -530,10 +554,18 @@ impl Agent {
                         let mesh_tx = self.mesh.clone();
                         tokio::spawn(async move {
                             let r = me.submit(&h.document, Some(&h.policy), h.dry_run, Some(from2)).await;
-                            let result = match r {
-                                Ok(resp) => Ok(serde_json::to_string(&resp).expect("serialises")),
-                                Err(e) => Err(e.to_string()),
-                            };
+                            let result = r.map(|resp| {
+                                Box::new(wire::Forwarded {
+                                    planner: resp.planner,
+                                    created: resp.created,
+                                    job: resp.job,
+                                })
+                            });
+                            let result = result.map_err(|e| match e {
+                                SubmitError::Spec(e) => wire::ForwardRefusal::Invalid(e.to_string()),
+                                SubmitError::Store(e) => wire::ForwardRefusal::NotAccepted(e),
+                                other => wire::ForwardRefusal::Unplaceable(other.to_string()),
+                            });
                             let msg = Message::ForwardResult { id: h.id, result };
                             let _ = mesh_tx.send(mesh::Command::Respond(id, wire::encode(&msg))).await;
                         });

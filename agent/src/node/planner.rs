@@ -10,7 +10,7 @@ use serde::Serialize;
 use twinmesh_common::policy::{Policy, PolicyConfig};
 use twinmesh_common::routing::Route;
 use twinmesh_common::spec::{self, SpecError};
-use twinmesh_common::wire::{JobHandoff, Message};
+use twinmesh_common::wire::{ForwardRefusal, JobHandoff, Message};
 
 use super::{Agent, now_ms};
 use crate::jobs::{JobRecord, JobState, job_id};
@@ -97,17 +97,23 @@ impl Agent {
                 let rtt_timeout = self.lock().replica.timeout_for(&r.agent);
                 let timeout = Duration::from_secs_f64((rtt_timeout * 2.0 / 1000.0).clamp(2.0, 5.0));
                 match self.request(&r.agent, Message::Forward(handoff), timeout).await {
-                    Ok(Message::ForwardResult { result: Ok(json), .. }) => {
-                        if let Ok(resp) = serde_json::from_str::<SubmitResponse>(&json) {
-                            self.metrics.jobs_forwarded.fetch_add(1, Ordering::Relaxed);
-                            return Ok(resp);
-                        }
-                        unreachable.push(r.agent.clone());
+                    Ok(Message::ForwardResult { result: Ok(f), .. }) => {
+                        let f = *f;
+                        self.metrics.jobs_forwarded.fetch_add(1, Ordering::Relaxed);
+                        return Ok(SubmitResponse {
+                            id: f.job.id.clone(),
+                            planner: f.planner,
+                            created: f.created,
+                            job: f.job,
+                        });
                     }
-                    Ok(Message::ForwardResult { result: Err(reason), .. }) => {
-                        // The planner refused the job itself (bad document,
-                        // unplaceable): that is the answer.
-                        return Err(SubmitError::Unplaceable(reason));
+                    Ok(Message::ForwardResult { result: Err(refusal), .. }) => {
+                        // The planner refused the job itself: that is the
+                        // answer (a failed commit there may be retried).
+                        return Err(match refusal {
+                            ForwardRefusal::NotAccepted(why) => SubmitError::Store(format!("at {}: {why}", r.agent)),
+                            other => SubmitError::Unplaceable(other.to_string()),
+                        });
                     }
                     other => {
                         let why = match other {

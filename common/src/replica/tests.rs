@@ -246,3 +246,31 @@ fn record_versions_from_an_agent_count_as_its_word() {
     // The same record again changes nothing and persists nothing.
     assert!(r.handle(Input::Gossip(Message::Record(rec)), 1_300.0, &mut g).is_empty());
 }
+
+#[test]
+fn a_leaving_agent_is_dead_at_once_routing_skips_it_and_it_returns_when_heard() {
+    let f = reference();
+    let agents = [("pan1-phone-01", "phone-pan-1", 0.9), ("pan1-phone-02", "phone-pan-1", 0.8), ("a", "dc-core", 0.9)];
+    let mut r = Replica::new(rcfg("a", "dc-core"), twin_with(&agents));
+    let mut g = rng();
+    r.handle(Input::Tick, 0.0, &mut g);
+    let mut leaver = Replica::new(rcfg("pan1-phone-01", "phone-pan-1"), twin_with(&agents));
+    let said = leaver.leave();
+    let [Output::Publish(msg)] = &said[..] else { panic!("one publish, got {said:?}") };
+    assert_eq!(*msg, Message::Leave("pan1-phone-01".into()));
+    let out = r.handle(Input::Gossip(msg.clone()), 100.0, &mut g);
+    assert!(
+        matches!(&out[..], [Output::Peer(t)] if t.peer == "pan1-phone-01" && t.to == PeerState::Dead && t.reason == crate::liveness::Reason::Left),
+        "{out:?}"
+    );
+    assert_eq!(r.liveness().epoch(), 1);
+    let origin = Origin { cluster: "phone-pan-1".into(), node: Some("pan1-phone-01".into()) };
+    assert_eq!(r.route(&origin, &f.latency, &[]).unwrap().agent, "pan1-phone-02");
+    // Its own leave, relayed back, changes nothing.
+    assert!(r.handle(Input::Gossip(Message::Leave("a".into())), 150.0, &mut g).is_empty());
+    // Restarted, it speaks again: alive.
+    let out =
+        r.handle(Input::Request { from: Some("pan1-phone-01".into()), id: 1, msg: Message::Ping(3) }, 200.0, &mut g);
+    assert!(out.iter().any(|o| matches!(o, Output::Peer(t) if t.to == PeerState::Alive)));
+    assert_eq!(r.route(&origin, &f.latency, &[]).unwrap().agent, "pan1-phone-01");
+}

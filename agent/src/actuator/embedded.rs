@@ -1,0 +1,141 @@
+//! The virtual actuator: the embedded fabric that runs placed stages when
+//! no Kubernetes cluster is configured.
+//!
+//! It is a driver of `common::execution`, the same state machine the DES
+//! drives: each `Book` it is told to do becomes a booking with the owner of
+//! the node (who knows the node's load and the ground truth of
+//! `common::truth`: hidden per-node speed, true emulation costs, noise), the
+//! run's end is awaited in wall time (fabric time × the time scale), and a
+//! node that went down under it is reported as a failure at the moment it
+//! went down. The execution machine decides everything else — readiness,
+//! failover, attempts, accounting — so the twin's DES predicts exactly this.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tracing::warn;
+use twinmesh_common::execution::{ExecAction, ExecConfig, ExecEvent, Execution, RunKey};
+use twinmesh_common::failures::FailureKind;
+use twinmesh_common::job::Job;
+use twinmesh_common::plan::Plan;
+use twinmesh_common::wire::StageRun;
+
+use super::{Actuator, Executed, Host, Placed, assignments, observations};
+
+/// The embedded fabric.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Embedded;
+
+impl Actuator for Embedded {
+    fn execute<'a>(
+        &'a self,
+        host: Arc<dyn Host>,
+        id: &'a str,
+        job: &'a Job,
+        plan: &'a Plan,
+    ) -> BoxFuture<'a, Result<Executed, String>> {
+        Box::pin(execute(host, id, job, plan))
+    }
+
+    fn inject<'a>(
+        &'a self,
+        _cluster: &'a str,
+        _node: &'a str,
+        _kind: FailureKind,
+        _duration_ms: u64,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        // The twin's failure record is the embedded fabric's truth: owners
+        // refuse bookings on a node that is down and runs on it fail.
+        Box::pin(async { Ok("recorded in the twin (virtual fabric)".to_string()) })
+    }
+}
+
+/// Drives the execution machine; returns the final observations, the
+/// job's latency and energy (every attempt), and the failed runs.
+async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Result<Executed, String> {
+    let view = host.view();
+    let origin = view.origin(job).ok_or_else(|| format!("origin cluster '{}' left the fabric", job.origin.cluster))?;
+    let Placed { assign, shadow, digest } = assignments(&view, id, plan)?;
+    let t0 = host.fabric_now();
+    let mut exec = Execution::new(job, origin, &assign, &shadow, digest, t0, ExecConfig::default());
+    let mut out = Vec::new();
+    exec.start(job, &view, &mut out);
+    let mut running = FuturesUnordered::new();
+    loop {
+        for a in out.drain(..) {
+            match a {
+                ExecAction::Book { key, node, format, ready_at } => {
+                    let st = &job.stages[key.stage as usize];
+                    let run = StageRun {
+                        job: id.to_string(),
+                        stage: st.id.clone(),
+                        key,
+                        node: view.nodes.name[node].clone(),
+                        format,
+                        compute: st.compute,
+                        ready_at,
+                    };
+                    running.push(book_and_run(host.clone(), run));
+                }
+                ExecAction::Release { key, node, at } => {
+                    let (host, id, node) = (host.clone(), id.to_string(), view.nodes.name[node].clone());
+                    tokio::spawn(async move { host.release(&id, key, &node, at).await });
+                }
+                ExecAction::Done => {}
+            }
+        }
+        if exec.is_done() {
+            break;
+        }
+        let Some(events) = running.next().await else {
+            return Err("execution stalled: no run in flight and the job is not done".into());
+        };
+        let current = host.view();
+        for (at, ev) in events {
+            exec.handle(job, &current, at, ev, &mut out);
+        }
+    }
+    let o = exec.outcome();
+    if o.failed {
+        return Err(o.error.unwrap_or_else(|| "job failed".into()));
+    }
+    Ok(Executed {
+        observations: observations(&view, job, &o, t0),
+        latency_ms: o.latency_ms,
+        energy_j: o.energy_j,
+        failures: o.failures,
+    })
+}
+
+/// One run: booked with the node's owner, then awaited to its end; what
+/// happened, as execution events with their fabric times.
+async fn book_and_run(host: Arc<dyn Host>, run: StageRun) -> Vec<(f64, ExecEvent)> {
+    let key: RunKey = run.key;
+    let node = run.node.clone();
+    let slot = match host.book(run).await {
+        Ok(slot) => slot,
+        Err(reason) => {
+            warn!(node = %node, error = %reason, "stage refused; the execution moves it");
+            return vec![(host.fabric_now(), ExecEvent::Refused { key, reason })];
+        }
+    };
+    let booked = (slot.start, ExecEvent::Booked { key, start: slot.start });
+    // Wait for the end, checking now and then whether the node went down
+    // under the run (the failure is dated when it happened).
+    let (from, to) = (host.wall_of(slot.start) as u64, host.wall_of(slot.end) as u64 + 1);
+    loop {
+        if let Some(at) = host.went_down(&node, from, to) {
+            let at = ((at as f64 - host.wall_of(0.0)) / host.time_scale()).max(slot.start);
+            warn!(node = %node, "node went down during the stage");
+            return vec![booked, (at, ExecEvent::Failed { key })];
+        }
+        let left = host.wall_of(slot.end) - crate::clock::now_ms() as f64;
+        if left <= 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs_f64(left.min(200.0) / 1000.0)).await;
+    }
+    vec![booked, (slot.end, ExecEvent::Finished { key })]
+}

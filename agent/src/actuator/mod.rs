@@ -1,0 +1,134 @@
+//! Where stages run, behind one trait: the embedded fabric
+//! ([`embedded::Embedded`]) and Kubernetes (`kube::run::KubeActuator`).
+//!
+//! An actuator is a driver of `common::execution`, the state machine the
+//! DES drives too: it carries out the machine's bookings (on an owner's
+//! schedule, or as pods) and feeds back when runs start, end, fail or are
+//! refused. It sees the agent only through [`Host`] — the planning view,
+//! the fabric clock, owner bookings, failures, notes on the job — never
+//! the agent itself. The job's life around the execution (state,
+//! verification, calibration, the final record) is the agent's
+//! (`node::run`), the same for every actuator.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use twinmesh_common::execution::{Refusal, RunKey, plan_digest};
+use twinmesh_common::failures::FailureKind;
+use twinmesh_common::job::Job;
+use twinmesh_common::model::Format;
+use twinmesh_common::plan::Plan;
+use twinmesh_common::predict::Assignment;
+use twinmesh_common::truth;
+use twinmesh_common::view::FabricView;
+use twinmesh_common::wire::{StageRun, StageSlot};
+
+use crate::jobs::StageObservation;
+
+pub mod embedded;
+
+/// What an actuator may ask of the agent that runs it.
+pub trait Host: Send + Sync {
+    /// The planning view now (nodes down or given up are marked).
+    fn view(&self) -> Arc<FabricView>;
+    /// Wall seconds per fabric second.
+    fn time_scale(&self) -> f64;
+    /// Absolute fabric time now (ms).
+    fn fabric_now(&self) -> f64;
+    /// Wall ms (Unix) of absolute fabric time `t`.
+    fn wall_of(&self, t: f64) -> f64;
+    /// The earliest time (Unix ms) in `[from_ms, to_ms)` at which `node`
+    /// was made unavailable, if it was.
+    fn went_down(&self, node: &str, from_ms: u64, to_ms: u64) -> Option<u64>;
+    /// Books a run with its node's owner (this agent or a peer).
+    fn book(&self, run: StageRun) -> BoxFuture<'_, Result<StageSlot, Refusal>>;
+    /// Gives a run's booking back from `at` on.
+    fn release<'a>(&'a self, job: &'a str, key: RunKey, node: &'a str, at: f64) -> BoxFuture<'a, ()>;
+    /// Adds a note to the job's record.
+    fn note<'a>(&'a self, job: &'a str, note: String) -> BoxFuture<'a, ()>;
+}
+
+/// What an execution did, for verification and calibration.
+#[derive(Clone, Debug)]
+pub struct Executed {
+    /// Each stage's successful run.
+    pub observations: Vec<StageObservation>,
+    /// Submit → last finish, every attempt and wait included (fabric ms).
+    pub latency_ms: f64,
+    /// Energy of every attempt (J).
+    pub energy_j: f64,
+    /// Runs that failed or were refused and were retried.
+    pub failures: u32,
+}
+
+/// Runs stages somewhere.
+pub trait Actuator: Send + Sync {
+    /// Carries out `plan` for job `id` to its end.
+    fn execute<'a>(
+        &'a self,
+        host: Arc<dyn Host>,
+        id: &'a str,
+        job: &'a Job,
+        plan: &'a Plan,
+    ) -> BoxFuture<'a, Result<Executed, String>>;
+
+    /// Makes an injected failure real on `node` of `cluster` for
+    /// `duration_ms` (reverting it afterwards); says what was done.
+    fn inject<'a>(
+        &'a self,
+        cluster: &'a str,
+        node: &'a str,
+        kind: FailureKind,
+        duration_ms: u64,
+    ) -> BoxFuture<'a, Result<String, String>>;
+}
+
+/// A plan as the execution machine takes it.
+pub struct Placed {
+    /// Primary placement of each stage (indices of the view).
+    pub assign: Vec<Assignment>,
+    /// Shadow of each stage.
+    pub shadow: Vec<Option<Assignment>>,
+    /// The digest that names the plan in every booking.
+    pub digest: u64,
+}
+
+/// A plan's placements as indices of `view`, with the digest that names the
+/// plan in every booking.
+pub fn assignments(view: &FabricView, id: &str, plan: &Plan) -> Result<Placed, String> {
+    let idx = |node: &str, format: Format| {
+        view.node_index(node)
+            .map(|n| Assignment { node: n, format })
+            .ok_or_else(|| format!("node '{node}' of the plan is not in the fabric"))
+    };
+    let assign = plan.placements.iter().map(|p| idx(&p.node, p.format)).collect::<Result<Vec<_>, _>>()?;
+    let shadow = plan.shadow.iter().map(|s| s.as_ref().and_then(|p| idx(&p.node, p.format).ok())).collect::<Vec<_>>();
+    let digest = plan_digest(id, plan.placements.iter().map(|p| (p.node.as_str(), p.format)));
+    Ok(Placed { assign, shadow, digest })
+}
+
+/// What each stage's last (successful) run did, in job time (`t0` = the
+/// job's start in the execution's clock): what verification reports and
+/// calibration learns from. Shared by both actuators.
+pub(crate) fn observations(
+    view: &FabricView,
+    job: &Job,
+    o: &twinmesh_common::execution::JobOutcome,
+    t0: f64,
+) -> Vec<StageObservation> {
+    o.stages
+        .iter()
+        .zip(&job.stages)
+        .map(|(so, st)| StageObservation {
+            stage: st.id.clone(),
+            node: view.nodes.name[so.node].clone(),
+            format: so.format,
+            start_ms: so.start_ms - t0,
+            finish_ms: so.finish_ms - t0,
+            compute_ms: so.compute_ms,
+            model_ms: truth::model_ms(view, so.node, st.compute.duration_ms, so.format),
+            energy_j: view.energy_j(so.node, &st.compute, so.compute_ms),
+            attempts: u32::from(so.attempts),
+        })
+        .collect()
+}

@@ -1,0 +1,127 @@
+//! A job as the agent keeps it: the document, the plan, what happened and
+//! the verdict. One record per job id, rewritten as the job moves on.
+
+use crate::model::Format;
+use crate::plan::Plan;
+use crate::routing::Route;
+use crate::verify::Verification;
+use serde::{Deserialize, Serialize};
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Committed, not yet planned.
+    Accepted,
+    /// Planned, stages not yet running.
+    Planned,
+    /// Stages running.
+    Running,
+    /// Every stage finished.
+    Succeeded,
+    /// A stage could not finish, or no plan could be made.
+    Failed,
+    /// Dry run: planned, never acted on.
+    DryRun,
+}
+
+impl JobState {
+    /// Whether the job will change no more.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::DryRun)
+    }
+}
+
+/// One stage's run as observed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageObservation {
+    /// Stage id.
+    pub stage: String,
+    /// Node it ran on.
+    pub node: String,
+    /// Format.
+    pub format: Format,
+    /// Start, ms after the job was accepted (fabric time).
+    pub start_ms: f64,
+    /// Finish, ms after the job was accepted (fabric time).
+    pub finish_ms: f64,
+    /// Run time observed (fabric ms).
+    pub compute_ms: f64,
+    /// Run time the uncalibrated model predicted (fabric ms).
+    pub model_ms: f64,
+    /// Energy (J).
+    pub energy_j: f64,
+    /// Attempts it took.
+    pub attempts: u32,
+}
+
+/// A job and everything known about it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Id (idempotency key).
+    pub id: String,
+    /// The document as submitted (JSON).
+    pub document: String,
+    /// Policy asked for.
+    pub policy: String,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Agent it was submitted to.
+    pub submitted_to: String,
+    /// Agent that planned it.
+    pub planner: String,
+    /// Wall-clock ms (Unix) when accepted.
+    pub accepted_at_ms: u64,
+    /// State.
+    pub state: JobState,
+    /// The plan, once made.
+    pub plan: Option<Plan>,
+    /// How it was routed.
+    pub route: Option<Route>,
+    /// Why routing or planning went as it did.
+    pub notes: Vec<String>,
+    /// Observed stages.
+    pub observations: Vec<StageObservation>,
+    /// Predicted vs observed, once finished.
+    pub verification: Option<Verification>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl JobRecord {
+    /// A newly accepted job.
+    pub fn accepted(
+        id: String,
+        document: String,
+        policy: String,
+        dry_run: bool,
+        submitted_to: String,
+        now_ms: u64,
+    ) -> Self {
+        JobRecord {
+            id,
+            document,
+            policy,
+            dry_run,
+            planner: submitted_to.clone(),
+            submitted_to,
+            accepted_at_ms: now_ms,
+            state: JobState::Accepted,
+            plan: None,
+            route: None,
+            notes: Vec::new(),
+            observations: Vec::new(),
+            verification: None,
+            error: None,
+        }
+    }
+}
+
+/// A job's id: its name and a fingerprint of its document, so the same
+/// document submitted twice (a retry, a forward, a duplicate) is one job.
+pub fn job_id(name: &str, canonical_document: &str) -> String {
+    let h = canonical_document
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{name}-{:08x}", h as u32)
+}
