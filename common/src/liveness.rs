@@ -31,7 +31,7 @@
 //! (a peer declared dead, or a dead one back): a planner records it so a
 //! decision made on one side of a cut can be told from one made after.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -180,11 +180,15 @@ struct Peer {
     misses: u32,
 }
 
+type PeerMap = std::collections::HashMap<String, Peer, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>;
+
 /// The failure detector of one agent.
 #[derive(Clone, Debug)]
 pub struct Liveness {
     cfg: LivenessConfig,
-    peers: BTreeMap<String, Peer>,
+    /// By name; a fixed hasher (no per-process random keys), so the same
+    /// inputs give the same outputs.
+    peers: PeerMap,
     /// Every peer, in the order they are looked at for probes.
     ring: VecDeque<String>,
     /// Peers with a probe in flight.
@@ -212,7 +216,7 @@ impl Liveness {
     pub fn new(cfg: LivenessConfig) -> Self {
         Liveness {
             cfg,
-            peers: BTreeMap::new(),
+            peers: PeerMap::default(),
             ring: VecDeque::new(),
             in_flight: BTreeSet::new(),
             suspects: BTreeSet::new(),
@@ -256,6 +260,14 @@ impl Liveness {
 
     /// Evidence that `peer` was alive at `now`.
     pub fn heard(&mut self, peer: &str, now: f64) -> Option<Transition> {
+        if let Some(p) = self.peers.get_mut(peer)
+            && p.view.state == PeerState::Alive
+        {
+            // The common case, one lookup.
+            p.view.last_heard = p.view.last_heard.max(now);
+            p.misses = 0;
+            return None;
+        }
         self.discover(peer, now);
         self.alive(peer, now, Reason::Heard)
     }
@@ -426,12 +438,17 @@ impl Liveness {
 
     /// Every peer with what we believe of it.
     pub fn peers(&self) -> impl Iterator<Item = (&str, &PeerView)> {
-        self.peers.iter().map(|(n, p)| (n.as_str(), &p.view))
+        let mut v: Vec<(&str, &PeerView)> = self.peers.iter().map(|(n, p)| (n.as_str(), &p.view)).collect();
+        v.sort_unstable_by_key(|(n, _)| *n);
+        v.into_iter()
     }
 
     /// Peers in `state`.
     pub fn in_state(&self, state: PeerState) -> impl Iterator<Item = &str> {
-        self.peers.iter().filter(move |(_, p)| p.view.state == state).map(|(n, _)| n.as_str())
+        let mut v: Vec<&str> =
+            self.peers.iter().filter(move |(_, p)| p.view.state == state).map(|(n, _)| n.as_str()).collect();
+        v.sort_unstable();
+        v.into_iter()
     }
 
     /// Changes of the set of reachable peers so far.

@@ -26,6 +26,7 @@ use crate::model::Node;
 use crate::rng::SimRng;
 use crate::routing::{self, AgentInfo, Route};
 use crate::twin::{NodeRecord, Twin};
+use crate::view::{FabricView, FormatOverheads, ViewError};
 use crate::wire::Message;
 
 /// Label on node records naming the agent that owns them.
@@ -292,6 +293,27 @@ impl Replica {
     pub fn update_own(&mut self, node: Node) -> Vec<Output> {
         let rec = self.twin.update_own(node);
         vec![Output::Persist { records: vec![rec.clone()], failures: vec![] }, Output::Publish(Message::Record(rec))]
+    }
+
+    /// What a planner on this replica places on: every node of `fabric`,
+    /// as the twin last heard of it (a node the twin does not know yet as
+    /// the fabric describes it). Nodes down at `now_ms` (Unix ms, for the
+    /// failure history) and nodes whose owner the failure detector has
+    /// given up take no work. (A suspect owner's nodes stay: a booking
+    /// there is tried, and fails over if unanswered.)
+    pub fn planning_view(&self, fabric: &crate::fabric::Fabric, now_ms: u64) -> Result<FabricView, ViewError> {
+        let down: BTreeSet<String> = crate::failures::down_nodes(self.twin.failures(), now_ms).into_iter().collect();
+        let mut nodes: BTreeMap<&str, Node> = fabric.nodes.iter().map(|n| (n.name.as_str(), n.clone())).collect();
+        for n in self.twin.nodes() {
+            nodes.insert(n.name.as_str(), n.clone());
+        }
+        for n in nodes.values_mut() {
+            let owner_gone = n.labels.get(AGENT_LABEL).is_some_and(|a| self.given_up(a));
+            if down.contains(&n.name) || owner_gone {
+                n.status = crate::model::NodeStatus::NotReady;
+            }
+        }
+        FabricView::new(&fabric.clusters, fabric.latency.clone(), nodes.values(), FormatOverheads::default())
     }
 
     /// This agent is shutting down: tells its peers, so they mark it dead

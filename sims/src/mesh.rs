@@ -25,6 +25,7 @@ use std::collections::{HashMap, HashSet};
 use anyhow::bail;
 use rand::{RngExt, SeedableRng};
 use twinmesh_common::des::EventQueue;
+use twinmesh_common::execution::{ExecEvent, RunKey};
 use twinmesh_common::fabric;
 use twinmesh_common::job::Origin;
 use twinmesh_common::liveness::PeerState;
@@ -59,7 +60,11 @@ pub struct Args {
     /// Record updates published per simulated second (by random owners).
     #[arg(long, default_value_t = 2.0)]
     pub updates_per_s: f64,
-    /// Updates stop this many seconds before the end, so replicas can
+    /// Jobs submitted per simulated second (to random agents, from random
+    /// clusters), routed, planned and run through the agents' own code.
+    #[arg(long, default_value_t = 1.0)]
+    pub jobs_per_s: f64,
+    /// Updates and jobs stop this many seconds before the end, so replicas can
     /// settle and convergence be checked.
     #[arg(long, default_value_t = 5.0)]
     pub settle: f64,
@@ -113,6 +118,46 @@ enum Ev {
     },
     /// An owner publishes a new version of its record.
     Update(u32),
+    /// A job is submitted to a random agent.
+    Submit,
+    /// A forwarded job reaches its planner.
+    JobArrives {
+        job: u32,
+        at: u32,
+    },
+    /// A forward's answer did not come in time.
+    ForwardLost(u32),
+    /// A booking request reaches the node's owner.
+    BookAt {
+        job: u32,
+        key: RunKey,
+        node: u32,
+        owner: u32,
+        ready_at: f64,
+    },
+    /// The owner's answer reaches the planner: booked.
+    Booked {
+        job: u32,
+        key: RunKey,
+        start: f64,
+        end: f64,
+    },
+    /// The owner's answer reaches the planner: refused.
+    Refused {
+        job: u32,
+        key: RunKey,
+        code: u8,
+    },
+    /// A booking's answer did not come in time.
+    BookingLost {
+        job: u32,
+        key: RunKey,
+    },
+    /// A run ends.
+    RunEnds {
+        job: u32,
+        key: RunKey,
+    },
 }
 
 /// The simulation.
@@ -143,6 +188,8 @@ pub struct Mesh {
     false_deaths: u64,
     cut_detect: Vec<f64>,
     events: u64,
+    fabric: twinmesh_common::fabric::Fabric,
+    jobs: Vec<jobs::SimJob>,
 }
 
 impl Mesh {
@@ -202,6 +249,9 @@ impl Mesh {
         if args.updates_per_s > 0.0 {
             queue.push(2_000.0, Ev::Update(rng.random_range(0..owners) as u32));
         }
+        if args.jobs_per_s > 0.0 {
+            queue.push(3_000.0, Ev::Submit);
+        }
         let net_rng = SimRng::seed_from_u64(args.seed ^ 0x5eed);
         Ok(Mesh {
             args,
@@ -228,6 +278,8 @@ impl Mesh {
             false_deaths: 0,
             cut_detect: Vec::new(),
             events: 0,
+            fabric: fab,
+            jobs: Vec::new(),
         })
     }
 
@@ -307,6 +359,24 @@ impl Mesh {
                     self.queue.push(next, Ev::Update(who));
                 }
             }
+            Ev::Submit => {
+                self.submit_job(now);
+                let next = now + 1000.0 / self.args.jobs_per_s;
+                if next < (self.args.seconds - self.args.settle) * 1000.0 {
+                    self.queue.push(next, Ev::Submit);
+                }
+            }
+            Ev::JobArrives { job, at } => self.plan_job(job as usize, at as usize, now),
+            Ev::ForwardLost(job) => self.forward_lost(job as usize, now),
+            Ev::BookAt { job, key, node, owner, ready_at } => {
+                self.book_at(job as usize, key, node as usize, owner as usize, ready_at, now);
+            }
+            Ev::Booked { job, key, start, end } => self.booked(job as usize, key, start, end, now),
+            Ev::Refused { job, key, code } => {
+                self.exec_event(job as usize, ExecEvent::Refused { key, reason: jobs::refusal(code) }, now);
+            }
+            Ev::BookingLost { job, key } => self.booking_lost(job as usize, key, now),
+            Ev::RunEnds { job, key } => self.exec_event(job as usize, ExecEvent::Finished { key }, now),
             Ev::Gossip { to, from, slot } => {
                 let (msg, _) = self.take(slot);
                 let out = self.replicas[to as usize].handle(Input::Gossip(msg.clone()), now, &mut self.rng);
@@ -494,7 +564,17 @@ impl Mesh {
                 }
             }
         }
+        let done: Vec<&jobs::SimJob> = self.jobs.iter().filter(|j| j.finals > 0).collect();
+        let ok: Vec<f64> = done.iter().filter(|j| !j.failed).map(|j| j.latency_ms).collect();
         Report {
+            jobs_submitted: self.jobs.len(),
+            jobs_succeeded: ok.len(),
+            jobs_failed: done.iter().filter(|j| j.failed).count(),
+            jobs_unfinished: self.jobs.len() - done.len(),
+            jobs_final_twice: self.jobs.iter().filter(|j| j.finals > 1).count(),
+            jobs_forwarded: self.jobs.iter().filter(|j| j.forwarded).count(),
+            jobs_fell_back: self.jobs.iter().filter(|j| j.fell_back).count(),
+            job_latency_ms: mean(&ok),
             agents: n,
             nodes: self.owners,
             seconds: secs,
@@ -545,12 +625,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         r.false_suspicions, r.false_deaths, r.cut_suspected, r.cut_detect_ms
     );
     println!(
+        "jobs: {} submitted, {} succeeded, {} failed, {} unfinished, {} ended twice; {} forwarded ({} planned locally after a lost forward); mean latency {:.0} ms",
+        r.jobs_submitted,
+        r.jobs_succeeded,
+        r.jobs_failed,
+        r.jobs_unfinished,
+        r.jobs_final_twice,
+        r.jobs_forwarded,
+        r.jobs_fell_back,
+        r.job_latency_ms
+    );
+    println!(
         "routing: {} to a reachable agent, {} to an unreachable one; {} of {} replicas hold the same twin at the end",
         r.routes_ok, r.routes_bad, r.converged, r.agents
     );
     Ok(())
 }
 
+mod jobs;
 mod partition;
 mod report;
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! anything that waits (the store, the mesh, the actuator) happens outside
 //! it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,12 +21,12 @@ use twinmesh_common::calibrate::Calibration;
 use twinmesh_common::fabric::Fabric;
 use twinmesh_common::failures::{FailureEvent, FailureKind};
 use twinmesh_common::liveness::{PeerState, PeerView};
-use twinmesh_common::model::{Node, NodeStatus};
+use twinmesh_common::model::Node;
 use twinmesh_common::policy::Policy;
 use twinmesh_common::replica::{Input, Output, Replica, ReplicaConfig};
 use twinmesh_common::rng::SimRng;
 use twinmesh_common::twin::{FailureId, NodeRecord, Twin};
-use twinmesh_common::view::{FabricView, FormatOverheads};
+use twinmesh_common::view::FabricView;
 use twinmesh_common::wire::{self, Message};
 
 use crate::jobs::JobRecord;
@@ -357,37 +357,14 @@ impl Agent {
     }
 
     /// The planning view (cached until the twin or a peer's state
-    /// changes). Nodes that are down, and nodes whose owner the failure
-    /// detector has given up (dead), take no work. (A suspect owner's nodes
-    /// stay: a booking there is tried, and fails over if unanswered.)
+    /// changes): the replica's ([`Replica::planning_view`]) under this
+    /// agent's calibration.
     pub fn view(&self) -> Arc<FabricView> {
         let mut st = self.lock();
         if let Some(v) = &st.view {
             return v.clone();
         }
-        let now = now_ms();
-        let twin = st.replica.twin();
-        let down: BTreeSet<String> = twinmesh_common::failures::down_nodes(twin.failures(), now).into_iter().collect();
-        // Nodes the twin does not know yet come from the fabric file.
-        let mut nodes: HashMap<String, Node> =
-            self.cfg.fabric.nodes.iter().map(|n| (n.name.clone(), n.clone())).collect();
-        for n in twin.nodes() {
-            nodes.insert(n.name.clone(), n.clone());
-        }
-        let mut list: Vec<Node> = nodes.into_values().collect();
-        list.sort_by(|a, b| a.name.cmp(&b.name));
-        for n in &mut list {
-            let owner_gone = n.labels.get(AGENT_LABEL).is_some_and(|a| st.replica.given_up(a));
-            if down.contains(&n.name) || owner_gone {
-                n.status = NodeStatus::NotReady;
-            }
-        }
-        let mut view = match FabricView::new(
-            &self.cfg.fabric.clusters,
-            self.cfg.fabric.latency.clone(),
-            &list,
-            FormatOverheads::default(),
-        ) {
+        let mut view = match st.replica.planning_view(&self.cfg.fabric, now_ms()) {
             Ok(v) => v,
             Err(e) => {
                 warn!(error = %e, "twin has nodes outside the fabric; planning on the fabric file alone");

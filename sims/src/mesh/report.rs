@@ -43,6 +43,23 @@ pub struct Report {
     pub routes_bad: usize,
     /// Replicas holding the most common twin at the end.
     pub converged: usize,
+    /// Jobs submitted.
+    pub jobs_submitted: usize,
+    /// Jobs that succeeded.
+    pub jobs_succeeded: usize,
+    /// Jobs that failed.
+    pub jobs_failed: usize,
+    /// Jobs still running when the simulation ended.
+    pub jobs_unfinished: usize,
+    /// Jobs that reached a final state more than once (must be 0).
+    pub jobs_final_twice: usize,
+    /// Jobs forwarded to another agent nearer their origin.
+    pub jobs_forwarded: usize,
+    /// Forwarded jobs planned where they were submitted because the
+    /// forward was lost.
+    pub jobs_fell_back: usize,
+    /// Mean latency of succeeded jobs (ms, submission to last finish).
+    pub job_latency_ms: f64,
     /// Events processed.
     pub events: u64,
     /// Wall seconds the simulation took.

@@ -9,6 +9,7 @@ fn args(agents: usize, seconds: f64) -> Args {
         partition: None,
         degree: 6,
         updates_per_s: 2.0,
+        jobs_per_s: 2.0,
         settle: 5.0,
         seed: 3,
         output: Output_::Json,
@@ -71,4 +72,24 @@ fn a_partition_is_detected_and_healed() {
     assert_eq!(r.converged, 40, "{r:?}");
     assert!(Partition::parse("2@1-2", 10).is_err());
     assert!(Partition::parse("0.5@3-1", 10).is_err());
+}
+
+// Rule: every submitted job ends in exactly one final state — on a clean
+// network all succeed; with lost messages (forwards, bookings, answers)
+// some are planned where they were submitted or fail over, and each
+// still ends exactly once.
+#[test]
+fn every_submitted_job_ends_in_exactly_one_final_state() {
+    let clean = Mesh::new(Args { jobs_per_s: 4.0, settle: 15.0, ..args(80, 30.0) }).unwrap().run();
+    assert!(clean.jobs_submitted >= 40, "{clean:?}");
+    assert_eq!(clean.jobs_final_twice, 0);
+    assert_eq!(clean.jobs_unfinished, 0, "{clean:?}");
+    assert_eq!(clean.jobs_succeeded, clean.jobs_submitted, "{clean:?}");
+    assert!(clean.jobs_forwarded > 0 && clean.jobs_fell_back == 0, "{clean:?}");
+    let lossy = Mesh::new(Args { jobs_per_s: 4.0, settle: 20.0, loss: 0.15, ..args(80, 35.0) }).unwrap().run();
+    assert_eq!(lossy.jobs_final_twice, 0);
+    assert_eq!(lossy.jobs_unfinished, 0, "{lossy:?}");
+    assert_eq!(lossy.jobs_succeeded + lossy.jobs_failed, lossy.jobs_submitted);
+    assert!(lossy.jobs_fell_back > 0, "some forwards are lost at 15 % loss: {lossy:?}");
+    assert!(lossy.job_latency_ms > clean.job_latency_ms, "retries cost time: {lossy:?} vs {clean:?}");
 }
