@@ -254,7 +254,7 @@ fn a_leaving_agent_is_dead_at_once_routing_skips_it_and_it_returns_when_heard() 
     let mut r = Replica::new(rcfg("a", "dc-core"), twin_with(&agents));
     let mut g = rng();
     r.handle(Input::Tick, 0.0, &mut g);
-    let mut leaver = Replica::new(rcfg("pan1-phone-01", "phone-pan-1"), twin_with(&agents));
+    let leaver = Replica::new(rcfg("pan1-phone-01", "phone-pan-1"), twin_with(&agents));
     let said = leaver.leave();
     let [Output::Publish(msg)] = &said[..] else { panic!("one publish, got {said:?}") };
     assert_eq!(*msg, Message::Leave("pan1-phone-01".into()));
