@@ -150,7 +150,8 @@ async fn get_verification(State(ctx): State<Ctx>, Path(id): Path<String>) -> Res
 
 async fn get_twin(State(ctx): State<Ctx>) -> Response {
     let t = ctx.agent.twin();
-    let records: Vec<_> = t.records().cloned().collect();
+    let mut records: Vec<_> = t.records().cloned().collect();
+    records.sort_by(|a, b| a.node.name.cmp(&b.node.name));
     let failures: Vec<_> = t.failures().cloned().collect();
     let liveness: Vec<Value> = ctx
         .agent

@@ -20,7 +20,8 @@ pub struct Handled {
 fn apply(twin: &mut Twin, delta: Delta) -> Delta {
     let mut changes = Delta::default();
     for r in delta.records {
-        if twin.merge_record(r.clone()) {
+        if twin.accepts(&r) {
+            twin.merge_record(r.clone());
             changes.records.push(r);
         }
     }

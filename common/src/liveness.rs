@@ -180,7 +180,7 @@ struct Peer {
     misses: u32,
 }
 
-type PeerMap = std::collections::HashMap<String, Peer, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>;
+type PeerMap = std::collections::HashMap<String, Peer, crate::rng::FnvBuild>;
 
 /// The failure detector of one agent.
 #[derive(Clone, Debug)]

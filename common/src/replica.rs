@@ -180,6 +180,9 @@ pub struct Replica {
     agents: Vec<String>,
     agents_from: (usize, f64),
     dial_cursor: usize,
+    /// What routing reads ([`Replica::agents`]), built once per change of
+    /// the twin or of a peer's state, not once per job.
+    routing: std::cell::OnceCell<Vec<AgentInfo>>,
 }
 
 impl Replica {
@@ -198,6 +201,7 @@ impl Replica {
             schedules: BTreeMap::new(),
             slots: HashMap::new(),
             stats: ReplicaStats::default(),
+            routing: std::cell::OnceCell::new(),
             agents: Vec::new(),
             agents_from: (usize::MAX, 0.0),
             dial_cursor: 0,
@@ -286,11 +290,15 @@ impl Replica {
             }
             Input::Tick => self.tick(now, rng, &mut out),
         }
+        if out.iter().any(|o| matches!(o, Output::Persist { .. } | Output::Peer(_))) {
+            self.routing.take();
+        }
         out
     }
 
     /// Publishes a new version of a record this agent owns.
     pub fn update_own(&mut self, node: Node) -> Vec<Output> {
+        self.routing.take();
         let rec = self.twin.update_own(node);
         vec![Output::Persist { records: vec![rec.clone()], failures: vec![] }, Output::Publish(Message::Record(rec))]
     }
@@ -360,7 +368,7 @@ impl Replica {
     /// nearest alive agent; agents in `unreachable` (the caller tried them)
     /// and agents the detector does not hold alive are skipped.
     pub fn route(&self, origin: &Origin, latency: &LatencyMatrix, unreachable: &[String]) -> Option<Route> {
-        routing::route(origin, &self.agents(), latency, unreachable)
+        routing::route(origin, self.routing.get_or_init(|| self.agents()), latency, unreachable)
     }
 
     /// Whether `agent` can be relied on now (this agent, or alive).
@@ -522,6 +530,7 @@ impl Replica {
             for a in &self.agents {
                 self.liveness.discover(a, now);
             }
+            self.routing.take();
         }
         let (probes, changes) = self.liveness.tick(now);
         out.extend(changes.into_iter().map(Output::Peer));

@@ -105,3 +105,26 @@ mod tests {
         assert_eq!(stratified_normals(&mut a, 8), stratified_normals(&mut b, 8));
     }
 }
+
+/// FNV-1a as a [`std::hash::Hasher`]: fast on short keys (agent and node
+/// names), and keyless, so maps iterate the same way in every process and
+/// the same inputs give the same outputs. For keys from inside the mesh
+/// (behind its key), not from an untrusted client.
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// Builds [`Fnv`] hashers.
+pub type FnvBuild = std::hash::BuildHasherDefault<Fnv>;

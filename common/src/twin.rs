@@ -117,7 +117,12 @@ impl Delta {
 /// A replica of the twin.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Twin {
-    nodes: BTreeMap<String, Entry>,
+    /// Records by name, one map per bucket ([`bucket_of`]): a scoped
+    /// exchange walks only the buckets that differ, and look-ups search a
+    /// map a sixty-fourth of the size.
+    nodes: Vec<BTreeMap<String, Entry>>,
+    /// Records held.
+    count: usize,
     failures: BTreeMap<FailureId, FailureEvent>,
     /// XOR of a hash of every (name, stamp) and every failure id, kept up
     /// to date on each change: equal replicas have equal summaries, so two
@@ -129,7 +134,13 @@ pub struct Twin {
 
 impl Default for Twin {
     fn default() -> Self {
-        Twin { nodes: BTreeMap::new(), failures: BTreeMap::new(), summary: 0, buckets: [0; BUCKETS] }
+        Twin {
+            nodes: (0..BUCKETS).map(|_| BTreeMap::new()).collect(),
+            count: 0,
+            failures: BTreeMap::new(),
+            summary: 0,
+            buckets: [0; BUCKETS],
+        }
     }
 }
 
@@ -157,17 +168,33 @@ impl Twin {
         Twin::default()
     }
 
+    fn entry(&self, name: &str) -> Option<&Entry> {
+        self.nodes[bucket_of(name)].get(name)
+    }
+
     fn put(&mut self, e: Entry) {
         let name = e.record.node.name.clone();
         let b = bucket_of(&name);
         let h = entry_hash(&name, &e.stamp);
         self.summary ^= h;
         self.buckets[b] ^= h;
-        if let Some(old) = self.nodes.insert(name, e) {
-            let h = entry_hash(&old.record.node.name, &old.stamp);
-            self.summary ^= h;
-            self.buckets[b] ^= h;
+        match self.nodes[b].insert(name, e) {
+            Some(old) => {
+                let h = entry_hash(&old.record.node.name, &old.stamp);
+                self.summary ^= h;
+                self.buckets[b] ^= h;
+            }
+            None => self.count += 1,
         }
+    }
+
+    /// The buckets in `scope` (all when `None`), with their records.
+    fn in_scope(&self, scope: Option<u64>) -> impl Iterator<Item = (&String, &Entry)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(move |(b, _)| scope.is_none_or(|m| m & (1u64 << b) != 0))
+            .flat_map(|(_, m)| m.iter())
     }
 
     /// The summary of each bucket.
@@ -193,7 +220,7 @@ impl Twin {
     /// The owner's update: stores `node` with the next version and returns
     /// the record to gossip.
     pub fn update_own(&mut self, node: Node) -> NodeRecord {
-        let version = self.nodes.get(&node.name).map_or(1, |e| e.record.version + 1);
+        let version = self.entry(&node.name).map_or(1, |e| e.record.version + 1);
         let rec = NodeRecord { version, node };
         self.put(Entry::new(rec.clone()));
         rec
@@ -201,13 +228,23 @@ impl Twin {
 
     /// Merges one record; returns whether it changed this replica.
     pub fn merge_record(&mut self, rec: NodeRecord) -> bool {
-        let entry = Entry::new(rec);
-        match self.nodes.get(&entry.record.node.name) {
-            Some(cur) if entry.stamp <= cur.stamp => false,
-            _ => {
-                self.put(entry);
-                true
-            }
+        if !self.accepts(&rec) {
+            return false;
+        }
+        self.put(Entry::new(rec));
+        true
+    }
+
+    /// Whether [`Twin::merge_record`] would take `rec` (a newer version,
+    /// or the same version with a higher fingerprint). Gossip delivers
+    /// each update several times; the copies are turned away here without
+    /// cloning or fingerprinting them.
+    pub fn accepts(&self, rec: &NodeRecord) -> bool {
+        match self.entry(&rec.node.name) {
+            None => true,
+            Some(cur) if rec.version != cur.stamp.version => rec.version > cur.stamp.version,
+            Some(cur) if *cur.record == *rec => false,
+            Some(cur) => rec.fingerprint() > cur.stamp.fingerprint,
         }
     }
 
@@ -238,7 +275,7 @@ impl Twin {
     /// Merges a whole replica (state-based CRDT join).
     pub fn merge(&mut self, other: &Twin) -> usize {
         self.apply(Delta {
-            records: other.nodes.values().map(|e| NodeRecord::clone(&e.record)).collect(),
+            records: other.records().cloned().collect(),
             failures: other.failures.values().cloned().collect(),
         })
     }
@@ -250,7 +287,7 @@ impl Twin {
 
     /// The digest of the buckets in `scope` (all when `None`).
     pub fn digest_scoped(&self, scope: Option<u64>) -> Digest {
-        let nodes = self.nodes.iter().filter(|(k, _)| in_scope(scope, k)).map(|(k, e)| (k.clone(), e.stamp)).collect();
+        let nodes = self.in_scope(scope).map(|(k, e)| (k.clone(), e.stamp)).collect();
         let mut failures: BTreeMap<String, u64> = BTreeMap::new();
         // BTreeMap order: by reporter, then seq ascending.
         let mut cur: Option<(&str, u64, bool)> = None;
@@ -281,9 +318,7 @@ impl Twin {
     pub fn delta_for(&self, theirs: &Digest) -> Delta {
         let scope = theirs.scope;
         let records = self
-            .nodes
-            .iter()
-            .filter(|(k, _)| in_scope(scope, k))
+            .in_scope(scope)
             .filter(|(k, e)| theirs.nodes.get(*k).is_none_or(|s| e.stamp > *s))
             .map(|(_, e)| NodeRecord::clone(&e.record))
             .collect();
@@ -299,17 +334,17 @@ impl Twin {
 
     /// A node's record.
     pub fn record(&self, name: &str) -> Option<&NodeRecord> {
-        self.nodes.get(name).map(|e| &*e.record)
+        self.entry(name).map(|e| &*e.record)
     }
 
-    /// All records, by name.
+    /// All records (grouped by bucket; by name within one).
     pub fn records(&self) -> impl Iterator<Item = &NodeRecord> {
-        self.nodes.values().map(|e| &*e.record)
+        self.nodes.iter().flat_map(|m| m.values()).map(|e| &*e.record)
     }
 
-    /// All nodes, by name.
+    /// All nodes (grouped by bucket; by name within one).
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values().map(|e| &e.record.node)
+        self.nodes.iter().flat_map(|m| m.values()).map(|e| &e.record.node)
     }
 
     /// Whether the failure event `id` is held.
@@ -324,12 +359,12 @@ impl Twin {
 
     /// Number of node records.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.count
     }
 
     /// Whether there are no records.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.count == 0
     }
 }
 
@@ -475,6 +510,17 @@ mod tests {
             back.apply(via_scope.delta_for(&a.digest_scoped(Some(mask))));
             prop_assert_eq!(&via_scope, &merged(&b, &a));
             prop_assert_eq!(back, merged(&a, &b));
+        }
+
+        // Rule: the cheap check that turns gossip's copies away says
+        // exactly what merging would do, and the count follows.
+        #[test]
+        fn accepts_is_what_merge_does(t in arb_twin(), r in arb_record()) {
+            let mut m = t.clone();
+            let said = t.accepts(&r);
+            prop_assert_eq!(said, m.merge_record(r.clone()));
+            prop_assert!(!m.accepts(&r), "a record just merged is not taken twice");
+            prop_assert_eq!(m.len(), m.records().count());
         }
 
         #[test]

@@ -21,16 +21,16 @@
 //! (false suspicions) and routing outcomes.
 
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use anyhow::bail;
 use rand::{RngExt, SeedableRng};
 use twinmesh_common::des::EventQueue;
-use twinmesh_common::execution::{ExecEvent, RunKey};
 use twinmesh_common::fabric;
 use twinmesh_common::job::Origin;
 use twinmesh_common::liveness::PeerState;
 use twinmesh_common::replica::{AGENT_LABEL, Input, Output, Replica, ReplicaConfig};
-use twinmesh_common::rng::SimRng;
+use twinmesh_common::rng::{FnvBuild, SimRng};
 use twinmesh_common::twin::Twin;
 use twinmesh_common::wire::{self, Message};
 
@@ -98,12 +98,14 @@ enum Ev {
         from: u32,
         slot: u32,
     },
-    /// A request (slot) arrives.
+    /// A request (slot) arrives; `reply`: whether its answer will get
+    /// through (drawn when it was sent).
     Request {
         to: u32,
         from: u32,
         token: u64,
         slot: u32,
+        reply: bool,
     },
     /// An answer (slot) arrives back.
     Response {
@@ -120,44 +122,9 @@ enum Ev {
     Update(u32),
     /// A job is submitted to a random agent.
     Submit,
-    /// A forwarded job reaches its planner.
-    JobArrives {
-        job: u32,
-        at: u32,
-    },
-    /// A forward's answer did not come in time.
-    ForwardLost(u32),
-    /// A booking request reaches the node's owner.
-    BookAt {
-        job: u32,
-        key: RunKey,
-        node: u32,
-        owner: u32,
-        ready_at: f64,
-    },
-    /// The owner's answer reaches the planner: booked.
-    Booked {
-        job: u32,
-        key: RunKey,
-        start: f64,
-        end: f64,
-    },
-    /// The owner's answer reaches the planner: refused.
-    Refused {
-        job: u32,
-        key: RunKey,
-        code: u8,
-    },
-    /// A booking's answer did not come in time.
-    BookingLost {
-        job: u32,
-        key: RunKey,
-    },
-    /// A run ends.
-    RunEnds {
-        job: u32,
-        key: RunKey,
-    },
+    /// A job's event (parked in `job_events`: kept out of the queue's
+    /// entries, which stay small).
+    Job(u32),
 }
 
 /// The simulation.
@@ -167,20 +134,21 @@ pub struct Mesh {
     replicas: Vec<Replica>,
     cluster: Vec<usize>,
     names: Vec<String>,
-    index: HashMap<String, u32>,
+    index: HashMap<String, u32, FnvBuild>,
     latency: twinmesh_common::latency::LatencyMatrix,
     neighbours: Vec<Vec<u32>>,
     queue: EventQueue<Ev>,
-    slots: Vec<Option<(Message, usize)>>,
+    /// Messages in flight (a gossip frame is shared by its copies).
+    slots: Vec<Option<(Rc<Message>, usize)>>,
     free: Vec<u32>,
-    outstanding: HashSet<(u32, u64)>,
+    outstanding: HashSet<(u32, u64), FnvBuild>,
     rng: SimRng,
     net_rng: SimRng,
     owners: usize,
     /// Per followed update: (record name, version, published at, times
     /// when each agent got it).
     followed: Vec<(String, u64, f64, Vec<f64>)>,
-    followed_by_name: HashMap<String, Vec<usize>>,
+    followed_by_name: HashMap<String, Vec<usize>, FnvBuild>,
     msgs: u64,
     bytes: u64,
     sync_bytes: u64,
@@ -190,6 +158,8 @@ pub struct Mesh {
     events: u64,
     fabric: twinmesh_common::fabric::Fabric,
     jobs: Vec<jobs::SimJob>,
+    job_events: Vec<Option<jobs::JobEv>>,
+    free_job_events: Vec<u32>,
 }
 
 impl Mesh {
@@ -265,12 +235,12 @@ impl Mesh {
             queue,
             slots: Vec::new(),
             free: Vec::new(),
-            outstanding: HashSet::new(),
+            outstanding: HashSet::default(),
             rng,
             net_rng,
             owners,
             followed: Vec::new(),
-            followed_by_name: HashMap::new(),
+            followed_by_name: HashMap::default(),
             msgs: 0,
             bytes: 0,
             sync_bytes: 0,
@@ -280,11 +250,18 @@ impl Mesh {
             events: 0,
             fabric: fab,
             jobs: Vec::new(),
+            job_events: Vec::new(),
+            free_job_events: Vec::new(),
         })
     }
 
     /// Runs to the end and reports.
+    #[cfg(test)]
     pub fn run(mut self) -> Report {
+        self.simulate()
+    }
+
+    fn simulate(&mut self) -> Report {
         let t0 = std::time::Instant::now();
         let end = self.args.seconds * 1000.0;
         while let Some(t) = self.queue.peek_time() {
@@ -298,7 +275,15 @@ impl Mesh {
         self.report(end, t0.elapsed().as_secs_f64())
     }
 
-    fn park(&mut self, msg: Message, bytes: usize) -> u32 {
+    /// As [`Mesh::run`], for a process that exits right after: the
+    /// replicas are not freed one by one (a second at 1,000 agents).
+    pub fn run_and_leak(mut self) -> Report {
+        let r = self.simulate();
+        std::mem::forget(self);
+        r
+    }
+
+    fn park(&mut self, msg: Rc<Message>, bytes: usize) -> u32 {
         match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some((msg, bytes));
@@ -311,7 +296,7 @@ impl Mesh {
         }
     }
 
-    fn take(&mut self, slot: u32) -> (Message, usize) {
+    fn take(&mut self, slot: u32) -> (Rc<Message>, usize) {
         self.free.push(slot);
         self.slots[slot as usize].take().expect("parked message")
     }
@@ -319,18 +304,26 @@ impl Mesh {
     /// Whether a message from `a` to `b` sent at `now` gets through, and
     /// when it arrives.
     fn deliver(&mut self, a: usize, b: usize, now: f64, bytes: usize, sync: bool) -> Option<f64> {
+        self.count(bytes, sync);
+        self.gets_through(a, b, now).then(|| now + self.latency.latency(self.cluster[a], self.cluster[b]).max(0.1))
+    }
+
+    /// Counts a message sent.
+    fn count(&mut self, bytes: usize, sync: bool) {
         self.msgs += 1;
         self.bytes += bytes as u64;
         if sync {
             self.sync_bytes += bytes as u64;
         }
+    }
+
+    /// Whether a message from `a` to `b` sent at `now` is neither cut nor
+    /// lost.
+    fn gets_through(&mut self, a: usize, b: usize, now: f64) -> bool {
         if self.partition.is_some_and(|p| p.splits(a, b, now)) {
-            return None;
+            return false;
         }
-        if self.args.loss > 0.0 && self.net_rng.random::<f64>() < self.args.loss {
-            return None;
-        }
-        Some(now + self.latency.latency(self.cluster[a], self.cluster[b]).max(0.1))
+        !(self.args.loss > 0.0 && self.net_rng.random::<f64>() < self.args.loss)
     }
 
     fn handle(&mut self, now: f64, ev: Ev) {
@@ -366,30 +359,25 @@ impl Mesh {
                     self.queue.push(next, Ev::Submit);
                 }
             }
-            Ev::JobArrives { job, at } => self.plan_job(job as usize, at as usize, now),
-            Ev::ForwardLost(job) => self.forward_lost(job as usize, now),
-            Ev::BookAt { job, key, node, owner, ready_at } => {
-                self.book_at(job as usize, key, node as usize, owner as usize, ready_at, now);
+            Ev::Job(slot) => {
+                let ev = self.job_events[slot as usize].take().expect("parked job event");
+                self.free_job_events.push(slot);
+                self.job_event(ev, now);
             }
-            Ev::Booked { job, key, start, end } => self.booked(job as usize, key, start, end, now),
-            Ev::Refused { job, key, code } => {
-                self.exec_event(job as usize, ExecEvent::Refused { key, reason: jobs::refusal(code) }, now);
-            }
-            Ev::BookingLost { job, key } => self.booking_lost(job as usize, key, now),
-            Ev::RunEnds { job, key } => self.exec_event(job as usize, ExecEvent::Finished { key }, now),
             Ev::Gossip { to, from, slot } => {
-                let (msg, _) = self.take(slot);
-                let out = self.replicas[to as usize].handle(Input::Gossip(msg.clone()), now, &mut self.rng);
+                let (msg, bytes) = self.take(slot);
+                let out = self.replicas[to as usize].handle(Input::Gossip((*msg).clone()), now, &mut self.rng);
                 // New to this replica (it changed the twin): forward it to
                 // the mesh peers, as gossipsub does with a first-seen message.
                 let new = out.iter().any(|o| matches!(o, Output::Persist { .. }));
                 self.carry_out(to as usize, out, now);
                 if new {
-                    self.fan_out(to as usize, msg, now, Some(from as usize));
+                    self.fan_out_shared(to as usize, msg, bytes, now, Some(from as usize));
                 }
             }
-            Ev::Request { to, from, token, slot } => {
+            Ev::Request { to, from, token, slot, reply } => {
                 let (msg, _) = self.take(slot);
+                let msg = Rc::try_unwrap(msg).unwrap_or_else(|m| (*m).clone());
                 let input = Input::Request { from: Some(self.names[from as usize].clone()), id: token, msg };
                 let out = self.replicas[to as usize].handle(input, now, &mut self.rng);
                 // Answers go back to the requester; everything else is the
@@ -398,7 +386,7 @@ impl Mesh {
                 for o in out {
                     match o {
                         Output::Reply { id, msg } => {
-                            let bytes = wire::encode(&msg).len();
+                            let bytes = frame_len(&msg);
                             let sync = matches!(
                                 msg,
                                 Message::SyncResponse { .. }
@@ -406,8 +394,16 @@ impl Mesh {
                                     | Message::InSync
                                     | Message::OutOfSync(_)
                             );
-                            if let Some(at) = self.deliver(to as usize, from as usize, now, bytes, sync) {
-                                let slot = self.park(msg, bytes);
+                            // Whether the answer gets through was drawn with
+                            // the request (see `carry_out`).
+                            self.count(bytes, sync);
+                            if reply {
+                                let at = now
+                                    + self
+                                        .latency
+                                        .latency(self.cluster[to as usize], self.cluster[from as usize])
+                                        .max(0.1);
+                                let slot = self.park(Rc::new(msg), bytes);
                                 self.queue.push(at, Ev::Response { to: from, token: id, slot });
                             }
                         }
@@ -419,6 +415,7 @@ impl Mesh {
             Ev::Response { to, token, slot } => {
                 let (msg, _) = self.take(slot);
                 if self.outstanding.remove(&(to, token)) {
+                    let msg = Rc::try_unwrap(msg).unwrap_or_else(|m| (*m).clone());
                     self.input(to as usize, Input::Response { token, msg }, now);
                 }
             }
@@ -441,13 +438,23 @@ impl Mesh {
                 Output::Publish(msg) => self.fan_out(i, msg, now, None),
                 Output::Request { to, token, msg, timeout_ms } => {
                     let Some(&j) = self.index.get(&to) else { continue };
-                    let bytes = wire::encode(&msg).len();
+                    let bytes = frame_len(&msg);
                     let sync = matches!(msg, Message::SyncRequest(_) | Message::SyncPush(_) | Message::SyncCheck(_));
                     self.outstanding.insert((i as u32, token));
-                    self.queue.push(now + timeout_ms, Ev::Timeout { at: i as u32, token });
-                    if let Some(at) = self.deliver(i, j as usize, now, bytes, sync) {
-                        let slot = self.park(msg, bytes);
-                        self.queue.push(at, Ev::Request { to: j, from: i as u32, token, slot });
+                    let j = j as usize;
+                    // The answer's fate is drawn now too, so a request
+                    // answered in time needs no timeout event (a third of
+                    // all events otherwise).
+                    let mut answered_in_time = false;
+                    if let Some(at) = self.deliver(i, j, now, bytes, sync) {
+                        let back = at + self.latency.latency(self.cluster[j], self.cluster[i]).max(0.1);
+                        let reply = self.gets_through(j, i, at);
+                        answered_in_time = reply && back < now + timeout_ms;
+                        let slot = self.park(Rc::new(msg), bytes);
+                        self.queue.push(at, Ev::Request { to: j as u32, from: i as u32, token, slot, reply });
+                    }
+                    if !answered_in_time {
+                        self.queue.push(now + timeout_ms, Ev::Timeout { at: i as u32, token });
                     }
                 }
                 Output::Persist { records, .. } => {
@@ -492,9 +499,14 @@ impl Mesh {
     }
 
     fn fan_out(&mut self, i: usize, msg: Message, now: f64, except: Option<usize>) {
-        let bytes = wire::encode(&msg).len();
-        let peers = self.neighbours[i].clone();
-        for j in peers {
+        let bytes = frame_len(&msg);
+        self.fan_out_shared(i, Rc::new(msg), bytes, now, except);
+    }
+
+    /// Gossips a frame to `i`'s mesh peers (one shared copy in flight).
+    fn fan_out_shared(&mut self, i: usize, msg: Rc<Message>, bytes: usize, now: f64, except: Option<usize>) {
+        for k in 0..self.neighbours[i].len() {
+            let j = self.neighbours[i][k];
             if Some(j as usize) == except {
                 continue;
             }
@@ -600,10 +612,21 @@ impl Mesh {
     }
 }
 
+/// The length of `msg`'s frame ([`wire::encode`]) — on the stack for the
+/// small ones (probes, summaries), which are most.
+fn frame_len(msg: &Message) -> usize {
+    let mut buf = [0u8; 256];
+    match postcard::to_slice(msg, &mut buf) {
+        Ok(body) => body.len() + 1,
+        Err(_) => wire::encode(msg).len(),
+    }
+}
+
 /// `twinmesh-sims mesh`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let json = args.output == Output_::Json;
-    let r = Mesh::new(args)?.run();
+    let mesh = Mesh::new(args)?;
+    let r = mesh.run_and_leak();
     if json {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());

@@ -25,6 +25,22 @@ use super::{Ev, Mesh};
 /// How long a planner waits for a forward's or a booking's answer (ms).
 const ANSWER_TIMEOUT_MS: f64 = 2_000.0;
 
+/// What happens to a job, at a time of the event queue.
+pub(super) enum JobEv {
+    /// A forwarded job reaches its planner.
+    Arrives { job: usize, at: usize },
+    /// A forward's answer did not come in time.
+    ForwardLost(usize),
+    /// A booking request reaches the node's owner.
+    BookAt { job: usize, key: RunKey, node: usize, owner: usize, ready_at: f64 },
+    /// The owner's answer reaches the planner.
+    Answer { job: usize, key: RunKey, booked: Result<(f64, f64), Refusal> },
+    /// A booking's answer did not come in time.
+    BookingLost { job: usize, key: RunKey },
+    /// A run ends.
+    RunEnds { job: usize, key: RunKey },
+}
+
 /// One simulated job.
 pub(super) struct SimJob {
     id: String,
@@ -55,6 +71,36 @@ fn document(name: &str, cluster: &str, node: Option<&str>) -> String {
 }
 
 impl Mesh {
+    /// Queues a job event at `at`.
+    fn schedule(&mut self, at: f64, ev: JobEv) {
+        let slot = match self.free_job_events.pop() {
+            Some(i) => {
+                self.job_events[i as usize] = Some(ev);
+                i
+            }
+            None => {
+                self.job_events.push(Some(ev));
+                (self.job_events.len() - 1) as u32
+            }
+        };
+        self.queue.push(at, Ev::Job(slot));
+    }
+
+    /// Carries out a job event.
+    pub(super) fn job_event(&mut self, ev: JobEv, now: f64) {
+        match ev {
+            JobEv::Arrives { job, at } => self.plan_job(job, at, now),
+            JobEv::ForwardLost(job) => self.forward_lost(job, now),
+            JobEv::BookAt { job, key, node, owner, ready_at } => self.book_at(job, key, node, owner, ready_at, now),
+            JobEv::Answer { job, key, booked: Ok((start, end)) } => self.booked(job, key, start, end, now),
+            JobEv::Answer { job, key, booked: Err(reason) } => {
+                self.exec_event(job, ExecEvent::Refused { key, reason }, now);
+            }
+            JobEv::BookingLost { job, key } => self.booking_lost(job, key, now),
+            JobEv::RunEnds { job, key } => self.exec_event(job, ExecEvent::Finished { key }, now),
+        }
+    }
+
     /// A job arrives at a random agent, which routes it.
     pub(super) fn submit_job(&mut self, now: f64) {
         let n = self.args.agents;
@@ -98,8 +144,8 @@ impl Mesh {
         let bytes = wire::encode(&msg).len();
         // The planner answers with its record (about as large again).
         match self.deliver(i, j, now, bytes, false) {
-            Some(at) => self.queue.push(at, Ev::JobArrives { job: k as u32, at: j as u32 }),
-            None => self.queue.push(now + ANSWER_TIMEOUT_MS, Ev::ForwardLost(k as u32)),
+            Some(at) => self.schedule(at, JobEv::Arrives { job: k, at: j }),
+            None => self.schedule(now + ANSWER_TIMEOUT_MS, JobEv::ForwardLost(k)),
         }
     }
 
@@ -160,10 +206,9 @@ impl Mesh {
                     };
                     let bytes = wire::encode(&Message::RunStage(run)).len();
                     self.jobs[k].waiting.push(key);
-                    self.queue.push(now + ANSWER_TIMEOUT_MS, Ev::BookingLost { job: k as u32, key });
+                    self.schedule(now + ANSWER_TIMEOUT_MS, JobEv::BookingLost { job: k, key });
                     if let Some(at) = self.deliver(p, owner, now, bytes, false) {
-                        let ev = Ev::BookAt { job: k as u32, key, node: node as u32, owner: owner as u32, ready_at };
-                        self.queue.push(at, ev);
+                        self.schedule(at, JobEv::BookAt { job: k, key, node, owner, ready_at });
                     }
                 }
                 ExecAction::Release { key, node, at } => {
@@ -203,11 +248,7 @@ impl Mesh {
         );
         let p = self.jobs[k].planner.expect("planned") as usize;
         if let Some(at) = self.deliver(owner, p, now, 40, false) {
-            let answer = match booked {
-                Ok(b) => Ev::Booked { job: k as u32, key, start: b.start, end: b.end },
-                Err(r) => Ev::Refused { job: k as u32, key, code: refusal_code(&r) },
-            };
-            self.queue.push(at, answer);
+            self.schedule(at, JobEv::Answer { job: k, key, booked: booked.map(|b| (b.start, b.end)) });
         }
     }
 
@@ -232,7 +273,7 @@ impl Mesh {
             return; // answered after its timeout: already failed over
         }
         self.exec_event(k, ExecEvent::Booked { key, start }, now);
-        self.queue.push(end.max(now), Ev::RunEnds { job: k as u32, key });
+        self.schedule(end.max(now), JobEv::RunEnds { job: k, key });
     }
 
     /// A booking's answer did not come in time: unreachable.
@@ -255,25 +296,5 @@ impl Mesh {
         let j = &mut self.jobs[k];
         j.finals += 1;
         j.failed = failed;
-    }
-}
-
-/// Refusals travel as a code in the simulator's events.
-pub(super) fn refusal_code(r: &Refusal) -> u8 {
-    match r {
-        Refusal::NodeDown => 0,
-        Refusal::DoesNotFit => 1,
-        Refusal::Unreachable => 2,
-        Refusal::Other(_) => 3,
-    }
-}
-
-/// The refusal a code stands for.
-pub(super) fn refusal(code: u8) -> Refusal {
-    match code {
-        0 => Refusal::NodeDown,
-        1 => Refusal::DoesNotFit,
-        2 => Refusal::Unreachable,
-        _ => Refusal::Other("refused".into()),
     }
 }
