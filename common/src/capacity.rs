@@ -7,6 +7,8 @@
 //! its whole run (earlier gaps are used when they fit: backfilling). Times
 //! are absolute and in whatever unit the caller uses (fabric ms).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// One booked run.
@@ -23,19 +25,52 @@ pub struct Booking {
 }
 
 /// The bookings of one node.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeSchedule {
     /// Allocatable cores.
     pub cap_cpu: f64,
     /// Allocatable memory (GB).
     pub cap_mem_gb: f64,
     bookings: Vec<Booking>,
+    /// The usage profile: at each instant where usage changes, by how
+    /// much (cores, GB) — kept in time order as bookings come and go, so
+    /// finding room is one walk, not a sort per booking.
+    profile: BTreeMap<u64, (f64, f64)>,
+}
+
+/// Orders f64 times as u64 keys (total order, negatives first).
+fn key(t: f64) -> u64 {
+    let b = t.to_bits();
+    if b >> 63 == 0 { b | (1 << 63) } else { !b }
+}
+
+fn time_of(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
 }
 
 impl NodeSchedule {
     /// An empty schedule for a node of this size.
     pub fn new(cap_cpu: f64, cap_mem_gb: f64) -> Self {
-        NodeSchedule { cap_cpu, cap_mem_gb, bookings: Vec::new() }
+        NodeSchedule { cap_cpu, cap_mem_gb, bookings: Vec::new(), profile: BTreeMap::new() }
+    }
+
+    fn change(&mut self, t: f64, cpu: f64, mem: f64) {
+        let e = self.profile.entry(key(t)).or_insert((0.0, 0.0));
+        e.0 += cpu;
+        e.1 += mem;
+        if e.0.abs() < 1e-12 && e.1.abs() < 1e-12 {
+            self.profile.remove(&key(t));
+        }
+    }
+
+    fn add(&mut self, b: &Booking) {
+        self.change(b.start, b.cpu, b.mem_gb);
+        self.change(b.end, -b.cpu, -b.mem_gb);
+    }
+
+    fn remove(&mut self, b: &Booking) {
+        self.change(b.start, -b.cpu, -b.mem_gb);
+        self.change(b.end, b.cpu, b.mem_gb);
     }
 
     /// Cores and memory in use at instant `t`.
@@ -46,29 +81,65 @@ impl NodeSchedule {
             .fold((0.0, 0.0), |(c, m), b| (c + b.cpu, m + b.mem_gb))
     }
 
-    fn fits(&self, start: f64, end: f64, cpu: f64, mem: f64) -> bool {
-        // Usage changes only at booking starts; check the window's start
-        // and every booking start inside it.
-        let ok = |t: f64| {
-            let (c, m) = self.usage_at(t);
-            c + cpu <= self.cap_cpu + 1e-9 && m + mem <= self.cap_mem_gb + 1e-9
-        };
-        ok(start) && self.bookings.iter().map(|b| b.start).filter(|&s| s > start && s < end).all(ok)
-    }
-
     /// Books `duration` of `cpu`/`mem` at the earliest start ≥ `ready`
     /// where it fits; returns the booking. `None` if it can never fit.
+    ///
+    /// One walk over the node's usage profile (a step function that
+    /// changes at bookings' starts and ends, kept in order): linear in the
+    /// changes up to the slot found, so an owner with thousands of queued
+    /// stages still books in microseconds.
     pub fn book(&mut self, ready: f64, duration: f64, cpu: f64, mem_gb: f64) -> Option<Booking> {
         if cpu > self.cap_cpu + 1e-9 || mem_gb > self.cap_mem_gb + 1e-9 {
             return None;
         }
-        let mut candidates: Vec<f64> = vec![ready];
-        candidates.extend(self.bookings.iter().map(|b| b.end).filter(|&e| e > ready));
-        candidates.sort_by(f64::total_cmp);
-        let start = candidates.into_iter().find(|&t| self.fits(t, t + duration, cpu, mem_gb))?;
+        let start = self.earliest_fit(ready, duration, cpu, mem_gb);
         let b = Booking { start, end: start + duration, cpu, mem_gb };
         self.bookings.push(b);
+        self.add(&b);
         Some(b)
+    }
+
+    /// The earliest `t ≥ ready` such that `cpu`/`mem` more fit at every
+    /// instant of `[t, t + duration)`. Usage at an instant counts the
+    /// bookings with `start ≤ t < end`.
+    fn earliest_fit(&self, ready: f64, duration: f64, cpu: f64, mem: f64) -> f64 {
+        let fits = |c: f64, m: f64| c + cpu <= self.cap_cpu + 1e-9 && m + mem <= self.cap_mem_gb + 1e-9;
+        let (mut used_cpu, mut used_mem) = (0.0, 0.0);
+        // Usage at `ready`: every change at or before it.
+        let mut later = self.profile.range(key(ready)..).peekable();
+        for (_, (c, m)) in self.profile.range(..key(ready)) {
+            used_cpu += c;
+            used_mem += m;
+        }
+        if let Some(&(&k, &(c, m))) = later.peek()
+            && time_of(k) == ready
+        {
+            used_cpu += c;
+            used_mem += m;
+            later.next();
+        }
+        // Walk the segments of constant usage; `run` is the start of the
+        // current stretch where the demand fits.
+        let mut run = fits(used_cpu, used_mem).then_some(ready);
+        let mut last = ready;
+        for (&k, &(c, m)) in later {
+            let t = time_of(k);
+            if let Some(r) = run
+                && t - r >= duration
+            {
+                return r;
+            }
+            used_cpu += c;
+            used_mem += m;
+            last = t;
+            if fits(used_cpu, used_mem) {
+                run = run.or(Some(t));
+            } else {
+                run = None;
+            }
+        }
+        // After the last change nothing is booked: it fits from there on.
+        run.unwrap_or(last)
     }
 
     /// Gives back `b` from `at` on (a run that failed or was cancelled):
@@ -78,8 +149,12 @@ impl NodeSchedule {
         let Some(i) = self.bookings.iter().position(|x| x == b) else { return false };
         if at <= b.start {
             self.bookings.swap_remove(i);
+            self.remove(b);
         } else if at < b.end {
+            self.remove(b);
             self.bookings[i].end = at;
+            let shorter = self.bookings[i];
+            self.add(&shorter);
         }
         true
     }
@@ -118,7 +193,14 @@ impl NodeSchedule {
 
     /// Forgets bookings that ended before `now`.
     pub fn prune(&mut self, now: f64) {
-        self.bookings.retain(|b| b.end > now);
+        let (keep, gone): (Vec<Booking>, Vec<Booking>) = self.bookings.iter().partition(|b| b.end > now);
+        if gone.is_empty() {
+            return;
+        }
+        self.bookings = keep;
+        for b in &gone {
+            self.remove(b);
+        }
     }
 
     /// Cores and memory held at `now`, counting bookings that have not
@@ -156,7 +238,56 @@ mod tests {
         assert_eq!(s.allocated(1000.0), (0.0, 0.0));
     }
 
+    /// The rule as first written: try `ready` and every booking's end, in
+    /// order; the first window where every instant fits wins.
+    fn reference_start(s: &NodeSchedule, ready: f64, d: f64, cpu: f64, mem: f64) -> f64 {
+        let ok = |t: f64| {
+            let (c, m) = s.usage_at(t);
+            c + cpu <= s.cap_cpu + 1e-9 && m + mem <= s.cap_mem_gb + 1e-9
+        };
+        let fits = |t: f64| ok(t) && s.bookings.iter().map(|b| b.start).filter(|&x| x > t && x < t + d).all(ok);
+        let mut candidates: Vec<f64> = vec![ready];
+        candidates.extend(s.bookings.iter().map(|b| b.end).filter(|&e| e > ready));
+        candidates.sort_by(f64::total_cmp);
+        candidates.into_iter().find(|&t| fits(t)).expect("fits once everything ended")
+    }
+
     proptest! {
+        // Rule: the sweep books exactly where the straightforward rule does
+        // (whole-number times, so ties between starts and ends happen).
+        #[test]
+        fn sweep_equals_the_reference_rule(
+            runs in proptest::collection::vec((0u32..60, 1u32..30, 1u32..5, 0u32..9, 0u8..6, 0u32..100), 1..40)
+        ) {
+            let mut s = NodeSchedule::new(4.0, 8.0);
+            let mut held = Vec::new();
+            for (ready, dur, cpu, mem, op, at) in runs {
+                let (ready, dur, cpu, mem) = (f64::from(ready), f64::from(dur), f64::from(cpu), f64::from(mem));
+                // Now and then a run is given back early, or old ones pruned:
+                // the kept profile must follow.
+                match op {
+                    0 if !held.is_empty() => {
+                        let b: Booking = held.swap_remove(at as usize % held.len());
+                        prop_assert!(s.release(&b, f64::from(at)));
+                        if f64::from(at) > b.start && f64::from(at) < b.end {
+                            held.push(Booking { end: f64::from(at), ..b });
+                        } else if f64::from(at) >= b.end {
+                            held.push(b);
+                        }
+                    }
+                    1 => {
+                        s.prune(f64::from(at) / 2.0);
+                        held.retain(|b| b.end > f64::from(at) / 2.0);
+                    }
+                    _ => {}
+                }
+                let want = reference_start(&s, ready, dur, cpu, mem);
+                let b = s.book(ready, dur, cpu, mem).unwrap();
+                prop_assert_eq!(b.start, want);
+                held.push(b);
+            }
+        }
+
         #[test]
         fn never_overbooked(runs in proptest::collection::vec((0.0f64..100.0, 1.0f64..50.0, 0.5f64..4.0, 0.0f64..8.0), 1..30)) {
             let mut s = NodeSchedule::new(4.0, 8.0);

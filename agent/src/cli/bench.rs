@@ -50,6 +50,13 @@ enum What {
         /// Concurrent clients for the durable phase.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// Paced phase: submissions per second (open loop, each request on
+        /// its own task), for `--paced-seconds`; its latency quantiles.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        /// Length of the paced phase (s).
+        #[arg(long, default_value_t = 10.0)]
+        paced_seconds: f64,
     },
     /// The core's hot paths in this binary (for comparing architectures,
     /// e.g. under QEMU): plan latency and DES throughput.
@@ -84,7 +91,9 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let result = match a.what {
         What::Gossip { agents, rounds } => gossip(agents, rounds).await?,
-        What::Api { requests, jobs, concurrency } => api(requests, jobs, concurrency).await?,
+        What::Api { requests, jobs, concurrency, rate, paced_seconds } => {
+            api(requests, jobs, concurrency, rate, paced_seconds).await?
+        }
         What::Idle { nodes, agents, seconds } => idle(nodes, agents, seconds).await?,
         What::Core { nodes } => core(nodes)?,
     };
@@ -289,7 +298,13 @@ const BENCH_JOB: &str = r#"{"apiVersion":"twinmesh.io/v1","metadata":{"name":"NA
  {"id":"detect","compute":{"cpu":4,"mem_gb":8,"duration_ms":6000,"gpu_vram_gb":8},"predecessor":"decode","output_mb":1},
  {"id":"notify","compute":{"cpu":0.5,"mem_gb":0.25,"duration_ms":200},"predecessor":"detect"}]}}"#;
 
-async fn api(requests: usize, jobs: usize, concurrency: usize) -> anyhow::Result<serde_json::Value> {
+async fn api(
+    requests: usize,
+    jobs: usize,
+    concurrency: usize,
+    rate: f64,
+    paced_seconds: f64,
+) -> anyhow::Result<serde_json::Value> {
     let dir = tempdir()?;
     let args: Vec<String> = [
         "--node",
@@ -302,8 +317,6 @@ async fn api(requests: usize, jobs: usize, concurrency: usize) -> anyhow::Result
         "/ip4/127.0.0.1/tcp/0",
         "--policy",
         "greedy",
-        "--time-scale",
-        "0.001",
         "--data-dir",
     ]
     .iter()
@@ -331,26 +344,53 @@ async fn api(requests: usize, jobs: usize, concurrency: usize) -> anyhow::Result
     for _ in 0..concurrency {
         let (client, api, next) = (client.clone(), api.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
-            let mut acked = 0usize;
+            let mut acked = Vec::new();
             loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if k >= jobs {
                     return acked;
                 }
                 let body = BENCH_JOB.replace("NAME", &format!("durable-{k}"));
+                let t = Instant::now();
                 if let Ok(r) = client.post(format!("{api}/v1/jobs?policy=greedy")).body(body).send().await {
                     if r.status().as_u16() == 202 {
-                        acked += 1;
+                        acked.push(t.elapsed().as_secs_f64() * 1000.0);
                     }
                 }
             }
         }));
     }
-    let mut acked = 0;
+    let mut durable_lat = Vec::new();
     for t in tasks {
-        acked += t.await?;
+        durable_lat.extend(t.await?);
     }
+    let acked = durable_lat.len();
     let secs = t.elapsed().as_secs_f64();
+    // Phase 3: an open-loop stream at `rate`, while phase 2's jobs run.
+    let n = (rate * paced_seconds).round() as usize;
+    let mut paced = Vec::with_capacity(n);
+    let start = Instant::now();
+    for k in 0..n {
+        let due = start + Duration::from_secs_f64(k as f64 / rate.max(1e-9));
+        tokio::time::sleep_until(due.into()).await;
+        let (client, api) = (client.clone(), api.clone());
+        paced.push(tokio::spawn(async move {
+            let body = BENCH_JOB.replace("NAME", &format!("paced-{k}"));
+            let t = Instant::now();
+            let ok = client
+                .post(format!("{api}/v1/jobs?policy=greedy"))
+                .body(body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().as_u16() == 202);
+            ok.then(|| t.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let mut paced_lat = Vec::new();
+    for t in paced {
+        paced_lat.extend(t.await?);
+    }
+    let paced_ok = paced_lat.len();
     drop(_agent);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(json!({
@@ -361,7 +401,15 @@ async fn api(requests: usize, jobs: usize, concurrency: usize) -> anyhow::Result
         "durable_jobs": acked,
         "durable_seconds": secs,
         "durable_jobs_per_s": acked as f64 / secs,
+        "durable_p50_ms": quantile(&mut durable_lat, 0.5),
+        "durable_p99_ms": quantile(&mut durable_lat, 0.99),
         "concurrency": concurrency,
+        "paced_rate_per_s": rate,
+        "paced_accepted": paced_ok,
+        "paced_of": n,
+        "paced_p50_ms": quantile(&mut paced_lat, 0.5),
+        "paced_p99_ms": quantile(&mut paced_lat, 0.99),
+        "time_scale": "0.01 (the default)",
     }))
 }
 
