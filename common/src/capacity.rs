@@ -92,17 +92,28 @@ impl NodeSchedule {
         if cpu > self.cap_cpu + 1e-9 || mem_gb > self.cap_mem_gb + 1e-9 {
             return None;
         }
-        let start = self.earliest_fit(ready, duration, cpu, mem_gb);
+        self.book_with_peak(ready, duration, cpu, mem_gb).map(|(b, _)| b)
+    }
+
+    /// As [`NodeSchedule::book`], with the highest number of cores in use
+    /// during the booked run, the run included (what the DES checks
+    /// capacity with), found on the same walk.
+    pub fn book_with_peak(&mut self, ready: f64, duration: f64, cpu: f64, mem_gb: f64) -> Option<(Booking, f64)> {
+        if cpu > self.cap_cpu + 1e-9 || mem_gb > self.cap_mem_gb + 1e-9 {
+            return None;
+        }
+        let (start, peak) = self.earliest_fit(ready, duration, cpu, mem_gb);
         let b = Booking { start, end: start + duration, cpu, mem_gb };
         self.bookings.push(b);
         self.add(&b);
-        Some(b)
+        Some((b, peak + cpu))
     }
 
     /// The earliest `t ≥ ready` such that `cpu`/`mem` more fit at every
     /// instant of `[t, t + duration)`. Usage at an instant counts the
-    /// bookings with `start ≤ t < end`.
-    fn earliest_fit(&self, ready: f64, duration: f64, cpu: f64, mem: f64) -> f64 {
+    /// bookings with `start ≤ t < end`. Also the highest cores in use
+    /// (before this booking) within that window.
+    fn earliest_fit(&self, ready: f64, duration: f64, cpu: f64, mem: f64) -> (f64, f64) {
         let fits = |c: f64, m: f64| c + cpu <= self.cap_cpu + 1e-9 && m + mem <= self.cap_mem_gb + 1e-9;
         let (mut used_cpu, mut used_mem) = (0.0, 0.0);
         // Usage at `ready`: every change at or before it.
@@ -121,25 +132,34 @@ impl NodeSchedule {
         // Walk the segments of constant usage; `run` is the start of the
         // current stretch where the demand fits.
         let mut run = fits(used_cpu, used_mem).then_some(ready);
+        let mut peak = used_cpu;
         let mut last = ready;
         for (&k, &(c, m)) in later {
             let t = time_of(k);
             if let Some(r) = run
                 && t - r >= duration
             {
-                return r;
+                return (r, peak);
             }
             used_cpu += c;
             used_mem += m;
             last = t;
             if fits(used_cpu, used_mem) {
-                run = run.or(Some(t));
+                if run.is_none() {
+                    run = Some(t);
+                    peak = used_cpu;
+                } else {
+                    peak = peak.max(used_cpu);
+                }
             } else {
                 run = None;
             }
         }
         // After the last change nothing is booked: it fits from there on.
-        run.unwrap_or(last)
+        match run {
+            Some(r) => (r, peak),
+            None => (last, 0.0),
+        }
     }
 
     /// Gives back `b` from `at` on (a run that failed or was cancelled):
@@ -193,11 +213,14 @@ impl NodeSchedule {
 
     /// Forgets bookings that ended before `now`.
     pub fn prune(&mut self, now: f64) {
-        let (keep, gone): (Vec<Booking>, Vec<Booking>) = self.bookings.iter().partition(|b| b.end > now);
-        if gone.is_empty() {
-            return;
-        }
-        self.bookings = keep;
+        let mut gone = Vec::new();
+        self.bookings.retain(|b| {
+            let keep = b.end > now;
+            if !keep {
+                gone.push(*b);
+            }
+            keep
+        });
         for b in &gone {
             self.remove(b);
         }
@@ -282,8 +305,9 @@ mod tests {
                     _ => {}
                 }
                 let want = reference_start(&s, ready, dur, cpu, mem);
-                let b = s.book(ready, dur, cpu, mem).unwrap();
+                let (b, peak) = s.book_with_peak(ready, dur, cpu, mem).unwrap();
                 prop_assert_eq!(b.start, want);
+                prop_assert!((peak - s.peak_cpu(b.start, b.end)).abs() < 1e-9, "peak {} vs {}", peak, s.peak_cpu(b.start, b.end));
                 held.push(b);
             }
         }

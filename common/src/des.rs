@@ -341,10 +341,10 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
                     let run = self.run_times.run_ms(self.view, q, &mut self.rng);
                     let sched = &mut self.schedules[node];
                     sched.prune(now);
-                    let answer = match sched.book(ready_at, run, c.cpu, c.mem_gb) {
+                    let answer = match sched.book_with_peak(ready_at, run, c.cpu, c.mem_gb) {
                         None => ExecEvent::Refused { key, reason: Refusal::DoesNotFit },
-                        Some(b) => {
-                            self.peak[node] = self.peak[node].max(sched.peak_cpu(b.start, b.end));
+                        Some((b, peak)) => {
+                            self.peak[node] = self.peak[node].max(peak);
                             self.jobs[j].booked[s] = Some(b);
                             let r = self.view.nodes.resiliency[node];
                             let ttf = if self.cfg.failures && r < 1.0 {
