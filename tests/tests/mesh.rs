@@ -254,7 +254,7 @@ fn bad_input_gets_4xx_naming_the_problem_and_the_agent_keeps_serving() {
         (good.replace("\"cpu\":2,", "\"cpu\":-2,"), "/v1/jobs", 400, "spec.stages[0].compute.cpu"),
         (good.clone(), "/v1/jobs?policy=fastest", 400, "policy"),
         (good.clone(), "/v1/jobs?colour=red", 400, "colour"),
-        (job("nowhere", "mars", None), "/v1/jobs", 422, "mars"),
+        (job("nowhere", "mars", None), "/v1/jobs", 400, "metadata.origin.cluster"),
         (good.replace("\"cpu\":4,", "\"cpu\":1000,"), "/v1/jobs", 422, "no feasible node"),
         ("x".repeat(2 * 1024 * 1024), "/v1/jobs", 413, ""),
         ("{\"kind\": \"melt\", \"node\": \"dc-x86-01\"}".to_string(), "/v1/observe", 400, "kind"),

@@ -303,13 +303,23 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         }
     };
     let token = match &args.api_token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read API token {}", p.display()))?
                 .trim()
-                .to_string(),
-        ),
-        None => None,
+                .to_string();
+            if t.is_empty() {
+                bail!("API token file {} is empty: every request would be refused; put the token in it", p.display());
+            }
+            if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!("API token file {}: the token must be one word (no spaces or control characters)", p.display());
+            }
+            Some(t)
+        }
+        None => {
+            warn!("no API token: anyone who can reach the API port can submit jobs");
+            None
+        }
     };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let store = Store::open(&args.data_dir)?;

@@ -62,6 +62,7 @@ impl Agent {
     ) -> Result<SubmitResponse, SubmitError> {
         let doc = spec::parse_document(text)?;
         let job = doc.validate()?;
+        self.check_origin(&job.origin)?;
         let policy: Policy = match policy {
             Some(p) => p.parse().map_err(|reason| SubmitError::Param { field: "policy", reason })?,
             None => self.cfg.policy,
@@ -132,6 +133,35 @@ impl Agent {
         self.plan_and_accept(id, canonical, job, policy, dry_run, forwarded_from, route, notes).await
     }
 
+    /// The origin must name a cluster of the fabric and, when it names a
+    /// node, a node the twin knows in that cluster.
+    fn check_origin(&self, origin: &twinmesh_common::job::Origin) -> Result<(), SubmitError> {
+        let bad = |field: &str, reason: String| SubmitError::Spec(SpecError::Invalid { field: field.into(), reason });
+        let view = self.view();
+        let names = view.latency.names();
+        if !names.iter().any(|c| *c == origin.cluster) {
+            return Err(bad(
+                "metadata.origin.cluster",
+                format!("unknown cluster '{}' (clusters: {})", origin.cluster, names.join(", ")),
+            ));
+        }
+        if let Some(node) = &origin.node {
+            match view.node_index(node) {
+                None => return Err(bad("metadata.origin.node", format!("unknown node '{node}': not in the twin"))),
+                Some(n) => {
+                    let c = &names[view.nodes.cluster[n] as usize];
+                    if *c != origin.cluster {
+                        return Err(bad(
+                            "metadata.origin.node",
+                            format!("node '{node}' is in cluster '{c}', not '{}'", origin.cluster),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn plan_and_accept(
         self: &Arc<Self>,
@@ -159,6 +189,10 @@ impl Agent {
         rec.plan = Some(plan);
         rec.route = route;
         rec.notes = notes;
+        if dry_run {
+            // A dry run is an answer, not a job: never stored, never kept.
+            return Ok(SubmitResponse { id, planner: self.cfg.name.clone(), created: true, job: rec });
+        }
         {
             let mut st = self.lock();
             if let Some(existing) = st.jobs.get(&id) {

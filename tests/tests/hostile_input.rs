@@ -1,0 +1,126 @@
+//! Input an attacker or a careless client sends, against a real agent
+//! process: it gets a clear error naming what is wrong, quickly, and the
+//! agent stays responsive.
+
+use std::time::{Duration, Instant};
+
+use twinmesh_tests::{AgentProc, run_twinmesh, tempdir, twinmesh_bin};
+
+fn doc(origin: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"twinmesh.io/v1","metadata":{{"name":"hostile","origin":{origin}}},"spec":{{"stages":[
+        {{"id":"s","compute":{{"cpu":1,"mem_gb":1,"duration_ms":100}}}}]}}}}"#
+    )
+}
+
+fn post(api: &str, body: String, auth: Option<&str>) -> (u16, serde_json::Value, Duration) {
+    let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let mut r = c.post(format!("{api}/v1/jobs?dry_run=true")).body(body);
+    if let Some(a) = auth {
+        r = r.header("Authorization", a);
+    }
+    let t = Instant::now();
+    let r = r.send().expect("POST");
+    let took = t.elapsed();
+    (r.status().as_u16(), r.json().unwrap_or(serde_json::Value::Null), took)
+}
+
+// Rule: the origin must exist: an unknown node, a node of another
+// cluster, an unknown cluster and an absurdly long name are refused with
+// 400 naming the field.
+#[test]
+fn origin_is_checked_against_the_twin() {
+    let dir = tempdir();
+    let a = AgentProc::start("edge-srv-01", "edge-microdc", dir.path(), &[]);
+    let (code, v, _) = post(&a.api, doc(r#"{"cluster":"edge-microdc","node":"edge-srv-02"}"#), None);
+    assert_eq!(code, 202, "a real origin is accepted: {v}");
+    for (origin, field, says) in [
+        (r#"{"cluster":"edge-microdc","node":"nowhere-01"}"#, "metadata.origin.node", "unknown node"),
+        (r#"{"cluster":"edge-microdc","node":"dc-x86-01"}"#, "metadata.origin.node", "is in cluster 'dc-core'"),
+        (r#"{"cluster":"atlantis"}"#, "metadata.origin.cluster", "unknown cluster"),
+    ] {
+        let (code, v, _) = post(&a.api, doc(origin), None);
+        assert_eq!(code, 400, "{origin}: {v}");
+        assert_eq!(v["field"], field, "{v}");
+        assert!(v["error"].as_str().unwrap_or_default().contains(says), "{v}");
+    }
+    let long = format!(r#"{{"cluster":"edge-microdc","node":"{}"}}"#, "n".repeat(900_000));
+    let (code, v, _) = post(&a.api, doc(&long), None);
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["field"], "metadata.origin.node");
+}
+
+// Rule: a 200 KB deeply nested body is refused in well under 100 ms with
+// an error naming the limit, and two of them at once do not stall the
+// health endpoint.
+#[test]
+fn deeply_nested_bodies_are_refused_at_once() {
+    let dir = tempdir();
+    let a = AgentProc::start("edge-srv-01", "edge-microdc", dir.path(), &[]);
+    let nested = format!("apiVersion: twinmesh.io/v1\nmetadata: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let api = a.api.clone();
+    let flood: Vec<_> = (0..2)
+        .map(|_| {
+            let (api, body) = (api.clone(), nested.clone());
+            std::thread::spawn(move || post(&api, body, None))
+        })
+        .collect();
+    let t = Instant::now();
+    let (code, _) = a.get("/healthz");
+    let health = t.elapsed();
+    for f in flood {
+        let (code, v, took) = f.join().unwrap();
+        assert_eq!(code, 400, "{v}");
+        assert!(v["error"].as_str().unwrap_or_default().contains("nested deeper than 32 levels"), "{v}");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        eprintln!("nested body refused in {took:?}");
+    }
+    assert_eq!(code, 200);
+    assert!(health < Duration::from_secs(2), "healthz took {health:?}");
+}
+
+// Rule: an empty token file stops the agent with a clear error; with a
+// token, the bearer scheme is matched case-insensitively and a wrong or
+// missing token is refused.
+#[test]
+fn token_file_and_bearer_scheme() {
+    let dir = tempdir();
+    let empty = dir.path().join("empty.token");
+    std::fs::write(&empty, "\n").unwrap();
+    let out = run_twinmesh(
+        &[
+            "agent",
+            "--node",
+            "edge-srv-01",
+            "--cluster",
+            "edge-microdc",
+            "--api",
+            "127.0.0.1:0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--data-dir",
+            dir.path().join("x").to_str().unwrap(),
+            "--api-token-file",
+            empty.to_str().unwrap(),
+        ],
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is empty"), "{err}");
+    let _ = twinmesh_bin();
+    let tok = dir.path().join("api.token");
+    std::fs::write(&tok, "s3cret-token\n").unwrap();
+    let a = AgentProc::start(
+        "edge-srv-01",
+        "edge-microdc",
+        &dir.path().join("a"),
+        &["--api-token-file", tok.to_str().unwrap()],
+    );
+    let body = || doc(r#"{"cluster":"edge-microdc"}"#);
+    assert_eq!(post(&a.api, body(), Some("bearer s3cret-token")).0, 202);
+    assert_eq!(post(&a.api, body(), Some("BEARER s3cret-token")).0, 202);
+    assert_eq!(post(&a.api, body(), Some("Bearer wrong")).0, 401);
+    assert_eq!(post(&a.api, body(), None).0, 401);
+}
