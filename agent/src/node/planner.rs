@@ -139,7 +139,7 @@ impl Agent {
         let bad = |field: &str, reason: String| SubmitError::Spec(SpecError::Invalid { field: field.into(), reason });
         let view = self.view();
         let names = view.latency.names();
-        if !names.iter().any(|c| *c == origin.cluster) {
+        if !names.contains(&origin.cluster) {
             return Err(bad(
                 "metadata.origin.cluster",
                 format!("unknown cluster '{}' (clusters: {})", origin.cluster, names.join(", ")),
