@@ -280,6 +280,12 @@ async fn inject(
 /// come from the API server (until then its record holds the fabric file's
 /// guesses and it should not plan for others).
 async fn readyz(State(ctx): State<Ctx>) -> Response {
+    if !ctx.agent.store.healthy() {
+        // The last commit failed (a full disk): not ready until one
+        // succeeds again (telemetry and running jobs write every few
+        // seconds, so this clears by itself once space is back).
+        return (StatusCode::SERVICE_UNAVAILABLE, "the store cannot commit (see the agent's log)").into_response();
+    }
     match ctx.agent.not_ready_reason() {
         None => "ready".into_response(),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),

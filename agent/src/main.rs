@@ -14,6 +14,11 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,twinmesh=info,twinmesh_agent=info")),
         )
         .with_writer(std::io::stderr)
+        // A log that cannot be written (stderr on a full disk) must not
+        // take the agent down: by default the subscriber reports its own
+        // write errors with eprintln!, which panics in whatever thread
+        // logged — the store's writer included.
+        .log_internal_errors(false)
         .init();
     let argv = match cli::config::expand(std::env::args_os().collect(), std::env::var_os("TWINMESH_CONFIG")) {
         Ok(a) => a,

@@ -95,7 +95,11 @@ struct Request {
 /// writer after it has committed everything queued, and closes the file.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    /// `None` only while the writer reopens the file after a failed
+    /// commit.
+    db: Arc<std::sync::RwLock<Option<Database>>>,
+    /// Whether the last commit succeeded.
+    healthy: Arc<std::sync::atomic::AtomicBool>,
     inner: Arc<Writer>,
 }
 
@@ -143,14 +147,25 @@ impl Store {
             w.open_table(t).map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
         }
         w.commit().map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
-        let db = Arc::new(db);
+        let db = Arc::new(std::sync::RwLock::new(Some(db)));
+        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (tx, rx) = std_mpsc::channel::<Request>();
-        let wdb = db.clone();
+        let (wdb, wpath, whealthy) = (db.clone(), path.clone(), healthy.clone());
         let thread = std::thread::Builder::new()
             .name("twinmesh-store".into())
-            .spawn(move || writer(&wdb, &rx))
+            .spawn(move || writer(&wdb, &wpath, &whealthy, &rx))
             .map_err(|e| StoreError::Open { path, reason: e.to_string() })?;
-        Ok(Store { db, inner: Arc::new(Writer { tx: Some(tx), thread: Some(thread) }) })
+        Ok(Store { db, healthy, inner: Arc::new(Writer { tx: Some(tx), thread: Some(thread) }) })
+    }
+
+    /// Whether the last commit succeeded (`/readyz` follows it).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let g = self.db.read().unwrap_or_else(|e| e.into_inner());
+        f(g.as_ref().ok_or(StoreError::Closed)?)
     }
 
     async fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
@@ -178,10 +193,12 @@ impl Store {
     /// One job by id.
     #[cfg(test)]
     pub fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| StoreError::io("read")(e.into()))?;
-        let t = r.open_table(JOBS).map_err(|e| StoreError::io("read")(e.into()))?;
-        let v = t.get(id).map_err(|e| StoreError::io("read")(e.into()))?;
-        Ok(v.and_then(|v| decode(v.value()).ok()))
+        self.read(|db| {
+            let r = db.begin_read().map_err(|e| StoreError::io("read")(e.into()))?;
+            let t = r.open_table(JOBS).map_err(|e| StoreError::io("read")(e.into()))?;
+            let v = t.get(id).map_err(|e| StoreError::io("read")(e.into()))?;
+            Ok(v.and_then(|v| decode(v.value()).ok()))
+        })
     }
 
     /// Every stored job, and the entries that did not decode.
@@ -204,23 +221,26 @@ impl Store {
         def: TableDefinition<&str, &[u8]>,
         name: &'static str,
     ) -> Result<(Vec<T>, Vec<Corrupt>), StoreError> {
-        let r = self.db.begin_read().map_err(|e| StoreError::io("read")(e.into()))?;
-        let t = r.open_table(def).map_err(|e| StoreError::io("read")(e.into()))?;
-        let mut ok = Vec::new();
-        let mut bad = Vec::new();
-        for entry in t.iter().map_err(|e| StoreError::io("read")(e.into()))? {
-            let (k, v) = entry.map_err(|e| StoreError::io("read")(e.into()))?;
-            match decode(v.value()) {
-                Ok(x) => ok.push(x),
-                Err(reason) => bad.push(Corrupt { table: name, key: k.value().to_string(), reason }),
+        self.read(|db| {
+            let r = db.begin_read().map_err(|e| StoreError::io("read")(e.into()))?;
+            let t = r.open_table(def).map_err(|e| StoreError::io("read")(e.into()))?;
+            let mut ok = Vec::new();
+            let mut bad = Vec::new();
+            for entry in t.iter().map_err(|e| StoreError::io("read")(e.into()))? {
+                let (k, v) = entry.map_err(|e| StoreError::io("read")(e.into()))?;
+                match decode(v.value()) {
+                    Ok(x) => ok.push(x),
+                    Err(reason) => bad.push(Corrupt { table: name, key: k.value().to_string(), reason }),
+                }
             }
-        }
-        Ok((ok, bad))
+            Ok((ok, bad))
+        })
     }
 
     #[cfg(test)]
     fn put_raw(&self, key: &str, value: &[u8]) {
-        let w = self.db.begin_write().unwrap();
+        let g = self.db.read().unwrap();
+        let w = g.as_ref().unwrap().begin_write().unwrap();
         w.open_table(JOBS).unwrap().insert(key, value).unwrap();
         w.commit().unwrap();
     }
@@ -232,7 +252,19 @@ fn failure_key(f: &FailureEvent) -> String {
 
 /// The writer thread: block for one request, fold in whatever else is
 /// queued, commit once, answer everyone.
-fn writer(db: &Arc<Database>, rx: &std_mpsc::Receiver<Request>) {
+fn writer(
+    db: &std::sync::RwLock<Option<Database>>,
+    path: &Path,
+    healthy: &std::sync::atomic::AtomicBool,
+    rx: &std_mpsc::Receiver<Request>,
+) {
+    let attempt = |batch: &[Request]| -> Result<(), String> {
+        let g = db.read().unwrap_or_else(|e| e.into_inner());
+        match g.as_ref() {
+            Some(d) => commit(d, batch).map_err(|e| e.to_string()),
+            None => Err("the database is closed after an I/O error".into()),
+        }
+    };
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -241,11 +273,37 @@ fn writer(db: &Arc<Database>, rx: &std_mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        let result = commit(db, &batch).map_err(|e| e.to_string());
+        // Nothing here logs or may panic through: the thread must outlive
+        // any error (its log may be on the very disk that is full).
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let first = attempt(&batch);
+            if first.is_ok() {
+                return first;
+            }
+            // After an I/O error (a full disk) redb refuses every later
+            // transaction until the file is reopened: reopen and try once
+            // more, so the store recovers by itself once space is back.
+            // Nothing of a failed transaction was written.
+            match reopen(db, path) {
+                Ok(()) => attempt(&batch),
+                Err(e) => Err(format!("{}; reopening the database: {e}", first.unwrap_err())),
+            }
+        }))
+        .unwrap_or_else(|_| Err("the store's writer panicked; the commit was not made".into()));
+        healthy.store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
         for r in batch {
             let _ = r.done.send(result.clone());
         }
     }
+}
+
+fn reopen(db: &std::sync::RwLock<Option<Database>>, path: &Path) -> Result<(), String> {
+    let mut g = db.write().unwrap_or_else(|e| e.into_inner());
+    // The old handle must be gone before the file is opened again.
+    *g = None;
+    let d = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(|e| e.to_string())?;
+    *g = Some(d);
+    Ok(())
 }
 
 fn commit(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {

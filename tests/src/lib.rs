@@ -101,6 +101,8 @@ pub struct AgentProc {
     pub mesh: String,
     /// Data directory.
     pub data: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
 }
 
 impl Drop for AgentProc {
@@ -121,16 +123,23 @@ impl AgentProc {
 
     /// As [`AgentProc::start`], running `cmd` (a `twinmesh` binary, or an
     /// emulator with the binary as its first argument).
-    pub fn start_with(
+    pub fn start_with(cmd: Command, name: &str, cluster: &str, data: &std::path::Path, extra: &[&str]) -> AgentProc {
+        Self::start_logged(cmd, name, cluster, data, &data.join("agent.log"), extra)
+    }
+
+    /// As [`AgentProc::start_with`], logging to `log` (e.g. off a data
+    /// directory that a test fills up).
+    pub fn start_logged(
         mut cmd: Command,
         name: &str,
         cluster: &str,
         data: &std::path::Path,
+        log_path: &std::path::Path,
         extra: &[&str],
     ) -> AgentProc {
         use std::io::BufRead;
         std::fs::create_dir_all(data).expect("data dir");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(data.join("agent.log")).expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).expect("log file");
         let mut child = cmd
             .args(["agent", "--node", name, "--cluster", cluster, "--api", "127.0.0.1:0"])
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
@@ -165,7 +174,7 @@ impl AgentProc {
                 }
                 Err(_) => {
                     let _ = child.kill();
-                    let log = std::fs::read_to_string(data.join("agent.log")).unwrap_or_default();
+                    let log = std::fs::read_to_string(log_path).unwrap_or_default();
                     panic!("agent {name} did not start within 120 s; log:\n{log}");
                 }
             }
@@ -176,6 +185,7 @@ impl AgentProc {
             api: api.expect("api"),
             mesh: mesh.expect("mesh"),
             data: data.to_path_buf(),
+            log: log_path.to_path_buf(),
         }
     }
 
@@ -220,7 +230,7 @@ impl AgentProc {
 
     /// This agent's log so far (for failure messages).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data.join("agent.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 

@@ -75,6 +75,9 @@ struct State {
     view: Option<Arc<FabricView>>,
     calibration: Calibration,
     jobs: HashMap<String, JobRecord>,
+    /// Jobs whose first commit is in flight, with the duplicates waiting
+    /// for its outcome.
+    committing: HashMap<String, Vec<oneshot::Sender<Result<JobRecord, String>>>>,
     failure_seq: u64,
     /// What the owner learns from the runs on its own nodes, published in
     /// their records for every planner.
@@ -103,6 +106,8 @@ pub struct Agent {
     loopback_rx: Mutex<Option<mpsc::UnboundedReceiver<Input>>>,
     /// Where stages run (the embedded fabric unless set at start).
     actuator: std::sync::OnceLock<Arc<dyn crate::actuator::Actuator>>,
+    /// Serialises the updates of each running job.
+    job_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Set while the agent waits for something before it is ready.
     waiting_for: Mutex<Option<String>>,
 }
@@ -172,6 +177,7 @@ impl Agent {
                 view: None,
                 calibration,
                 jobs,
+                committing: HashMap::new(),
                 failure_seq,
                 owner_calibration: Calibration::default(),
                 owned_runs: Default::default(),
@@ -184,6 +190,7 @@ impl Agent {
             loopback,
             loopback_rx: Mutex::new(Some(loopback_rx)),
             actuator: std::sync::OnceLock::new(),
+            job_locks: Mutex::new(HashMap::new()),
             waiting_for: Mutex::new(None),
         }))
     }
@@ -444,16 +451,31 @@ impl Agent {
         tokio::spawn(run::run_job(me, actuator, id));
     }
 
-    /// Updates a job record in memory and in the store.
+    /// Updates a job record: durable first, then visible. A commit that
+    /// fails (a full disk) is retried with backoff until it succeeds, so
+    /// no state a client has seen is ever lost and a finished job is never
+    /// run again after a restart.
     pub async fn update_job(&self, id: &str, f: impl FnOnce(&mut JobRecord)) -> Option<JobRecord> {
-        let rec = {
-            let mut st = self.lock();
-            let r = st.jobs.get_mut(id)?;
-            f(r);
-            r.clone()
+        // One update of a job at a time (a job's pods report concurrently),
+        // so none is lost between the copy and the commit.
+        let turn = {
+            let mut locks = self.job_locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(id.to_string()).or_default().clone()
         };
-        if let Err(e) = self.store.put_job(&rec).await {
-            warn!(job = id, error = %e, "storing job update");
+        let _turn = turn.lock().await;
+        let mut rec = self.lock().jobs.get(id)?.clone();
+        f(&mut rec);
+        let mut wait = Duration::from_millis(50);
+        while let Err(e) = self.store.put_job(&rec).await {
+            warn!(job = id, error = %e, retry_in_ms = wait.as_millis() as u64, "storing a job update; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+        // Whatever changed meanwhile in memory is older than this update
+        // (one task drives a job).
+        self.lock().jobs.insert(id.to_string(), rec.clone());
+        if rec.state.is_final() {
+            self.job_locks.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         }
         Some(rec)
     }

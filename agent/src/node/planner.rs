@@ -193,10 +193,12 @@ impl Agent {
             // A dry run is an answer, not a job: never stored, never kept.
             return Ok(SubmitResponse { id, planner: self.cfg.name.clone(), created: true, job: rec });
         }
-        {
+        // A job is visible (to GET, to duplicates, to planning) only once
+        // it is durable. A duplicate arriving while the first copy commits
+        // waits for that commit and gets the same answer.
+        let wait = {
             let mut st = self.lock();
             if let Some(existing) = st.jobs.get(&id) {
-                // Raced with a duplicate: the first one stands.
                 return Ok(SubmitResponse {
                     id,
                     planner: existing.planner.clone(),
@@ -204,11 +206,38 @@ impl Agent {
                     job: existing.clone(),
                 });
             }
-            st.jobs.insert(id.clone(), rec.clone());
+            match st.committing.get_mut(&id) {
+                Some(waiters) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    st.committing.insert(id.clone(), Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(rx) = wait {
+            return match rx.await {
+                Ok(Ok(job)) => Ok(SubmitResponse { id, planner: job.planner.clone(), created: false, job }),
+                Ok(Err(e)) => Err(SubmitError::Store(e)),
+                Err(_) => Err(SubmitError::Store("the first submission of this job was dropped".into())),
+            };
         }
-        if let Err(e) = self.store.put_job(&rec).await {
-            self.lock().jobs.remove(&id);
-            return Err(SubmitError::Store(e.to_string()));
+        let committed = self.store.put_job(&rec).await.map_err(|e| e.to_string());
+        let waiters = {
+            let mut st = self.lock();
+            if committed.is_ok() {
+                st.jobs.insert(id.clone(), rec.clone());
+            }
+            st.committing.remove(&id).unwrap_or_default()
+        };
+        for w in waiters {
+            let _ = w.send(committed.clone().map(|()| rec.clone()));
+        }
+        if let Err(e) = committed {
+            return Err(SubmitError::Store(e));
         }
         self.metrics.jobs_accepted.fetch_add(1, Ordering::Relaxed);
         self.metrics.jobs_planned.fetch_add(1, Ordering::Relaxed);
