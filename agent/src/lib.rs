@@ -8,7 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod jobs;
 pub mod kube;
-mod memory;
+pub mod memory;
 pub mod mesh;
 pub mod node;
 pub mod store;

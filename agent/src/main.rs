@@ -8,6 +8,7 @@ use clap::Parser;
 use twinmesh_agent::cli;
 
 fn main() -> std::process::ExitCode {
+    twinmesh_agent::memory::limit_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TWINMESH_LOG")
