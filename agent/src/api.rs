@@ -317,6 +317,17 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         m.jobs_forwarded.load(Ordering::Relaxed),
     );
     counter(&mut s, "twinmesh_jobs_succeeded_total", "Jobs that finished.", m.jobs_succeeded.load(Ordering::Relaxed));
+    counter(
+        &mut s,
+        "twinmesh_jobs_evicted_total",
+        "Finished jobs forgotten by the retention policy (--keep-finished, --keep-finished-for).",
+        m.jobs_evicted.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_jobs_held Job records held (memory and disk).\n# TYPE twinmesh_jobs_held gauge\ntwinmesh_jobs_held {}",
+        ctx.agent.jobs_held()
+    );
     counter(&mut s, "twinmesh_jobs_failed_total", "Jobs that failed.", m.jobs_failed.load(Ordering::Relaxed));
     counter(&mut s, "twinmesh_gossip_in_total", "Gossip frames received.", m.gossip_in.load(Ordering::Relaxed));
     counter(&mut s, "twinmesh_gossip_out_total", "Gossip frames sent.", m.gossip_out.load(Ordering::Relaxed));

@@ -82,6 +82,7 @@ pub struct Corrupt {
 
 enum Write {
     Job(Vec<u8>, String),
+    DeleteJob(String),
     Twin(Vec<u8>, String),
     Failure(Vec<u8>, String),
 }
@@ -178,6 +179,14 @@ impl Store {
     /// Stores a job record; returns once it is durable.
     pub async fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         self.write(vec![Write::Job(encode(job), job.id.clone())]).await
+    }
+
+    /// Deletes job records (retention); returns once durable.
+    pub async fn delete_jobs(&self, ids: Vec<String>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.write(ids.into_iter().map(Write::DeleteJob).collect()).await
     }
 
     /// Stores twin records and failure events; returns once durable.
@@ -316,6 +325,7 @@ fn commit(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
             for op in &r.writes {
                 match op {
                     Write::Job(v, k) => jobs.insert(k.as_str(), v.as_slice())?,
+                    Write::DeleteJob(k) => jobs.remove(k.as_str())?,
                     Write::Twin(v, k) => twin.insert(k.as_str(), v.as_slice())?,
                     Write::Failure(v, k) => failures.insert(k.as_str(), v.as_slice())?,
                 };

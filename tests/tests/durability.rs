@@ -125,3 +125,37 @@ fn a_full_disk_never_loses_an_acknowledged_job_and_heals_without_a_restart() {
     assert!(!log[log_before..].contains("resuming job"), "a finished job ran again:\n{}", &log[log_before..]);
     eprintln!("{} acknowledged, {refused} refused while full, none lost", acked.len());
 }
+
+fn metric(a: &AgentProc, name: &str) -> Option<f64> {
+    let text = reqwest::blocking::get(format!("{}/metrics", a.api)).ok()?.text().ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+// Rule: finished jobs are kept up to the retention's count (oldest go
+// first), in memory and on disk; what is running is never evicted.
+#[test]
+fn retention_bounds_what_is_kept_of_finished_jobs() {
+    let dir = tempdir();
+    let args = ["--time-scale", "0.001", "--keep-finished", "5"];
+    let a = AgentProc::start("edge-srv-01", "edge-microdc", dir.path(), &args);
+    let mut ids = Vec::new();
+    for k in 0..12 {
+        let (s, r) = post(&a.api, &doc(&format!("kept-{k}")));
+        assert_eq!(s, 202, "{r}");
+        ids.push(r["id"].as_str().unwrap().to_string());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let settled =
+        wait_for(Duration::from_secs(60), || (metric(&a, "twinmesh_jobs_succeeded_total")? >= 12.0).then_some(()));
+    assert!(settled.is_some(), "jobs did not finish; log:\n{}", a.log());
+    let held = wait_for(Duration::from_secs(10), || (metric(&a, "twinmesh_jobs_held")? <= 5.0).then_some(()));
+    assert!(held.is_some(), "held {:?}", metric(&a, "twinmesh_jobs_held"));
+    assert_eq!(metric(&a, "twinmesh_jobs_evicted_total"), Some(7.0));
+    assert_eq!(a.get(&format!("/v1/jobs/{}", ids[0])).0, 404, "the oldest went");
+    assert_eq!(a.get(&format!("/v1/jobs/{}", ids[11])).0, 200, "the newest stays");
+    // Also on disk: a restart holds the same five.
+    let data = a.data.clone();
+    a.kill9();
+    let a = AgentProc::start("edge-srv-01", "edge-microdc", &data, &args);
+    assert_eq!(metric(&a, "twinmesh_jobs_held"), Some(5.0));
+}

@@ -105,6 +105,13 @@ pub struct AgentArgs {
     /// Keep stage pods after their result is recorded.
     #[arg(long, env = "TWINMESH_KUBE_KEEP_PODS")]
     pub kube_keep_pods: bool,
+    /// Finished jobs kept (records, plans, observations); the oldest are
+    /// forgotten beyond this. Calibration keeps what it learned.
+    #[arg(long, env = "TWINMESH_KEEP_FINISHED", default_value_t = 10_000)]
+    pub keep_finished: usize,
+    /// Seconds a finished job is kept after it was accepted.
+    #[arg(long, env = "TWINMESH_KEEP_FINISHED_FOR", default_value_t = 86_400.0)]
+    pub keep_finished_for: f64,
     /// Seconds a stage pod may stay unschedulable (cordoned or tainted
     /// node, no room) before the stage moves to another node.
     #[arg(long, env = "TWINMESH_KUBE_UNSCHEDULABLE_GRACE", default_value_t = 20.0)]
@@ -343,6 +350,10 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         policy: args.policy,
         sync_interval: Duration::from_secs_f64(args.sync_interval.max(0.1)),
         mesh_addrs: m.listening.iter().map(ToString::to_string).collect(),
+        retention: crate::node::Retention {
+            max_finished: args.keep_finished,
+            max_age: Duration::from_secs_f64(args.keep_finished_for.max(0.0)),
+        },
     };
     let agent = Agent::new(cfg, store, m.commands.clone())?;
     let kube = match args.actuator {

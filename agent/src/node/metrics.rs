@@ -16,6 +16,8 @@ pub struct Metrics {
     pub jobs_failed: AtomicU64,
     /// Jobs that succeeded.
     pub jobs_succeeded: AtomicU64,
+    /// Finished jobs forgotten by the retention policy.
+    pub jobs_evicted: AtomicU64,
     /// Gossip frames received.
     pub gossip_in: AtomicU64,
     /// Gossip frames sent.

@@ -61,6 +61,24 @@ pub struct AgentConfig {
     pub sync_interval: Duration,
     /// This agent's mesh addresses (published for discovery).
     pub mesh_addrs: Vec<String>,
+    /// How many finished jobs are kept, and for how long.
+    pub retention: Retention,
+}
+
+/// What is kept of finished jobs (memory and disk stay bounded under
+/// sustained load; calibration keeps what it learned from them).
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Finished jobs kept at most (the oldest go first).
+    pub max_finished: usize,
+    /// Finished jobs are forgotten this long after they were accepted.
+    pub max_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { max_finished: 10_000, max_age: Duration::from_secs(24 * 3600) }
+    }
 }
 
 pub use metrics::{Metrics, PLAN_BUCKETS_US};
@@ -75,6 +93,8 @@ struct State {
     view: Option<Arc<FabricView>>,
     calibration: Calibration,
     jobs: HashMap<String, JobRecord>,
+    /// Finished jobs, oldest first, for the retention policy.
+    finished: std::collections::VecDeque<(u64, String)>,
     /// Jobs whose first commit is in flight, with the duplicates waiting
     /// for its outcome.
     committing: HashMap<String, Vec<oneshot::Sender<Result<JobRecord, String>>>>,
@@ -145,6 +165,9 @@ impl Agent {
                 calibration.observe(&o.node, o.format, o.model_ms, o.compute_ms);
             }
         }
+        let mut finished: Vec<(u64, String)> =
+            jobs.iter().filter(|j| j.state.is_final()).map(|j| (j.accepted_at_ms, j.id.clone())).collect();
+        finished.sort();
         let jobs: HashMap<String, JobRecord> = jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
         info!(agent = %cfg.name, jobs = jobs.len(), records = twin.len(), "restored state");
         let (persist, mut queue) = mpsc::unbounded_channel::<Persist>();
@@ -177,6 +200,7 @@ impl Agent {
                 view: None,
                 calibration,
                 jobs,
+                finished: finished.into(),
                 committing: HashMap::new(),
                 failure_seq,
                 owner_calibration: Calibration::default(),
@@ -214,6 +238,7 @@ impl Agent {
                     _ = t.tick() => {
                         me.input(Input::Tick).await;
                         me.learn_from_finished_runs().await;
+                        me.enforce_retention().await;
                     }
                 }
             }
@@ -473,11 +498,54 @@ impl Agent {
         }
         // Whatever changed meanwhile in memory is older than this update
         // (one task drives a job).
-        self.lock().jobs.insert(id.to_string(), rec.clone());
+        {
+            let mut st = self.lock();
+            let was_final = st.jobs.insert(id.to_string(), rec.clone()).is_some_and(|old| old.state.is_final());
+            if rec.state.is_final() && !was_final {
+                st.finished.push_back((rec.accepted_at_ms, id.to_string()));
+            }
+        }
         if rec.state.is_final() {
             self.job_locks.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+            self.enforce_retention().await;
         }
         Some(rec)
+    }
+
+    /// Forgets the oldest finished jobs beyond the retention's count or
+    /// age, in memory and on disk. Cheap when nothing is due (it looks at
+    /// the oldest only).
+    pub async fn enforce_retention(&self) {
+        let r = self.cfg.retention;
+        let oldest_kept = now_ms().saturating_sub(r.max_age.as_millis() as u64);
+        let gone: Vec<String> = {
+            let mut st = self.lock();
+            let mut gone = Vec::new();
+            while let Some((at, _)) = st.finished.front() {
+                if st.finished.len() <= r.max_finished && *at >= oldest_kept {
+                    break;
+                }
+                let (_, id) = st.finished.pop_front().expect("front");
+                if st.jobs.get(&id).is_some_and(|j| j.state.is_final()) {
+                    st.jobs.remove(&id);
+                    gone.push(id);
+                }
+            }
+            gone
+        };
+        if gone.is_empty() {
+            return;
+        }
+        self.metrics.jobs_evicted.fetch_add(gone.len() as u64, Ordering::Relaxed);
+        if let Err(e) = self.store.delete_jobs(gone).await {
+            // Kept on disk until the next restart's pass; never a lost job.
+            warn!(error = %e, "deleting expired job records");
+        }
+    }
+
+    /// Jobs held in memory (and on disk).
+    pub fn jobs_held(&self) -> usize {
+        self.lock().jobs.len()
     }
 
     /// Folds an observed run into calibration.
