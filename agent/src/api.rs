@@ -43,7 +43,9 @@ impl From<SubmitError> for ApiError {
                 ApiError { status: StatusCode::BAD_REQUEST, message: e.to_string(), field: Some((*field).to_string()) }
             }
             SubmitError::Unplaceable(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-            SubmitError::Store(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            SubmitError::Store(_) | SubmitError::Overloaded(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
         }
     }
 }

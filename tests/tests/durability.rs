@@ -159,3 +159,22 @@ fn retention_bounds_what_is_kept_of_finished_jobs() {
     let a = AgentProc::start("edge-srv-01", "edge-microdc", &data, &args);
     assert_eq!(metric(&a, "twinmesh_jobs_held"), Some(5.0));
 }
+
+// Rule: beyond --max-in-flight accepted-but-unfinished jobs, submissions
+// are refused with 503 (retry later) instead of growing a backlog.
+#[test]
+fn back_pressure_beyond_the_in_flight_bound() {
+    let dir = tempdir();
+    let args = ["--time-scale", "1", "--max-in-flight", "3"];
+    let a = AgentProc::start("edge-srv-01", "edge-microdc", dir.path(), &args);
+    for k in 0..3 {
+        let (s, r) = post(&a.api, &doc(&format!("slow-{k}")));
+        assert_eq!(s, 202, "{r}");
+    }
+    let (s, r) = post(&a.api, &doc("one-too-many"));
+    assert_eq!(s, 503, "{r}");
+    assert!(r["error"].as_str().unwrap_or_default().contains("retry later"), "{r}");
+    // A duplicate of an accepted job is still answered (it adds nothing).
+    let (s, _) = post(&a.api, &doc("slow-0"));
+    assert_eq!(s, 200);
+}

@@ -107,8 +107,13 @@ pub struct AgentArgs {
     pub kube_keep_pods: bool,
     /// Finished jobs kept (records, plans, observations); the oldest are
     /// forgotten beyond this. Calibration keeps what it learned.
-    #[arg(long, env = "TWINMESH_KEEP_FINISHED", default_value_t = 10_000)]
+    #[arg(long, env = "TWINMESH_KEEP_FINISHED", default_value_t = 2_000)]
     pub keep_finished: usize,
+    /// Jobs accepted here and not yet finished at most; beyond, a
+    /// submission is refused with 503 (retry later) — back-pressure
+    /// instead of a backlog that grows memory without bound.
+    #[arg(long, env = "TWINMESH_MAX_IN_FLIGHT", default_value_t = 2_000)]
+    pub max_in_flight: usize,
     /// Seconds a finished job is kept after it was accepted.
     #[arg(long, env = "TWINMESH_KEEP_FINISHED_FOR", default_value_t = 86_400.0)]
     pub keep_finished_for: f64,
@@ -353,6 +358,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         retention: crate::node::Retention {
             max_finished: args.keep_finished,
             max_age: Duration::from_secs_f64(args.keep_finished_for.max(0.0)),
+            max_in_flight: args.max_in_flight.max(1),
         },
     };
     let agent = Agent::new(cfg, store, m.commands.clone())?;

@@ -65,6 +65,22 @@ enum What {
         #[arg(long, default_value_t = 1000)]
         nodes: usize,
     },
+    /// A default agent under sustained submissions: resident memory and
+    /// database size over time (they must level off), with an SVG plot.
+    Soak {
+        /// Submissions per second.
+        #[arg(long, default_value_t = 300.0)]
+        rate: f64,
+        /// Seconds.
+        #[arg(long, default_value_t = 600.0)]
+        seconds: f64,
+        /// Sample every this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        every: f64,
+        /// Where to write the SVG plot (and a CSV beside it).
+        #[arg(long, default_value = "soak.svg")]
+        plot: PathBuf,
+    },
     /// Resident memory and CPU of an idle agent whose twin holds a
     /// synthetic fabric, with peers gossiping telemetry.
     Idle {
@@ -95,6 +111,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             api(requests, jobs, concurrency, rate, paced_seconds).await?
         }
         What::Idle { nodes, agents, seconds } => idle(nodes, agents, seconds).await?,
+        What::Soak { rate, seconds, every, plot } => super::soak::run(rate, seconds, every, &plot).await?,
         What::Core { nodes } => core(nodes)?,
     };
     match a.output {
@@ -249,7 +266,7 @@ fn core(nodes: usize) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-struct Guard(Child);
+pub(super) struct Guard(pub(super) Child);
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -259,7 +276,7 @@ impl Drop for Guard {
 
 /// Starts `twinmesh agent` as a child process; returns it and its API URL
 /// and mesh address.
-fn spawn_agent(args: &[String]) -> anyhow::Result<(Guard, String, String)> {
+pub(super) fn spawn_agent(args: &[String]) -> anyhow::Result<(Guard, String, String)> {
     use std::io::BufRead;
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
@@ -287,13 +304,13 @@ fn spawn_agent(args: &[String]) -> anyhow::Result<(Guard, String, String)> {
     Ok((guard, api.unwrap_or_default(), mesh.unwrap_or_default()))
 }
 
-fn tempdir() -> anyhow::Result<PathBuf> {
+pub(super) fn tempdir() -> anyhow::Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("twinmesh-bench-{}-{}", std::process::id(), crate::node::now_ms()));
     std::fs::create_dir_all(&d)?;
     Ok(d)
 }
 
-const BENCH_JOB: &str = r#"{"apiVersion":"twinmesh.io/v1","metadata":{"name":"NAME","deadline_ms":60000,"origin":{"cluster":"edge-microdc"}},"spec":{"stages":[
+pub(super) const BENCH_JOB: &str = r#"{"apiVersion":"twinmesh.io/v1","metadata":{"name":"NAME","deadline_ms":60000,"origin":{"cluster":"edge-microdc"}},"spec":{"stages":[
  {"id":"decode","compute":{"cpu":2,"mem_gb":1,"duration_ms":1500},"output_mb":20},
  {"id":"detect","compute":{"cpu":4,"mem_gb":8,"duration_ms":6000,"gpu_vram_gb":8},"predecessor":"decode","output_mb":1},
  {"id":"notify","compute":{"cpu":0.5,"mem_gb":0.25,"duration_ms":200},"predecessor":"detect"}]}}"#;
@@ -414,7 +431,7 @@ async fn api(
 }
 
 /// (VmRSS, RssAnon, RssFile) in KiB.
-fn memory(pid: u32) -> anyhow::Result<(u64, u64, u64)> {
+pub(super) fn memory(pid: u32) -> anyhow::Result<(u64, u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> anyhow::Result<u64> {
         status

@@ -7,6 +7,7 @@ mod client;
 pub mod config;
 mod demo;
 mod plan;
+mod soak;
 pub mod work;
 
 use clap::{Parser, Subcommand, ValueEnum};

@@ -73,11 +73,14 @@ pub struct Retention {
     pub max_finished: usize,
     /// Finished jobs are forgotten this long after they were accepted.
     pub max_age: Duration,
+    /// Jobs accepted and not yet finished at most; beyond, submissions get
+    /// 503 (retry later) instead of growing a backlog without bound.
+    pub max_in_flight: usize,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { max_finished: 10_000, max_age: Duration::from_secs(24 * 3600) }
+        Retention { max_finished: 2_000, max_age: Duration::from_secs(24 * 3600), max_in_flight: 2_000 }
     }
 }
 
@@ -631,6 +634,7 @@ impl Agent {
                             let result = result.map_err(|e| match e {
                                 SubmitError::Spec(e) => wire::ForwardRefusal::Invalid(e.to_string()),
                                 SubmitError::Store(e) => wire::ForwardRefusal::NotAccepted(e),
+                                e @ SubmitError::Overloaded(_) => wire::ForwardRefusal::NotAccepted(e.to_string()),
                                 other => wire::ForwardRefusal::Unplaceable(other.to_string()),
                             });
                             let msg = Message::ForwardResult { id: h.id, result };

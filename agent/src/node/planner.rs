@@ -27,6 +27,9 @@ pub enum SubmitError {
     /// Storing it failed: it was not accepted.
     #[error("not accepted: {0}")]
     Store(String),
+    /// Too many jobs in flight here: not accepted; retry later.
+    #[error("not accepted: {0} jobs are running or queued on this agent (--max-in-flight); retry later")]
+    Overloaded(usize),
     /// Bad query parameter.
     #[error("{field}: {reason}")]
     Param {
@@ -198,6 +201,12 @@ impl Agent {
         // waits for that commit and gets the same answer.
         let wait = {
             let mut st = self.lock();
+            let in_flight = st.jobs.len().saturating_sub(st.finished.len()) + st.committing.len();
+            if in_flight >= self.cfg.retention.max_in_flight && !st.jobs.contains_key(&id) {
+                // Back-pressure: a backlog the fabric cannot run would
+                // only grow memory; the client retries later.
+                return Err(SubmitError::Overloaded(in_flight));
+            }
             if let Some(existing) = st.jobs.get(&id) {
                 return Ok(SubmitResponse {
                     id,
