@@ -88,7 +88,7 @@ pub(super) async fn run(rate: f64, seconds: f64, every: f64, plot: &Path) -> any
         "database_max_mb": max(&samples, |s| s.2),
         "database_end_mb": samples.last().map_or(0.0, |s| s.2),
         "plot": plot.display().to_string(),
-        "settings": "defaults (time scale 0.01, retention 10,000 finished jobs)",
+        "settings": "defaults (time scale 0.01, 2,000 finished jobs kept, at most 2,000 in flight)",
     }))
 }
 
@@ -107,7 +107,7 @@ fn svg(samples: &[Sample], rate: f64) -> String {
     let mut out = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="{pad}" y="20" font-size="14">twinmesh agent under {rate:.0} durable jobs/s, default settings</text>
+<text x="{pad}" y="20" font-size="14">twinmesh agent offered {rate:.0} jobs/s (default settings: beyond 2,000 in flight, 503 retry-later)</text>
 <line x1="{pad}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{b}" stroke="black"/>
 <text x="{r}" y="{lb}" text-anchor="end">{t_max:.0} s</text><text x="{pad}" y="{lb}">0</text>
 "#,
