@@ -32,58 +32,10 @@ use twinmesh_common::liveness::PeerState;
 use twinmesh_common::replica::{AGENT_LABEL, Input, Output, Replica, ReplicaConfig};
 use twinmesh_common::rng::{FnvBuild, SimRng};
 use twinmesh_common::twin::Twin;
-use twinmesh_common::wire::{self, Message};
+use twinmesh_common::wire::Message;
 
-/// Arguments of `mesh`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct Args {
-    /// Agents.
-    #[arg(long, default_value_t = 1000)]
-    pub agents: usize,
-    /// Node records in the twin (each owned by one agent; the other agents
-    /// own none). Default: as many as agents, at most 1,000.
-    #[arg(long)]
-    pub nodes: Option<usize>,
-    /// Simulated seconds.
-    #[arg(long, default_value_t = 30.0)]
-    pub seconds: f64,
-    /// Probability that a message is lost.
-    #[arg(long, default_value_t = 0.0)]
-    pub loss: f64,
-    /// Cut a share of the agents off the rest: `SHARE@FROM-TO` (seconds),
-    /// e.g. `0.3@10-20`.
-    #[arg(long)]
-    pub partition: Option<String>,
-    /// Gossip mesh degree.
-    #[arg(long, default_value_t = 6)]
-    pub degree: usize,
-    /// Record updates published per simulated second (by random owners).
-    #[arg(long, default_value_t = 2.0)]
-    pub updates_per_s: f64,
-    /// Jobs submitted per simulated second (to random agents, from random
-    /// clusters), routed, planned and run through the agents' own code.
-    #[arg(long, default_value_t = 1.0)]
-    pub jobs_per_s: f64,
-    /// Updates and jobs stop this many seconds before the end, so replicas can
-    /// settle and convergence be checked.
-    #[arg(long, default_value_t = 5.0)]
-    pub settle: f64,
-    /// Seed.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Output.
-    #[arg(long, value_enum, default_value_t = Output_::Text)]
-    pub output: Output_,
-}
-
-/// How results are printed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output_ {
-    /// A table.
-    Text,
-    /// One JSON object.
-    Json,
-}
+mod args;
+pub use args::{Args, Output_};
 
 pub use partition::Partition;
 
@@ -283,49 +235,6 @@ impl Mesh {
         r
     }
 
-    fn park(&mut self, msg: Rc<Message>, bytes: usize) -> u32 {
-        match self.free.pop() {
-            Some(i) => {
-                self.slots[i as usize] = Some((msg, bytes));
-                i
-            }
-            None => {
-                self.slots.push(Some((msg, bytes)));
-                (self.slots.len() - 1) as u32
-            }
-        }
-    }
-
-    fn take(&mut self, slot: u32) -> (Rc<Message>, usize) {
-        self.free.push(slot);
-        self.slots[slot as usize].take().expect("parked message")
-    }
-
-    /// Whether a message from `a` to `b` sent at `now` gets through, and
-    /// when it arrives.
-    fn deliver(&mut self, a: usize, b: usize, now: f64, bytes: usize, sync: bool) -> Option<f64> {
-        self.count(bytes, sync);
-        self.gets_through(a, b, now).then(|| now + self.latency.latency(self.cluster[a], self.cluster[b]).max(0.1))
-    }
-
-    /// Counts a message sent.
-    fn count(&mut self, bytes: usize, sync: bool) {
-        self.msgs += 1;
-        self.bytes += bytes as u64;
-        if sync {
-            self.sync_bytes += bytes as u64;
-        }
-    }
-
-    /// Whether a message from `a` to `b` sent at `now` is neither cut nor
-    /// lost.
-    fn gets_through(&mut self, a: usize, b: usize, now: f64) -> bool {
-        if self.partition.is_some_and(|p| p.splits(a, b, now)) {
-            return false;
-        }
-        !(self.args.loss > 0.0 && self.net_rng.random::<f64>() < self.args.loss)
-    }
-
     fn handle(&mut self, now: f64, ev: Ev) {
         match ev {
             Ev::Tick(i) => {
@@ -498,25 +407,6 @@ impl Mesh {
         }
     }
 
-    fn fan_out(&mut self, i: usize, msg: Message, now: f64, except: Option<usize>) {
-        let bytes = frame_len(&msg);
-        self.fan_out_shared(i, Rc::new(msg), bytes, now, except);
-    }
-
-    /// Gossips a frame to `i`'s mesh peers (one shared copy in flight).
-    fn fan_out_shared(&mut self, i: usize, msg: Rc<Message>, bytes: usize, now: f64, except: Option<usize>) {
-        for k in 0..self.neighbours[i].len() {
-            let j = self.neighbours[i][k];
-            if Some(j as usize) == except {
-                continue;
-            }
-            if let Some(at) = self.deliver(i, j as usize, now, bytes, false) {
-                let slot = self.park(msg.clone(), bytes);
-                self.queue.push(at, Ev::Gossip { to: j, from: i as u32, slot });
-            }
-        }
-    }
-
     fn report(&self, end: f64, wall_s: f64) -> Report {
         let n = self.args.agents;
         let mut r99 = Vec::new();
@@ -612,16 +502,6 @@ impl Mesh {
     }
 }
 
-/// The length of `msg`'s frame ([`wire::encode`]) — on the stack for the
-/// small ones (probes, summaries), which are most.
-fn frame_len(msg: &Message) -> usize {
-    let mut buf = [0u8; 256];
-    match postcard::to_slice(msg, &mut buf) {
-        Ok(body) => body.len() + 1,
-        Err(_) => wire::encode(msg).len(),
-    }
-}
-
 /// `twinmesh-sims mesh`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let json = args.output == Output_::Json;
@@ -666,6 +546,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 mod jobs;
+mod network;
+use network::frame_len;
 mod partition;
 mod report;
 #[cfg(test)]

@@ -34,6 +34,7 @@ use crate::jobs::JobRecord;
 mod metrics;
 mod owner;
 mod planner;
+mod records;
 mod run;
 mod stages;
 use crate::mesh;
@@ -65,24 +66,7 @@ pub struct AgentConfig {
     pub retention: Retention,
 }
 
-/// What is kept of finished jobs (memory and disk stay bounded under
-/// sustained load; calibration keeps what it learned from them).
-#[derive(Clone, Copy, Debug)]
-pub struct Retention {
-    /// Finished jobs kept at most (the oldest go first).
-    pub max_finished: usize,
-    /// Finished jobs are forgotten this long after they were accepted.
-    pub max_age: Duration,
-    /// Jobs accepted and not yet finished at most; beyond, submissions get
-    /// 503 (retry later) instead of growing a backlog without bound.
-    pub max_in_flight: usize,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention { max_finished: 2_000, max_age: Duration::from_secs(24 * 3600), max_in_flight: 2_000 }
-    }
-}
+pub use records::Retention;
 
 pub use metrics::{Metrics, PLAN_BUCKETS_US};
 
@@ -442,11 +426,6 @@ impl Agent {
         self.lock().replica.twin().clone()
     }
 
-    /// A job by id.
-    pub fn job(&self, id: &str) -> Option<JobRecord> {
-        self.lock().jobs.get(id).cloned()
-    }
-
     /// Makes this agent run stages with `actuator` (set once, at start,
     /// before any job runs; the embedded fabric otherwise).
     pub fn set_actuator(&self, actuator: Arc<dyn crate::actuator::Actuator>) {
@@ -477,78 +456,6 @@ impl Agent {
     pub fn spawn_job(self: &Arc<Self>, id: String) {
         let (me, actuator) = (self.clone(), self.actuator());
         tokio::spawn(run::run_job(me, actuator, id));
-    }
-
-    /// Updates a job record: durable first, then visible. A commit that
-    /// fails (a full disk) is retried with backoff until it succeeds, so
-    /// no state a client has seen is ever lost and a finished job is never
-    /// run again after a restart.
-    pub async fn update_job(&self, id: &str, f: impl FnOnce(&mut JobRecord)) -> Option<JobRecord> {
-        // One update of a job at a time (a job's pods report concurrently),
-        // so none is lost between the copy and the commit.
-        let turn = {
-            let mut locks = self.job_locks.lock().unwrap_or_else(|e| e.into_inner());
-            locks.entry(id.to_string()).or_default().clone()
-        };
-        let _turn = turn.lock().await;
-        let mut rec = self.lock().jobs.get(id)?.clone();
-        f(&mut rec);
-        let mut wait = Duration::from_millis(50);
-        while let Err(e) = self.store.put_job(&rec).await {
-            warn!(job = id, error = %e, retry_in_ms = wait.as_millis() as u64, "storing a job update; retrying");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(5));
-        }
-        // Whatever changed meanwhile in memory is older than this update
-        // (one task drives a job).
-        {
-            let mut st = self.lock();
-            let was_final = st.jobs.insert(id.to_string(), rec.clone()).is_some_and(|old| old.state.is_final());
-            if rec.state.is_final() && !was_final {
-                st.finished.push_back((rec.accepted_at_ms, id.to_string()));
-            }
-        }
-        if rec.state.is_final() {
-            self.job_locks.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-            self.enforce_retention().await;
-        }
-        Some(rec)
-    }
-
-    /// Forgets the oldest finished jobs beyond the retention's count or
-    /// age, in memory and on disk. Cheap when nothing is due (it looks at
-    /// the oldest only).
-    pub async fn enforce_retention(&self) {
-        let r = self.cfg.retention;
-        let oldest_kept = now_ms().saturating_sub(r.max_age.as_millis() as u64);
-        let gone: Vec<String> = {
-            let mut st = self.lock();
-            let mut gone = Vec::new();
-            while let Some((at, _)) = st.finished.front() {
-                if st.finished.len() <= r.max_finished && *at >= oldest_kept {
-                    break;
-                }
-                let (_, id) = st.finished.pop_front().expect("front");
-                if st.jobs.get(&id).is_some_and(|j| j.state.is_final()) {
-                    st.jobs.remove(&id);
-                    gone.push(id);
-                }
-            }
-            gone
-        };
-        if gone.is_empty() {
-            return;
-        }
-        self.metrics.jobs_evicted.fetch_add(gone.len() as u64, Ordering::Relaxed);
-        if let Err(e) = self.store.delete_jobs(gone).await {
-            // Kept on disk until the next restart's pass; never a lost job.
-            warn!(error = %e, "deleting expired job records");
-        }
-    }
-
-    /// Jobs held in memory (and on disk).
-    pub fn jobs_held(&self) -> usize {
-        self.lock().jobs.len()
     }
 
     /// Folds an observed run into calibration.
@@ -682,15 +589,5 @@ impl Agent {
     /// when nobody owns it.
     pub fn owner_of(&self, node: &str) -> String {
         self.lock().replica.owner_of(node)
-    }
-
-    /// Resumes jobs that were accepted but not finished before a restart.
-    pub fn unfinished_jobs(&self) -> Vec<String> {
-        self.lock()
-            .jobs
-            .values()
-            .filter(|j| !j.state.is_final() && j.planner == self.cfg.name)
-            .map(|j| j.id.clone())
-            .collect()
     }
 }
