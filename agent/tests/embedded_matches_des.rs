@@ -64,7 +64,7 @@ async fn embedded_fabric_timeline_equals_the_des() {
     // The same plan in the DES, runs timed by the same ground truth.
     let view = agent.view();
     let job = spec::parse_job(JOB).unwrap();
-    let placed = twinmesh_agent::actuator::assignments(&view, &id, &plan).unwrap();
+    let placed = twinmesh_common::execution::placed(&view, &id, &plan).unwrap();
     let (assign, shadow) = (placed.assign, placed.shadow);
     let truth = GroundTruth {
         jobs: vec![(id.clone(), job.stages.iter().map(|s| s.id.clone()).collect())],

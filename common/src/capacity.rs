@@ -179,8 +179,10 @@ impl NodeSchedule {
         true
     }
 
-    /// Highest cores in use at any instant within `[start, end)`.
-    pub fn peak_cpu(&self, start: f64, end: f64) -> f64 {
+    /// Highest cores in use at any instant within `[start, end)` (the
+    /// straightforward scan the tests check the booking walk's peak with).
+    #[cfg(test)]
+    fn peak_cpu(&self, start: f64, end: f64) -> f64 {
         let mut peak = self.usage_at(start).0;
         for b in &self.bookings {
             if b.start > start && b.start < end {

@@ -71,11 +71,27 @@ pub struct GroundTruth {
     pub durations: Vec<Vec<f64>>,
 }
 
+/// One booked run as the ground truth has it: (what the uncalibrated
+/// model predicts, how long it really takes), for run `attempt` of stage
+/// `stage` of job `job` on node `n`. The one rule the owner's agent, the
+/// DES and the many-agent simulator all time runs with.
+pub fn run(
+    view: &FabricView,
+    n: usize,
+    duration_ms: f64,
+    f: Format,
+    job: &str,
+    stage: &str,
+    attempt: u16,
+) -> (f64, f64) {
+    let model = model_ms(view, n, duration_ms, f);
+    (model, true_ms(view, n, model, f, &run_name(job, stage, attempt)))
+}
+
 impl RunTimes for GroundTruth {
     fn run_ms(&mut self, view: &FabricView, q: RunQuery, _rng: &mut SimRng) -> f64 {
         let (id, stages) = &self.jobs[q.job];
-        let model = model_ms(view, q.node, self.durations[q.job][q.stage], q.format);
-        true_ms(view, q.node, model, q.format, &run_name(id, &stages[q.stage], q.attempt))
+        run(view, q.node, self.durations[q.job][q.stage], q.format, id, &stages[q.stage], q.attempt).1
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use twinmesh_tests::{AgentProc, run_twinmesh, tempdir, twinmesh_bin};
+use twinmesh_tests::{AgentProc, run_twinmesh, tempdir};
 
 fn doc(origin: &str) -> String {
     format!(
@@ -109,7 +109,6 @@ fn token_file_and_bearer_scheme() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is empty"), "{err}");
-    let _ = twinmesh_bin();
     let tok = dir.path().join("api.token");
     std::fs::write(&tok, "s3cret-token\n").unwrap();
     let a = AgentProc::start(

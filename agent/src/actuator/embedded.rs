@@ -22,7 +22,7 @@ use twinmesh_common::job::Job;
 use twinmesh_common::plan::Plan;
 use twinmesh_common::wire::StageRun;
 
-use super::{Actuator, Executed, Host, Placed, assignments, observations};
+use super::{Actuator, Executed, Host, Placed, observations, placed};
 
 /// The embedded fabric.
 #[derive(Clone, Copy, Debug, Default)]
@@ -57,7 +57,7 @@ impl Actuator for Embedded {
 async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Result<Executed, String> {
     let view = host.view();
     let origin = view.origin(job).ok_or_else(|| format!("origin cluster '{}' left the fabric", job.origin.cluster))?;
-    let Placed { assign, shadow, digest } = assignments(&view, id, plan)?;
+    let Placed { assign, shadow, digest } = placed(&view, id, plan)?;
     let t0 = host.fabric_now();
     let mut exec = Execution::new(job, origin, &assign, &shadow, digest, t0, ExecConfig::default());
     let mut out = Vec::new();

@@ -13,12 +13,10 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use twinmesh_common::execution::{Refusal, RunKey, plan_digest};
+use twinmesh_common::execution::{Refusal, RunKey};
 use twinmesh_common::failures::FailureKind;
 use twinmesh_common::job::Job;
-use twinmesh_common::model::Format;
 use twinmesh_common::plan::Plan;
-use twinmesh_common::predict::Assignment;
 use twinmesh_common::truth;
 use twinmesh_common::view::FabricView;
 use twinmesh_common::wire::{StageRun, StageSlot};
@@ -83,29 +81,7 @@ pub trait Actuator: Send + Sync {
     ) -> BoxFuture<'a, Result<String, String>>;
 }
 
-/// A plan as the execution machine takes it.
-pub struct Placed {
-    /// Primary placement of each stage (indices of the view).
-    pub assign: Vec<Assignment>,
-    /// Shadow of each stage.
-    pub shadow: Vec<Option<Assignment>>,
-    /// The digest that names the plan in every booking.
-    pub digest: u64,
-}
-
-/// A plan's placements as indices of `view`, with the digest that names the
-/// plan in every booking.
-pub fn assignments(view: &FabricView, id: &str, plan: &Plan) -> Result<Placed, String> {
-    let idx = |node: &str, format: Format| {
-        view.node_index(node)
-            .map(|n| Assignment { node: n, format })
-            .ok_or_else(|| format!("node '{node}' of the plan is not in the fabric"))
-    };
-    let assign = plan.placements.iter().map(|p| idx(&p.node, p.format)).collect::<Result<Vec<_>, _>>()?;
-    let shadow = plan.shadow.iter().map(|s| s.as_ref().and_then(|p| idx(&p.node, p.format).ok())).collect::<Vec<_>>();
-    let digest = plan_digest(id, plan.placements.iter().map(|p| (p.node.as_str(), p.format)));
-    Ok(Placed { assign, shadow, digest })
-}
+pub use twinmesh_common::execution::{Placed, placed};
 
 /// What each stage's last (successful) run did, in job time (`t0` = the
 /// job's start in the execution's clock): what verification reports and

@@ -24,7 +24,7 @@ use twinmesh_common::view::FabricView;
 
 use super::client::{Created, Kube, Outcome};
 use super::manifest::{StagePod, plan_digest, pod_name, stage_pod};
-use crate::actuator::{Actuator, Executed, Host, Placed, assignments, observations};
+use crate::actuator::{Actuator, Executed, Host, Placed, observations, placed};
 use crate::clock::now_ms;
 
 /// Wall ms a stage's pod works: the model's run time on its node, scaled
@@ -98,7 +98,7 @@ async fn execute(host: Arc<dyn Host>, kube: &Arc<Kube>, id: &str, job: &Job, pla
     let origin = view.origin(job).ok_or_else(|| format!("origin cluster '{}' left the fabric", job.origin.cluster))?;
     let scale = host.time_scale();
     let digest = plan_digest(&plan.placements.iter().map(|p| (p.node.clone(), p.format)).collect::<Vec<_>>());
-    let Placed { assign, shadow, digest: key_digest } = assignments(&view, id, plan)?;
+    let Placed { assign, shadow, digest: key_digest } = placed(&view, id, plan)?;
     // Fabric time of this job: 0 at its start, wall = t0 + fabric × scale.
     let t0 = now_ms();
     let mut exec = Execution::new(job, origin, &assign, &shadow, key_digest, 0.0, ExecConfig::default());

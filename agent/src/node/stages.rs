@@ -24,9 +24,8 @@ impl Agent {
         if !view.nodes.ready[n] {
             return Err(Refusal::NodeDown);
         }
-        let model = truth::model_ms(&view, n, run.compute.duration_ms, run.format);
-        let name = truth::run_name(&run.job, &run.stage, run.key.attempt);
-        let truth = truth::true_ms(&view, n, model, run.format, &name);
+        let (model, truth) =
+            truth::run(&view, n, run.compute.duration_ms, run.format, &run.job, &run.stage, run.key.attempt);
         let now = self.fabric_now();
         let mut st = self.lock();
         let b = st.replica.book(

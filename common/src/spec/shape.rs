@@ -14,6 +14,11 @@ pub const MAX_INDENT: usize = 256;
 /// deeper than [`MAX_NESTING`], indentation wider than [`MAX_INDENT`], or
 /// YAML aliases (`*name`, which can expand exponentially; job documents
 /// never need them).
+/// Whether a YAML scalar (quoted, or an alias) can begin after `prev`.
+fn scalar_may_start_after(prev: u8) -> bool {
+    matches!(prev, b' ' | b'\t' | b'\n' | b'[' | b',' | b'{' | b':' | b'-')
+}
+
 pub(super) fn check_shape(text: &str) -> Result<(), SpecError> {
     let shape = |reason: String| SpecError::Parse { field: ".".into(), reason };
     let (mut depth, mut quote, mut escaped, mut comment) = (0usize, None::<u8>, false, false);
@@ -57,7 +62,7 @@ pub(super) fn check_shape(text: &str) -> Result<(), SpecError> {
             }
             None => match b {
                 // A quote opens a scalar only where a scalar can start.
-                b'"' | b'\'' if matches!(prev, b' ' | b'\t' | b'\n' | b'[' | b',' | b'{' | b':' | b'-') => {
+                b'"' | b'\'' if scalar_may_start_after(prev) => {
                     quote = Some(b);
                 }
                 b'#' if prev == b' ' || prev == b'\t' || prev == b'\n' => comment = true,
@@ -68,7 +73,7 @@ pub(super) fn check_shape(text: &str) -> Result<(), SpecError> {
                     }
                 }
                 b']' | b'}' => depth = depth.saturating_sub(1),
-                b'*' if matches!(prev, b' ' | b'\t' | b'\n' | b'[' | b',' | b'{' | b':' | b'-')
+                b'*' if scalar_may_start_after(prev)
                     && text.as_bytes().get(i + 1).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') =>
                 {
                     return Err(shape(format!("YAML aliases (*name) are not accepted in job documents (at byte {i})")));

@@ -12,10 +12,9 @@
 use std::sync::Arc;
 
 use rand::RngExt;
-use twinmesh_common::execution::{ExecAction, ExecConfig, ExecEvent, Execution, Refusal, RunKey, plan_digest};
+use twinmesh_common::execution::{ExecAction, ExecConfig, ExecEvent, Execution, Placed, Refusal, RunKey, placed};
 use twinmesh_common::job::{Job, Origin};
 use twinmesh_common::policy::{Policy, PolicyConfig};
-use twinmesh_common::predict::Assignment;
 use twinmesh_common::truth;
 use twinmesh_common::view::FabricView;
 use twinmesh_common::wire::{self, JobHandoff, Message, StageRun};
@@ -163,20 +162,17 @@ impl Mesh {
         self.jobs[k].planner = Some(p as u32);
         let view = match self.replicas[p].planning_view(&self.fabric, now as u64) {
             Ok(v) => Arc::new(v),
-            Err(_) => return self.finish(k, true, now),
+            Err(_) => return self.finish(k, true),
         };
         let job = &self.jobs[k].job;
         let plan = match Policy::Greedy.plan(&view, job, &PolicyConfig::default()) {
             Ok(p) => p,
-            Err(_) => return self.finish(k, true, now),
+            Err(_) => return self.finish(k, true),
         };
-        let Some(origin) = view.origin(job) else { return self.finish(k, true, now) };
-        let idx = |name: &str, f| view.node_index(name).map(|n| Assignment { node: n, format: f });
-        let assign: Option<Vec<Assignment>> = plan.placements.iter().map(|p| idx(&p.node, p.format)).collect();
-        let Some(assign) = assign else { return self.finish(k, true, now) };
-        let shadow: Vec<Option<Assignment>> =
-            plan.shadow.iter().map(|s| s.as_ref().and_then(|p| idx(&p.node, p.format))).collect();
-        let digest = plan_digest(&self.jobs[k].id, plan.placements.iter().map(|p| (p.node.as_str(), p.format)));
+        let Some(origin) = view.origin(job) else { return self.finish(k, true) };
+        let Ok(Placed { assign, shadow, digest }) = placed(&view, &self.jobs[k].id, &plan) else {
+            return self.finish(k, true);
+        };
         let mut exec = Execution::new(job, origin, &assign, &shadow, digest, now, ExecConfig::default());
         let mut out = Vec::new();
         exec.start(job, &view, &mut out);
@@ -221,7 +217,7 @@ impl Mesh {
                 ExecAction::Done => {
                     let o = self.jobs[k].exec.as_ref().expect("running").outcome();
                     self.jobs[k].latency_ms = o.latency_ms;
-                    self.finish(k, o.failed, now);
+                    self.finish(k, o.failed);
                 }
             }
         }
@@ -232,9 +228,8 @@ impl Mesh {
         let view = self.jobs[k].view.clone().expect("planned");
         let st = &self.jobs[k].job.stages[key.stage as usize];
         let format = self.jobs[k].exec.as_ref().expect("running").stage(key.stage as usize).1.format;
-        let model = truth::model_ms(&view, node, st.compute.duration_ms, format);
-        let run_ms =
-            truth::true_ms(&view, node, model, format, &truth::run_name(&self.jobs[k].id, &st.id, key.attempt));
+        let (_, run_ms) =
+            truth::run(&view, node, st.compute.duration_ms, format, &self.jobs[k].id, &st.id, key.attempt);
         let (id, name) = (self.jobs[k].id.clone(), view.nodes.name[node].clone());
         let booked = self.replicas[owner].book(
             &id,
@@ -292,7 +287,7 @@ impl Mesh {
         }
     }
 
-    fn finish(&mut self, k: usize, failed: bool, _now: f64) {
+    fn finish(&mut self, k: usize, failed: bool) {
         let j = &mut self.jobs[k];
         j.finals += 1;
         j.failed = failed;
