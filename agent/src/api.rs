@@ -183,6 +183,7 @@ async fn get_twin(State(ctx): State<Ctx>) -> Response {
         "peers": ctx.agent.peers(),
         "liveness": liveness,
         "partition_epoch": ctx.agent.partition_epoch(),
+        "yielded": ctx.agent.yielded(),
         "nodes": records,
         "failures": failures,
         "digest": t.digest(),
@@ -324,6 +325,12 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         "twinmesh_jobs_evicted_total",
         "Finished jobs forgotten by the retention policy (--keep-finished, --keep-finished-for).",
         m.jobs_evicted.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut s,
+        "twinmesh_ownership_conflicts_total",
+        "Another agent claimed a node this agent publishes (see /v1/twin \"yielded\").",
+        m.ownership_conflicts.load(Ordering::Relaxed),
     );
     let _ = writeln!(
         s,

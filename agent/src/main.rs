@@ -15,6 +15,8 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,twinmesh=info,twinmesh_agent=info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not in a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // A log that cannot be written (stderr on a full disk) must not
         // take the agent down: by default the subscriber reports its own
         // write errors with eprintln!, which panics in whatever thread

@@ -16,7 +16,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use crate::capacity::{Booking, NodeSchedule};
-use crate::execution::{Refusal, RunKey};
+use crate::execution::RunKey;
 use crate::failures::FailureEvent;
 use crate::gossip;
 use crate::job::Origin;
@@ -141,6 +141,9 @@ pub enum Output {
     Peer(Transition),
     /// Dial this agent (its addresses are in its record's [`MESH_LABEL`]).
     Dial(String),
+    /// Another agent claimed a node this agent publishes; settled by
+    /// [`claims::claim_beats`].
+    Conflict(OwnershipConflict),
 }
 
 #[derive(Clone, Debug)]
@@ -183,6 +186,10 @@ pub struct Replica {
     /// What routing reads ([`Replica::agents`]), built once per change of
     /// the twin or of a peer's state, not once per job.
     routing: std::cell::OnceCell<Vec<AgentInfo>>,
+    /// Nodes this agent publishes, as last published.
+    claims: BTreeMap<String, Node>,
+    /// Nodes it gave up to another agent's claim, with the winner.
+    yielded: BTreeMap<String, String>,
 }
 
 impl Replica {
@@ -205,6 +212,8 @@ impl Replica {
             agents: Vec::new(),
             agents_from: (usize::MAX, 0.0),
             dial_cursor: 0,
+            claims: BTreeMap::new(),
+            yielded: BTreeMap::new(),
         }
     }
 
@@ -294,13 +303,6 @@ impl Replica {
             self.routing.take();
         }
         out
-    }
-
-    /// Publishes a new version of a record this agent owns.
-    pub fn update_own(&mut self, node: Node) -> Vec<Output> {
-        self.routing.take();
-        let rec = self.twin.update_own(node);
-        vec![Output::Persist { records: vec![rec.clone()], failures: vec![] }, Output::Publish(Message::Record(rec))]
     }
 
     /// What a planner on this replica places on: every node of `fabric`,
@@ -397,60 +399,6 @@ impl Replica {
             .unwrap_or_else(|| self.cfg.name.clone())
     }
 
-    /// Books a run on `node`, which this agent runs: `run_ms` from
-    /// `ready_at` on, at the earliest start where it fits (the owner's
-    /// discipline, [`NodeSchedule::book`]). A repeated request for the same
-    /// run of the same job gets the same booking, never a second one.
-    #[allow(clippy::too_many_arguments)]
-    pub fn book(
-        &mut self,
-        job: &str,
-        key: RunKey,
-        node: &str,
-        capacity: (f64, f64),
-        demand: (f64, f64),
-        ready_at: f64,
-        run_ms: f64,
-        now: f64,
-    ) -> Result<Booking, Refusal> {
-        let k = (job.to_string(), key);
-        if let Some((_, b)) = self.slots.get(&k) {
-            return Ok(*b);
-        }
-        let history = self.cfg.booking_history_ms;
-        let sched = self.schedules.entry(node.to_string()).or_insert_with(|| NodeSchedule::new(capacity.0, capacity.1));
-        sched.cap_cpu = capacity.0;
-        sched.cap_mem_gb = capacity.1;
-        // Keep some history: a request may arrive after its ready time
-        // (network delay), and must not be booked over a run that has
-        // just ended in fabric time.
-        sched.prune(now - history);
-        let b = sched.book(ready_at, run_ms, demand.0, demand.1).ok_or(Refusal::DoesNotFit)?;
-        if self.slots.len() > 4096 {
-            self.slots.retain(|_, (_, b)| b.end > now - history);
-        }
-        self.slots.insert(k, (node.to_string(), b));
-        Ok(b)
-    }
-
-    /// Gives back a run's booking from `at` on.
-    pub fn release(&mut self, job: &str, key: RunKey, at: f64) -> bool {
-        let Some((node, b)) = self.slots.get(&(job.to_string(), key)).cloned() else { return false };
-        let released = self.schedules.get_mut(&node).is_some_and(|s| s.release(&b, at));
-        if let Some(slot) = self.slots.get_mut(&(job.to_string(), key)) {
-            slot.1.end = slot.1.end.min(at.max(b.start));
-        }
-        released
-    }
-
-    /// Cores and memory held on `node` at `now` and its backlog (ms).
-    pub fn load(&self, node: &str, now: f64) -> (f64, f64, f64) {
-        self.schedules.get(node).map_or((0.0, 0.0, 0.0), |s| {
-            let (c, m) = s.allocated(now);
-            (c, m, s.backlog(now))
-        })
-    }
-
     fn token(&mut self, p: Pending) -> u64 {
         let t = self.next_token;
         self.next_token += 1;
@@ -508,7 +456,14 @@ impl Replica {
             for o in owners {
                 self.heard(&o, now, out);
             }
+            // Claims settled after the merged records are stored, so a
+            // record republished over a claimant's is stored last.
+            let mut settled = Vec::new();
+            if !self.claims.is_empty() {
+                self.settle_claims(&delta.records, &mut settled);
+            }
             out.push(Output::Persist { records: delta.records, failures: delta.failures });
+            out.append(&mut settled);
         }
         h.reply
     }
@@ -594,6 +549,10 @@ impl Replica {
         }
     }
 }
+
+mod bookings;
+mod claims;
+pub use claims::{OwnershipConflict, claim_beats};
 
 #[cfg(test)]
 mod tests;

@@ -402,7 +402,7 @@ impl Mesh {
                         }
                     }
                 }
-                Output::Reply { .. } | Output::Dial(_) => {}
+                Output::Reply { .. } | Output::Dial(_) | Output::Conflict(_) => {}
             }
         }
     }

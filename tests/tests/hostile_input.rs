@@ -123,3 +123,72 @@ fn token_file_and_bearer_scheme() {
     assert_eq!(post(&a.api, body(), Some("Bearer wrong")).0, 401);
     assert_eq!(post(&a.api, body(), None).0, 401);
 }
+
+// Rule: two agents that both claim a cluster (`--own-cluster` twice) do
+// not fight over its node records: each node ends owned by one agent at
+// both — its own agent, else the first name — and the agent that yielded
+// says so (`/v1/twin` "yielded", twinmesh_ownership_conflicts_total).
+#[test]
+fn a_second_agent_claiming_a_cluster_is_reported_and_does_not_fight() {
+    use twinmesh_tests::{key_file, wait_for};
+    let dir = tempdir();
+    let key = key_file(dir.path(), "mesh.key", 0x5a);
+    let key = key.to_str().unwrap();
+    let a = AgentProc::start(
+        "edge-srv-01",
+        "edge-microdc",
+        &dir.path().join("a"),
+        &["--own-cluster", "--mesh-key-file", key],
+    );
+    let boot = a.mesh.clone();
+    let b = AgentProc::start(
+        "edge-srv-02",
+        "edge-microdc",
+        &dir.path().join("b"),
+        &["--own-cluster", "--mesh-key-file", key, "--bootstrap", &boot],
+    );
+    let owners = |p: &AgentProc| -> std::collections::BTreeMap<String, (String, u64)> {
+        let (_, t) = p.get("/v1/twin");
+        t["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["node"]["cluster"] == "edge-microdc")
+            .map(|r| {
+                let owner = r["node"]["labels"]["twinmesh.io/agent"].as_str().unwrap_or("").to_string();
+                (r["node"]["name"].as_str().unwrap().to_string(), (owner, r["version"].as_u64().unwrap_or(0)))
+            })
+            .collect()
+    };
+    let t0 = Instant::now();
+    let expected = |node: &str| if node == "edge-srv-02" { "edge-srv-02" } else { "edge-srv-01" };
+    let settled = wait_for(Duration::from_secs(60), || {
+        let (oa, ob) = (owners(&a), owners(&b));
+        let agree = oa.len() > 2 && oa.keys().eq(ob.keys());
+        let right = oa.iter().chain(ob.iter()).all(|(n, (o, _))| o == expected(n));
+        (agree && right).then_some(oa)
+    });
+    eprintln!("settled after {:?}", t0.elapsed());
+    let before = settled
+        .unwrap_or_else(|| panic!("owners never settled: a {:?} b {:?}\nlog b:\n{}", owners(&a), owners(&b), b.log()));
+    let (_, tb) = b.get("/v1/twin");
+    let yielded = tb["yielded"].to_string();
+    assert!(yielded.contains("edge-srv-01") && yielded.contains("edge-srv-0"), "b reports what it yielded: {yielded}");
+    let metrics = reqwest::blocking::get(format!("{}/metrics", b.api)).unwrap().text().unwrap();
+    let conflicts: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("twinmesh_ownership_conflicts_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(conflicts >= 1, "conflict counted:\n{metrics}");
+    assert!(b.log().contains("another agent owns this node"), "logged:\n{}", b.log());
+    assert!(!b.log().contains('\u{1b}'), "no terminal colour codes in a log file");
+    // No fight afterwards: owners stay, and versions do not race upward.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = owners(&a);
+    for (n, (o, v)) in &after {
+        assert_eq!(o, expected(n), "{n} changed owner");
+        let v0 = before.get(n).map_or(0, |x| x.1);
+        assert!(*v < v0 + 20, "{n}: version {v0} → {v} in 3 s: still fought over");
+    }
+}

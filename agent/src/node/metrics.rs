@@ -28,6 +28,8 @@ pub struct Metrics {
     pub peer_transitions: [AtomicU64; 3],
     /// Liveness probes sent.
     pub probes: AtomicU64,
+    /// Another agent claimed a node this agent publishes.
+    pub ownership_conflicts: AtomicU64,
     /// Plan latency histogram: bucket upper bounds in µs.
     pub plan_us_buckets: [AtomicU64; 10],
     /// Sum of plan latencies (µs).

@@ -312,6 +312,7 @@ impl Agent {
                         _ => warn!(peer = %t.peer, state = t.to.as_str(), reason = %t.reason, "peer unreachable"),
                     }
                 }
+                Output::Conflict(c) => self.on_conflict(&c),
                 Output::Dial(agent) => {
                     let addrs: Vec<libp2p::Multiaddr> = {
                         let st = self.lock();

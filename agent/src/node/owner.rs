@@ -101,3 +101,22 @@ impl Agent {
         self.publish_calibration(&learned).await;
     }
 }
+
+impl Agent {
+    /// Another agent claimed a node this agent publishes: counted, logged,
+    /// and placement re-read (the replica settled who keeps it).
+    pub(super) fn on_conflict(&self, c: &twinmesh_common::replica::OwnershipConflict) {
+        self.metrics.ownership_conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().view = None;
+        if c.kept {
+            tracing::warn!(node = %c.node, claimant = %c.claimant, "another agent claims a node this agent owns; kept it (a node's own agent, else the first name, keeps it)");
+        } else {
+            tracing::error!(node = %c.node, owner = %c.claimant, "another agent owns this node; stopped publishing it (check --own-cluster: one agent per cluster)");
+        }
+    }
+
+    /// Nodes this agent gave up to another agent's claim, with the owner.
+    pub fn yielded(&self) -> Vec<(String, String)> {
+        self.lock().replica.yielded().map(|(n, a)| (n.to_string(), a.to_string())).collect()
+    }
+}

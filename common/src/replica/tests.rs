@@ -1,6 +1,7 @@
 use rand::SeedableRng;
 
 use super::*;
+use crate::execution::Refusal;
 use crate::fabric::reference;
 use crate::job::Origin;
 
@@ -273,4 +274,92 @@ fn a_leaving_agent_is_dead_at_once_routing_skips_it_and_it_returns_when_heard() 
         r.handle(Input::Request { from: Some("pan1-phone-01".into()), id: 1, msg: Message::Ping(3) }, 200.0, &mut g);
     assert!(out.iter().any(|o| matches!(o, Output::Peer(t) if t.to == PeerState::Alive)));
     assert_eq!(r.route(&origin, &f.latency, &[]).unwrap().agent, "pan1-phone-01");
+}
+
+/// Delivers every record `from` published in `out` to `to` by gossip;
+/// returns what `to` did.
+fn deliver(out: &[Output], to: &mut Replica, now: f64, g: &mut SimRng) -> Vec<Output> {
+    let mut back = Vec::new();
+    for o in out {
+        if let Output::Publish(m @ Message::Record(_)) = o {
+            back.extend(to.handle(Input::Gossip(m.clone()), now, g));
+        }
+    }
+    back
+}
+
+fn conflicts(out: &[Output]) -> Vec<OwnershipConflict> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Conflict(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Two agents publish node `node` as theirs, each hears the other until
+/// quiet; returns the conflicts each reported.
+fn fight(a: &mut Replica, b: &mut Replica, node: &str) -> (Vec<OwnershipConflict>, Vec<OwnershipConflict>) {
+    let f = reference();
+    let base = f.nodes.iter().find(|n| n.cluster == "dc-core").unwrap().clone();
+    let mut g = rng();
+    let claim = |r: &mut Replica| {
+        let mut n = base.clone();
+        n.name = node.to_string();
+        n.labels.insert(AGENT_LABEL.into(), r.config().name.clone());
+        r.update_own(n)
+    };
+    let (mut to_b, mut to_a) = (claim(a), claim(b));
+    let (mut ca, mut cb) = (Vec::new(), Vec::new());
+    for round in 0..10 {
+        let out_b = deliver(&to_b, b, f64::from(round), &mut g);
+        let out_a = deliver(&to_a, a, f64::from(round), &mut g);
+        cb.extend(conflicts(&out_b));
+        ca.extend(conflicts(&out_a));
+        (to_a, to_b) = (out_b, out_a);
+        // Each keeps publishing what it owns, as the agent does.
+        to_b.extend(claim(a));
+        to_a.extend(claim(b));
+    }
+    // The last round in flight arrives.
+    cb.extend(conflicts(&deliver(&to_b, b, 10.0, &mut g)));
+    ca.extend(conflicts(&deliver(&to_a, a, 10.0, &mut g)));
+    (ca, cb)
+}
+
+#[test]
+fn two_agents_claiming_one_node_settle_on_the_first_name_and_stop_fighting() {
+    // Rule: two agents started with --own-cluster for one cluster do not
+    // take a node's record back and forth: the first name keeps it, the
+    // other yields (stops publishing it, refuses bookings) and both report.
+    let mut a = Replica::new(rcfg("owner-a", "dc-core"), Twin::new());
+    let mut b = Replica::new(rcfg("owner-b", "dc-core"), Twin::new());
+    let (ca, cb) = fight(&mut a, &mut b, "dc-x86-09");
+    assert!(cb.iter().any(|c| c.node == "dc-x86-09" && c.claimant == "owner-a" && !c.kept), "b yields: {cb:?}");
+    assert!(ca.iter().all(|c| c.kept), "a never yields: {ca:?}");
+    assert_eq!(a.owner_of("dc-x86-09"), "owner-a");
+    assert_eq!(b.owner_of("dc-x86-09"), "owner-a");
+    assert_eq!(a.twin().record("dc-x86-09"), b.twin().record("dc-x86-09"), "replicas agree");
+    assert!(a.owns("dc-x86-09") && !b.owns("dc-x86-09"));
+    assert_eq!(b.yielded().collect::<Vec<_>>(), vec![("dc-x86-09", "owner-a")]);
+    // The loser publishes nothing more for the node and books nothing on it.
+    let n = b.twin().record("dc-x86-09").unwrap().node.clone();
+    assert!(b.update_own(n).is_empty());
+    let key = crate::execution::RunKey { plan: 1, stage: 0, attempt: 1 };
+    let refused = b.book("j", key, "dc-x86-09", (8.0, 16.0), (1.0, 1.0), 0.0, 10.0, 0.0);
+    assert!(matches!(refused, Err(Refusal::Other(ref s)) if s.contains("owned by agent 'owner-a'")), "{refused:?}");
+    // Reported once, not on every round.
+    assert_eq!(cb.iter().filter(|c| !c.kept).count(), 1, "{cb:?}");
+}
+
+#[test]
+fn a_nodes_own_agent_keeps_it_against_a_cluster_owner_whose_name_sorts_first() {
+    let mut own = Replica::new(rcfg("dc-x86-09", "dc-core"), Twin::new());
+    let mut cluster = Replica::new(rcfg("a-cluster-owner", "dc-core"), Twin::new());
+    let (c_own, c_cluster) = fight(&mut own, &mut cluster, "dc-x86-09");
+    assert!(c_own.iter().all(|c| c.kept) && !c_own.is_empty() || c_cluster.iter().any(|c| !c.kept));
+    assert!(c_cluster.iter().any(|c| !c.kept && c.claimant == "dc-x86-09"), "{c_cluster:?}");
+    assert_eq!(cluster.owner_of("dc-x86-09"), "dc-x86-09");
+    assert_eq!(own.owner_of("dc-x86-09"), "dc-x86-09");
+    assert!(claim_beats("n", "n", "a") && !claim_beats("n", "a", "n") && claim_beats("x", "a", "b"));
 }
