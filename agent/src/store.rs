@@ -26,9 +26,6 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const TWIN: TableDefinition<&str, &[u8]> = TableDefinition::new("twin");
 const FAILURES: TableDefinition<&str, &[u8]> = TableDefinition::new("failures");
 
-/// Version byte in front of every stored value.
-const VALUE_VERSION: u8 = 1;
-
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -118,19 +115,7 @@ impl Drop for Writer {
     }
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    let mut out = vec![VALUE_VERSION];
-    out.extend(postcard::to_allocvec(v).expect("stored types encode"));
-    out
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    match bytes.split_first() {
-        None => Err("empty value".into()),
-        Some((&VALUE_VERSION, body)) => postcard::from_bytes(body).map_err(|e| e.to_string()),
-        Some((v, _)) => Err(format!("unknown value version {v}")),
-    }
-}
+use twinmesh_common::record::{decode_stored as decode, encode_stored as encode};
 
 impl Store {
     /// Opens (or creates) `dir/twinmesh.redb` and starts the writer.

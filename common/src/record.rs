@@ -5,7 +5,33 @@ use crate::model::Format;
 use crate::plan::Plan;
 use crate::routing::Route;
 use crate::verify::Verification;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// Version byte in front of every stored value (job records, twin records,
+/// failure events in the agent's database).
+pub const STORED_VERSION: u8 = 1;
+
+/// Encodes a value as the agent stores it: the version byte, then postcard.
+pub fn encode_stored<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![STORED_VERSION];
+    out.extend(postcard::to_allocvec(v).expect("stored types encode"));
+    out
+}
+
+/// Decodes a stored value; the error says what is wrong with it. Trailing
+/// bytes are an error: a value is written whole or not at all.
+pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    match bytes.split_first() {
+        None => Err("empty value".into()),
+        Some((&STORED_VERSION, body)) => match postcard::take_from_bytes(body) {
+            Ok((v, [])) => Ok(v),
+            Ok((_, rest)) => Err(format!("{} trailing bytes", rest.len())),
+            Err(e) => Err(e.to_string()),
+        },
+        Some((v, _)) => Err(format!("unknown value version {v}")),
+    }
+}
 
 /// Where a job is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

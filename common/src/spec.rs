@@ -185,12 +185,22 @@ pub fn parse_job(text: &str) -> Result<Job, SpecError> {
 /// Longest name a node or cluster reference may have.
 pub const MAX_REF_NAME: usize = 253;
 
+/// Largest job document (bytes): 64 stages written out generously fit in
+/// a few kilobytes; the bound keeps what the agent stores per job small.
+pub const MAX_DOCUMENT: usize = 64 * 1024;
+
 mod shape;
 use shape::check_shape;
 pub use shape::{MAX_INDENT, MAX_NESTING};
 
 /// Parses a job document without validating it.
 pub fn parse_document(text: &str) -> Result<JobDocument, SpecError> {
+    if text.len() > MAX_DOCUMENT {
+        return Err(SpecError::Parse {
+            field: ".".into(),
+            reason: format!("document is {} bytes, at most {MAX_DOCUMENT} allowed", text.len()),
+        });
+    }
     check_shape(text)?;
     if text.trim_start().starts_with('{') {
         let mut de = serde_json::Deserializer::from_str(text);
@@ -436,6 +446,19 @@ spec:
 
     fn err(text: &str) -> SpecError {
         parse_job(text).unwrap_err()
+    }
+
+    #[test]
+    fn a_document_past_the_size_bound_is_refused_naming_the_bound() {
+        // Padding in a comment: valid YAML, only too long.
+        let mut big = GOOD.to_string();
+        big.push_str(&format!("# {}\n", "x".repeat(MAX_DOCUMENT)));
+        let e = err(&big).to_string();
+        assert!(e.contains("at most 65536 allowed") && e.contains(&big.len().to_string()), "{e}");
+        let mut fits = GOOD.to_string();
+        fits.push_str(&format!("# {}\n", "x".repeat(MAX_DOCUMENT - GOOD.len() - 3)));
+        assert_eq!(fits.len(), MAX_DOCUMENT);
+        assert!(parse_job(&fits).is_ok());
     }
 
     fn with(find: &str, replace: &str) -> String {
