@@ -3,12 +3,16 @@
 
 use std::time::Duration;
 
-use twinmesh_tests::run_twinmesh;
+use twinmesh_tests::{run_twinmesh, twinmesh_bin};
+
+/// Far above what the demo needs (3 s in release, about a minute for a
+/// debug build on a loaded machine): a limit, not a measurement.
+const LIMIT: Duration = Duration::from_secs(600);
 
 #[test]
 fn demo_runs_every_job_to_the_end_and_reports_json() {
     let out =
-        run_twinmesh(&["demo", "--jobs", "24", "--seed", "7", "--output", "json"], None, Duration::from_secs(120));
+        run_twinmesh(&["demo", "--jobs", "24", "--seed", "7", "--duration", "500", "--output", "json"], None, LIMIT);
     assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().expect("output");
@@ -22,4 +26,67 @@ fn demo_runs_every_job_to_the_end_and_reports_json() {
     let rate = v["acceptance_rate"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&rate));
     assert_eq!(v["injected_failures"][0], "gamer-01");
+}
+
+/// A cgroup v1 `cpu` group holding `quota` of a core, removed on drop.
+struct CpuQuota(std::path::PathBuf);
+
+impl CpuQuota {
+    fn new(name: &str, quota: f64) -> Result<CpuQuota, String> {
+        let dir = std::path::PathBuf::from("/sys/fs/cgroup/cpu").join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let g = CpuQuota(dir);
+        std::fs::write(g.0.join("cpu.cfs_period_us"), "100000").map_err(|e| e.to_string())?;
+        std::fs::write(g.0.join("cpu.cfs_quota_us"), format!("{}", (quota * 100_000.0) as u64))
+            .map_err(|e| e.to_string())?;
+        Ok(g)
+    }
+
+    fn add(&self, pid: u32) -> std::io::Result<()> {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string())
+    }
+
+    fn throttled(&self) -> u64 {
+        let stat = std::fs::read_to_string(self.0.join("cpu.stat")).unwrap_or_default();
+        stat.lines().find_map(|l| l.strip_prefix("nr_throttled ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for CpuQuota {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+// Rule: a slow agent must not fail jobs: timeouts follow measured round
+// trips and the agent's own pace. The whole demo — seven agents and the
+// job stream — in one cgroup with a tenth of a core (the debug build,
+// itself several times slower than release): every job succeeds and each
+// is planned in its origin's cluster.
+#[test]
+fn the_demo_on_a_tenth_of_a_core_runs_every_job_near_its_origin() {
+    let g = match CpuQuota::new(&format!("twinmesh-test-{}", std::process::id()), 0.1) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("SKIPPED: no cgroup v1 cpu controller to throttle with ({e})");
+            return;
+        }
+    };
+    let jobs = "10";
+    let child = std::process::Command::new(twinmesh_bin())
+        .args(["demo", "--jobs", jobs, "--seed", "2", "--duration", "500", "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn demo");
+    g.add(child.id()).expect("into the cgroup");
+    let start = std::time::Instant::now();
+    let out = child.wait_with_output().expect("demo output");
+    eprintln!("demo on 0.1 core took {:?}, throttled in {} periods", start.elapsed(), g.throttled());
+    assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(g.throttled() > 10, "the quota really throttled the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("output")).expect("JSON");
+    assert_eq!(v["states"]["succeeded"], 10, "{v}");
+    assert_eq!(v["planned_in_origin_cluster"], 10, "{v}");
 }
