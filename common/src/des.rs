@@ -223,6 +223,9 @@ pub struct Simulator<'a, R: RunTimes = LognormalNoise> {
     peak: Vec<f64>,
     jobs: Vec<SimJob<'a>>,
     actions: Vec<ExecAction>,
+    /// Node failures on a timeline (with precursors), instead of a hazard
+    /// per run.
+    outages: Option<crate::forecast::Outages>,
 }
 
 impl<'a> Simulator<'a, LognormalNoise> {
@@ -250,7 +253,48 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
             peak: vec![0.0; t.len()],
             jobs: Vec::new(),
             actions: Vec::new(),
+            outages: None,
         }
+    }
+
+    /// Nodes fail on `outages`' timeline (down for a repair time, some
+    /// failures announced by precursors) instead of a hazard per run.
+    pub fn with_outages(mut self, outages: crate::forecast::Outages) -> Self {
+        self.outages = Some(outages);
+        self
+    }
+
+    /// Job `j` and its execution.
+    pub fn job(&self, j: usize) -> (&'a Job, &Execution) {
+        (self.jobs[j].job, &self.jobs[j].exec)
+    }
+
+    /// Jobs submitted so far.
+    pub fn job_count(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Moves stage `s` of job `j` to `to` now ([`Execution::migrate`]);
+    /// returns whether it moved.
+    pub fn migrate(&mut self, j: usize, s: usize, to: Assignment) -> bool {
+        let now = self.now;
+        let mut out = std::mem::take(&mut self.actions);
+        let moved = {
+            let sj = &mut self.jobs[j];
+            sj.exec.migrate(sj.job, self.view, now, s, to, &mut out)
+        };
+        // A stage still waiting for its predecessors holds its new node.
+        if moved {
+            if let Some((n, h)) = self.jobs[j].held[s].take() {
+                self.hold(n, h, -1.0);
+                let c = &self.jobs[j].job.stages[s].compute;
+                let h = Hold { cpu: c.cpu, mem: c.mem_gb, work: c.cpu * self.view.compute_ms(to.node, c, to.format) };
+                self.hold(to.node, h, 1.0);
+                self.jobs[j].held[s] = Some((to.node, h));
+            }
+        }
+        self.carry_out(j, now, out);
+        moved
     }
 
     /// Submits a placed job at `at_ms`; returns its handle.
@@ -347,7 +391,9 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
                             self.peak[node] = self.peak[node].max(peak);
                             self.jobs[j].booked[s] = Some(b);
                             let r = self.view.nodes.resiliency[node];
-                            let ttf = if self.cfg.failures && r < 1.0 {
+                            let ttf = if let Some(o) = &self.outages {
+                                o.fails_during(node, b.start, b.end).map_or(f64::INFINITY, |t| t - b.start)
+                            } else if self.cfg.failures && r < 1.0 {
                                 let rate = -r.max(1e-12).ln() / self.cfg.risk_horizon_ms;
                                 let e: f64 = Exp1.sample(&mut self.rng);
                                 e / rate

@@ -179,6 +179,8 @@ pub struct JobOutcome {
     pub error: Option<String>,
     /// Runs that failed or were refused.
     pub failures: u32,
+    /// Stages moved ahead of a forecast failure ([`Execution::migrate`]).
+    pub migrations: u32,
     /// Per stage, in document order.
     pub stages: Vec<StageOutcome>,
 }
@@ -205,6 +207,11 @@ struct StageRun {
     at: Assignment,
     shadow: Option<Assignment>,
     attempt: u16,
+    /// Attempts that were migrations, not failures (they do not count
+    /// against `max_attempts`).
+    migrations: u16,
+    /// Times the stage was moved ahead of a forecast failure.
+    moves: u16,
     /// Nodes tried, in order.
     tried: Vec<usize>,
     ready: f64,
@@ -251,6 +258,8 @@ impl Execution {
                 at: assign[s],
                 shadow: shadow.get(s).copied().flatten(),
                 attempt: 0,
+                migrations: 0,
+                moves: 0,
                 tried: Vec::new(),
                 ready: submit_ms,
                 start: f64::NAN,
@@ -379,6 +388,7 @@ impl Execution {
             failed: self.error.is_some() || (self.done && self.finish.is_nan()),
             error: self.error.clone(),
             failures: self.failures,
+            migrations: self.stages.iter().map(|s| u32::from(s.moves)).sum(),
             stages: self
                 .stages
                 .iter()
@@ -455,7 +465,7 @@ impl Execution {
     /// The one failover rule: shadow, then the best untried node, then a
     /// backoff on a node already tried; out of attempts ⇒ the job fails.
     fn fail_over(&mut self, job: &Job, view: &FabricView, s: usize, now: f64, why: String, out: &mut Vec<ExecAction>) {
-        if self.stages[s].attempt >= self.cfg.max_attempts {
+        if self.stages[s].attempt - self.stages[s].migrations >= self.cfg.max_attempts {
             let why = format!("{why}; gave up after {} attempts", self.stages[s].attempt);
             self.abandon(now, why, out);
             return;
@@ -524,6 +534,9 @@ impl Execution {
         out.push(ExecAction::Done);
     }
 }
+
+mod migrate;
+pub use migrate::StageProgress;
 
 /// A plan as the execution machine takes it.
 pub struct Placed {

@@ -127,14 +127,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Jobs with origins and arrival times, the same for every policy.
 fn job_stream(fabric: &Fabric, args: &Args) -> anyhow::Result<Vec<(Job, f64)>> {
+    stream(fabric, args.jobs, args.interarrival_ms, args.seed)
+}
+
+/// `jobs` jobs of the three templates from random origins, Poisson
+/// arrivals `interarrival_ms` apart on average.
+pub(crate) fn stream(fabric: &Fabric, jobs: usize, interarrival_ms: f64, seed: u64) -> anyhow::Result<Vec<(Job, f64)>> {
     use rand::RngExt;
     let templates: Vec<Job> = TEMPLATES.iter().map(|t| parse_job(t)).collect::<Result<_, _>>()?;
-    let mut rng = seeded(args.seed);
+    let mut rng = seeded(seed);
     let mut t = 0.0;
-    let mut out = Vec::with_capacity(args.jobs);
-    for _ in 0..args.jobs {
+    let mut out = Vec::with_capacity(jobs);
+    for _ in 0..jobs {
         let u: f64 = rng.random::<f64>().max(1e-12);
-        t += -u.ln() * args.interarrival_ms;
+        t += -u.ln() * interarrival_ms;
         let mut job = templates[rng.random_range(0..templates.len())].clone();
         let origin = &fabric.nodes[rng.random_range(0..fabric.nodes.len())];
         job.origin.cluster = origin.cluster.clone();

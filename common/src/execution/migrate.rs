@@ -1,0 +1,106 @@
+//! Moving a stage before trouble — the preemptive counterpart of failover,
+//! driven by [`crate::preempt`]'s decisions.
+
+use super::{ExecAction, Execution, StageState};
+use crate::job::Job;
+use crate::predict::Assignment;
+use crate::view::{FabricView, OriginIdx};
+
+/// Where one stage stands, for forecasts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StageProgress {
+    /// Its state.
+    pub state: StageState,
+    /// Its current placement.
+    pub at: Assignment,
+    /// When its inputs are on its node (ms; meaningful once booked).
+    pub ready: f64,
+    /// Booked start (ms; NaN until booked).
+    pub start: f64,
+    /// Finish (ms; NaN until it finished).
+    pub finish: f64,
+}
+
+impl Execution {
+    /// Stage `s`'s placement and times.
+    pub fn timing(&self, s: usize) -> StageProgress {
+        let st = &self.stages[s];
+        StageProgress { state: st.state, at: st.at, ready: st.ready, start: st.start, finish: st.finish }
+    }
+
+    /// Stages of the job.
+    pub fn stage_count(&self) -> usize {
+        self.stages.len()
+    }
+
+    /// When the job was submitted (ms).
+    pub fn submitted(&self) -> f64 {
+        self.submit
+    }
+
+    /// Where its inputs come from.
+    pub fn origin(&self) -> OriginIdx {
+        self.origin
+    }
+
+    /// When stage `s`'s inputs could be on node `to` (ms; for a stage whose
+    /// predecessors have not all finished, from their placements' predicted
+    /// finishes is the caller's business — this is NaN then).
+    pub fn inputs_ready_on(&self, job: &Job, view: &FabricView, s: usize, to: usize) -> f64 {
+        if job.stages[s].predecessors.iter().any(|&p| self.stages[p].state != StageState::Done) {
+            return f64::NAN;
+        }
+        self.inputs_ready(job, view, s, to)
+    }
+
+    /// Moves stage `s` to `to` ahead of a forecast failure of its node.
+    /// A stage waiting for its predecessors gets a new placement; a booked
+    /// one gives its booking back and asks `to` for one — when it was
+    /// already running, that is a restart: the work done so far is lost
+    /// (its energy counted). A move is an attempt but not a failure: it
+    /// does not count against `max_attempts`. A stage being booked, done
+    /// or abandoned does not move. Returns whether the stage moved.
+    pub fn migrate(
+        &mut self,
+        job: &Job,
+        view: &FabricView,
+        now: f64,
+        s: usize,
+        to: Assignment,
+        out: &mut Vec<ExecAction>,
+    ) -> bool {
+        if self.done || s >= self.stages.len() || self.stages[s].at.node == to.node {
+            return false;
+        }
+        if !view.hosts(to.node, &job.stages[s].compute) || !view.nodes.runtimes[to.node].contains(to.format) {
+            return false;
+        }
+        let key = self.key(s);
+        let st = &mut self.stages[s];
+        match st.state {
+            StageState::Waiting => {
+                st.at = to;
+                st.moves += 1;
+                true
+            }
+            StageState::Booked => {
+                let from = st.at.node;
+                if st.start < now {
+                    self.energy += view.energy_j(from, &job.stages[s].compute, now - st.start);
+                }
+                let st = &mut self.stages[s];
+                out.push(ExecAction::Release { key, node: from, at: now });
+                st.state = StageState::Waiting;
+                st.moves += 1;
+                st.migrations += 1;
+                self.book(job, view, s, to, now, out);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn key(&self, s: usize) -> super::RunKey {
+        super::RunKey { plan: self.plan, stage: s as u16, attempt: self.stages[s].attempt }
+    }
+}

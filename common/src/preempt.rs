@@ -1,0 +1,241 @@
+//! Preemptive actions: from the forecast, move work off a node before it
+//! fails — not after.
+//!
+//! A decision is a pure function of the job's execution, the twin's view,
+//! the time and a risk forecast ([`crate::forecast::p_fail`] per node), and
+//! comes with its numbers: the expected gain (ms of expected finish,
+//! failures weighted by their probability), the cost, the risk before and
+//! after, and a sentence saying why. Guard rails ([`Guard`]) keep actions
+//! rare: a risk budget below which nothing moves, hysteresis (the gain must
+//! beat the cost by a margin), a minimum interval per job and a budget per
+//! minute.
+//!
+//! **Migrate.** For each stage that has not started, staying costs its
+//! expected finish on its node plus, with the node's failure probability
+//! before the stage ends, a failover (the delay to notice, and the run
+//! again elsewhere). Moving costs the expected finish on the best other
+//! node — inputs there, its published wait, the move's own delay — plus
+//! that node's risk the same way. The stage moves when its risk is at
+//! least the budget and the gain is at least `min_gain_ms`. A running
+//! stage is weighed the same way, as a restart: staying, it fails (with
+//! the forecast probability) on average halfway through what is left of
+//! it; moving, it starts over elsewhere — worth it only early in a long
+//! run or onto a much faster node.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::execution::{ExecConfig, Execution, StageState};
+use crate::job::Job;
+use crate::predict::Assignment;
+use crate::view::{FabricView, allowed_by_arch};
+
+/// The rules' settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreemptConfig {
+    /// A stage moves only when its node's failure risk before it ends is at
+    /// least this.
+    pub risk_budget: f64,
+    /// ... and the expected gain is at least this (ms): hysteresis.
+    pub min_gain_ms: f64,
+    /// What a move costs (ms): the new booking and the start elsewhere.
+    pub migrate_cost_ms: f64,
+    /// At most one action per job this often (ms).
+    pub min_interval_ms: f64,
+    /// At most this many actions per minute from one planner.
+    pub budget_per_minute: usize,
+}
+
+impl Default for PreemptConfig {
+    fn default() -> Self {
+        PreemptConfig {
+            risk_budget: 0.2,
+            min_gain_ms: 250.0,
+            migrate_cost_ms: 200.0,
+            min_interval_ms: 2_000.0,
+            budget_per_minute: 120,
+        }
+    }
+}
+
+/// What to do.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Action {
+    /// Move a stage that has not started from `from` to `to`.
+    Migrate {
+        /// Stage index.
+        stage: usize,
+        /// Its node now.
+        from: usize,
+        /// Where it goes.
+        to: Assignment,
+    },
+}
+
+/// An action with its numbers and reason.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The action.
+    pub action: Action,
+    /// Expected finish gained (ms).
+    pub gain_ms: f64,
+    /// What the action costs (ms).
+    pub cost_ms: f64,
+    /// Failure risk of the stage where it is.
+    pub risk_before: f64,
+    /// ... and where it goes.
+    pub risk_after: f64,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Predicted finish (ms) of every stage: finished ones as they did, booked
+/// ones from their start, the others after their predecessors.
+pub fn predicted_finishes(job: &Job, exec: &Execution, view: &FabricView, now: f64) -> Vec<f64> {
+    let n = exec.stage_count();
+    let mut fin = vec![f64::NAN; n];
+    // Predecessors come first in a valid document; a second pass covers
+    // any other order.
+    for _ in 0..2 {
+        for s in 0..n {
+            let t = exec.timing(s);
+            let c = &job.stages[s].compute;
+            let run = view.compute_ms(t.at.node, c, t.at.format);
+            fin[s] = match t.state {
+                StageState::Done | StageState::Abandoned => t.finish,
+                StageState::Booked => t.start + run,
+                StageState::Booking => t.ready.max(now) + run,
+                StageState::Waiting => start_on(job, exec, view, &fin, s, t.at.node, now) + run,
+            };
+        }
+    }
+    fin
+}
+
+/// When stage `s` could start on node `n`: its inputs there (predicted for
+/// predecessors still running), not before `now`, after `n`'s wait.
+fn start_on(job: &Job, exec: &Execution, view: &FabricView, fin: &[f64], s: usize, n: usize, now: f64) -> f64 {
+    let preds = &job.stages[s].predecessors;
+    let ready = if preds.is_empty() {
+        exec.submitted() + view.origin_latency(exec.origin(), n)
+    } else {
+        preds
+            .iter()
+            .map(|&p| {
+                let f = if fin[p].is_nan() { now } else { fin[p] };
+                f + view.transfer_ms(exec.timing(p).at.node, n, job.stages[p].output_mb)
+            })
+            .fold(f64::NEG_INFINITY, f64::max)
+    };
+    ready.max(now).max(now + view.wait_ms(n, &job.stages[s].compute))
+}
+
+/// Stages of `exec` that should move ahead of a forecast failure, best
+/// gain first; `risk(node, until)` is the forecast P(node fails before
+/// `until`).
+pub fn consider_migrations(
+    job: &Job,
+    exec: &Execution,
+    view: &FabricView,
+    now: f64,
+    risk: &dyn Fn(usize, f64) -> f64,
+    exec_cfg: &ExecConfig,
+    cfg: &PreemptConfig,
+) -> Vec<Decision> {
+    if exec.is_done() {
+        return Vec::new();
+    }
+    let fin = predicted_finishes(job, exec, view, now);
+    let mut out = Vec::new();
+    for s in 0..exec.stage_count() {
+        let t = exec.timing(s);
+        if !matches!(t.state, StageState::Waiting | StageState::Booked) {
+            continue;
+        }
+        let running = t.state == StageState::Booked && t.start <= now;
+        let c = &job.stages[s].compute;
+        let from = t.at.node;
+        let run_from = view.compute_ms(from, c, t.at.format);
+        let p_stay = risk(from, fin[s]);
+        if p_stay < cfg.risk_budget {
+            continue;
+        }
+        // Staying: on failure, the failover and the run again; a running
+        // stage fails on average halfway through what is left of it.
+        let fails_at = if running { (now + fin[s]) / 2.0 } else { fin[s] };
+        let stay = (1.0 - p_stay) * fin[s] + p_stay * (fails_at + exec_cfg.failover_delay_ms + run_from);
+        let allowed = allowed_by_arch(&job.stages[s].constraints);
+        let mut best: Option<(Assignment, f64, f64, f64)> = None;
+        for n in 0..view.nodes.len() {
+            if n == from || !view.hosts(n, c) {
+                continue;
+            }
+            let Some((format, _)) = view.best_format(n, &allowed) else { continue };
+            let run = view.compute_ms(n, c, format);
+            let finish = start_on(job, exec, view, &fin, s, n, now + cfg.migrate_cost_ms) + run;
+            let p = risk(n, finish);
+            let expected = (1.0 - p) * finish + p * (finish + exec_cfg.failover_delay_ms + run);
+            if expected.is_finite() && best.is_none_or(|b| expected < b.1) {
+                best = Some((Assignment { node: n, format }, expected, p, finish));
+            }
+        }
+        let Some((to, moved, p_to, finish_to)) = best else { continue };
+        let gain = stay - moved;
+        if gain < cfg.min_gain_ms {
+            continue;
+        }
+        let reason = format!(
+            "{} '{}': node '{}' fails before the stage ends with p={:.2} (budget {:.2}); on '{}' p={:.2}, expected finish {:.0} ms earlier (predicted end {:.0} → {:.0} ms)",
+            if running { "restart running stage" } else { "move stage" },
+            job.stages[s].id,
+            view.nodes.name[from],
+            p_stay,
+            cfg.risk_budget,
+            view.nodes.name[to.node],
+            p_to,
+            gain,
+            fin[s],
+            finish_to,
+        );
+        out.push(Decision {
+            action: Action::Migrate { stage: s, from, to },
+            gain_ms: gain,
+            cost_ms: cfg.migrate_cost_ms,
+            risk_before: p_stay,
+            risk_after: p_to,
+            reason,
+        });
+    }
+    out.sort_by(|a, b| b.gain_ms.total_cmp(&a.gain_ms));
+    out
+}
+
+/// Guard rails: a minimum interval per job and a budget per minute.
+#[derive(Clone, Debug, Default)]
+pub struct Guard {
+    last: HashMap<u64, f64>,
+    recent: VecDeque<f64>,
+}
+
+impl Guard {
+    /// Whether job `job` may act at `now`; when it may, the action is
+    /// counted. The refusal says which rail held.
+    pub fn admit(&mut self, job: u64, now: f64, cfg: &PreemptConfig) -> Result<(), &'static str> {
+        if self.last.get(&job).is_some_and(|&t| now - t < cfg.min_interval_ms) {
+            return Err("acted on this job too recently");
+        }
+        while self.recent.front().is_some_and(|&t| now - t >= 60_000.0) {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= cfg.budget_per_minute {
+            return Err("action budget for this minute spent");
+        }
+        self.last.insert(job, now);
+        self.recent.push_back(now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
