@@ -328,6 +328,12 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
     );
     counter(
         &mut s,
+        "twinmesh_preemptive_actions_total",
+        "Stages moved off a node ahead of its forecast failure (migrations and restarts).",
+        m.preemptive_migrations.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut s,
         "twinmesh_ownership_conflicts_total",
         "Another agent claimed a node this agent publishes (see /v1/twin \"yielded\").",
         m.ownership_conflicts.load(Ordering::Relaxed),

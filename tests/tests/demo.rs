@@ -25,7 +25,8 @@ fn demo_runs_every_job_to_the_end_and_reports_json() {
     assert!(v["planned_in_origin_cluster"].as_u64().unwrap() >= 18, "{v}");
     let rate = v["acceptance_rate"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&rate));
-    assert_eq!(v["injected_failures"][0], "gamer-01");
+    assert!(v["injected_failures"][0].as_str().is_some_and(|n| !n.is_empty()), "{v}");
+    assert!(v["preemptive_moves"].as_u64().is_some(), "{v}");
 }
 
 /// A cgroup v1 `cpu` group holding `quota` of a core, removed on drop.

@@ -13,14 +13,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::warn;
 use twinmesh_common::execution::{ExecAction, ExecConfig, ExecEvent, Execution, RunKey};
 use twinmesh_common::failures::FailureKind;
+use twinmesh_common::forecast::{ForecastConfig, NodeSigns, p_fail};
 use twinmesh_common::job::Job;
 use twinmesh_common::plan::Plan;
-use twinmesh_common::wire::StageRun;
+use twinmesh_common::preempt::{Action, Guard, PreemptConfig, consider_migrations};
+use twinmesh_common::wire::{StageRun, StageSlot};
 
 use super::{Actuator, Executed, Host, Placed, observations, placed};
 
@@ -63,6 +66,10 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
     let mut out = Vec::new();
     exec.start(job, &view, &mut out);
     let mut running = FuturesUnordered::new();
+    let mut guard = Guard::default();
+    let mut warnings = host.precursor_changes();
+    // A fabric second, within [10 ms, 250 ms] of wall time.
+    let tick = Duration::from_secs_f64((host.time_scale()).clamp(0.01, 0.25));
     loop {
         for a in out.drain(..) {
             match a {
@@ -77,7 +84,7 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
                         compute: st.compute,
                         ready_at,
                     };
-                    running.push(book_and_run(host.clone(), run));
+                    running.push(book(host.clone(), run).boxed());
                 }
                 ExecAction::Release { key, node, at } => {
                     let (host, id, node) = (host.clone(), id.to_string(), view.nodes.name[node].clone());
@@ -89,12 +96,32 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
         if exec.is_done() {
             break;
         }
-        let Some(events) = running.next().await else {
+        // Runs end, or — now and then — the forecast is read and stages
+        // move off nodes heading for failure.
+        let events = tokio::select! {
+            e = running.next() => e,
+            _ = warnings.changed() => {
+                preempt(&host, id, job, &mut exec, &mut guard, &mut out).await;
+                continue;
+            }
+            _ = tokio::time::sleep(tick) => {
+                preempt(&host, id, job, &mut exec, &mut guard, &mut out).await;
+                continue;
+            }
+        };
+        let Some((events, then)) = events else {
             return Err("execution stalled: no run in flight and the job is not done".into());
         };
+        if let Some((node, key, slot)) = then {
+            running.push(run_to_end(host.clone(), node, key, slot).boxed());
+        }
         let current = host.view();
         for (at, ev) in events {
             exec.handle(job, &current, at, ev, &mut out);
+        }
+        // A stage just booked or released may sit on a warned node.
+        if out.is_empty() {
+            preempt(&host, id, job, &mut exec, &mut guard, &mut out).await;
         }
     }
     let o = exec.outcome();
@@ -109,27 +136,71 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
     })
 }
 
-/// One run: booked with the node's owner, then awaited to its end; what
-/// happened, as execution events with their fabric times.
-async fn book_and_run(host: Arc<dyn Host>, run: StageRun) -> Vec<(f64, ExecEvent)> {
+/// Reads the forecast for the job's nodes and carries out the migration
+/// rule's decisions (`common::preempt`), each noted on the job with its
+/// reason.
+async fn preempt(
+    host: &Arc<dyn Host>,
+    id: &str,
+    job: &Job,
+    exec: &mut Execution,
+    guard: &mut Guard,
+    out: &mut Vec<ExecAction>,
+) {
+    let view = host.view();
+    let seen = host.precursors(&view);
+    let mine = (0..exec.stage_count()).any(|s| seen.get(exec.timing(s).at.node).is_some_and(Option::is_some));
+    if !mine {
+        return;
+    }
+    let now = host.fabric_now();
+    let fcfg = ForecastConfig::default();
+    let risk = |n: usize, until: f64| {
+        p_fail(NodeSigns { resiliency: view.nodes.resiliency[n], precursor_at: seen[n] }, now, until, &fcfg)
+    };
+    let pcfg = PreemptConfig::default();
+    let Some(d) = consider_migrations(job, exec, &view, now, &risk, &ExecConfig::default(), &pcfg).into_iter().next()
+    else {
+        return;
+    };
+    if guard.admit(0, now, &pcfg).is_err() {
+        return;
+    }
+    let Action::Migrate { stage, to, .. } = d.action;
+    if exec.migrate(job, &view, now, stage, to, out) {
+        tracing::info!(job = id, reason = %d.reason, gain_ms = d.gain_ms, "preemptive migration");
+        host.acted();
+        host.note(id, format!("preemptive: {} (gain {:.0} ms, cost {:.0} ms)", d.reason, d.gain_ms, d.cost_ms)).await;
+    }
+}
+
+/// What a run's step reports: events with their fabric times, and, once
+/// booked, the run to await.
+type Step = (Vec<(f64, ExecEvent)>, Option<(String, RunKey, StageSlot)>);
+
+/// Books a run with the node's owner; reported at once, so the forecast
+/// sees the run as booked (and running) while it runs.
+async fn book(host: Arc<dyn Host>, run: StageRun) -> Step {
     let key: RunKey = run.key;
     let node = run.node.clone();
-    let slot = match host.book(run).await {
-        Ok(slot) => slot,
+    match host.book(run).await {
+        Ok(slot) => (vec![(slot.start, ExecEvent::Booked { key, start: slot.start })], Some((node, key, slot))),
         Err(reason) => {
             warn!(node = %node, error = %reason, "stage refused; the execution moves it");
-            return vec![(host.fabric_now(), ExecEvent::Refused { key, reason })];
+            (vec![(host.fabric_now(), ExecEvent::Refused { key, reason })], None)
         }
-    };
-    let booked = (slot.start, ExecEvent::Booked { key, start: slot.start });
-    // Wait for the end, checking now and then whether the node went down
-    // under the run (the failure is dated when it happened).
+    }
+}
+
+/// Awaits a booked run's end, checking now and then whether the node went
+/// down under it (the failure is dated when it happened).
+async fn run_to_end(host: Arc<dyn Host>, node: String, key: RunKey, slot: StageSlot) -> Step {
     let (from, to) = (host.wall_of(slot.start) as u64, host.wall_of(slot.end) as u64 + 1);
     loop {
         if let Some(at) = host.went_down(&node, from, to) {
             let at = ((at as f64 - host.wall_of(0.0)) / host.time_scale()).max(slot.start);
             warn!(node = %node, "node went down during the stage");
-            return vec![booked, (at, ExecEvent::Failed { key })];
+            return (vec![(at, ExecEvent::Failed { key })], None);
         }
         let left = host.wall_of(slot.end) - crate::clock::now_ms() as f64;
         if left <= 0.0 {
@@ -137,5 +208,5 @@ async fn book_and_run(host: Arc<dyn Host>, run: StageRun) -> Vec<(f64, ExecEvent
         }
         tokio::time::sleep(Duration::from_secs_f64(left.min(200.0) / 1000.0)).await;
     }
-    vec![booked, (slot.end, ExecEvent::Finished { key })]
+    (vec![(slot.end, ExecEvent::Finished { key })], None)
 }

@@ -44,6 +44,13 @@ pub trait Host: Send + Sync {
     fn release<'a>(&'a self, job: &'a str, key: RunKey, node: &'a str, at: f64) -> BoxFuture<'a, ()>;
     /// Adds a note to the job's record.
     fn note<'a>(&'a self, job: &'a str, note: String) -> BoxFuture<'a, ()>;
+    /// When each node of `view` last showed a precursor of failure (fabric
+    /// ms), for the forecast that preemptive actions act on.
+    fn precursors(&self, view: &Arc<FabricView>) -> Arc<Vec<Option<f64>>>;
+    /// A preemptive action was taken (counted in the metrics).
+    fn acted(&self);
+    /// Changes whenever a precursor of failure arrives.
+    fn precursor_changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// What an execution did, for verification and calibration.

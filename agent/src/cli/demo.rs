@@ -132,10 +132,25 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let mut submitted: Vec<Submitted> = Vec::new();
     let mut injected = Vec::new();
     let mut rejected = 0usize;
+    // The node that fails in the middle of the stream: where the last job
+    // before it placed its last stage, so the failure meets work.
+    let mut victim = "gamer-01".to_string();
     for k in 0..a.jobs {
+        if k + 3 == a.jobs / 3 {
+            // The failure announces itself: the box throttles first (a
+            // precursor), so stages can move before it goes down.
+            let api = &agents[rng.random_range(0..agents.len())].api;
+            let r = client
+                .post(format!("http://{api}/v1/observe"))
+                .json(&json!({"kind": "thermal_throttle", "node": victim, "duration_ms": 30_000}))
+                .send()
+                .await?;
+            if r.status().is_success() {
+                say(format!("precursor: {victim} throttles (thermal)"));
+            }
+        }
         if k == a.jobs / 3 {
-            // Fail the fastest GPU box in the middle of the stream.
-            let victim = "gamer-01";
+            let victim = victim.as_str();
             let api = &agents[rng.random_range(0..agents.len())].api;
             let r = client
                 .post(format!("http://{api}/v1/observe"))
@@ -160,6 +175,13 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             rejected += 1;
             say(format!("job {k}: {status} {}", body["error"]));
             continue;
+        }
+        if k + 3 < a.jobs / 3 {
+            if let Some(n) =
+                body["job"]["plan"]["placements"].as_array().and_then(|p| p.last()).and_then(|p| p["node"].as_str())
+            {
+                victim = n.to_string();
+            }
         }
         let planner = body["planner"].as_str().unwrap_or_default().to_string();
         let api = agents.iter().find(|r| r.agent.cfg.name == planner).map_or(target.api, |r| r.api).to_string();
@@ -243,6 +265,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let half = errs.len() / 2;
     let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
     let accepted = finals.values().filter(|j| j["verification"]["accepted"] == true).count();
+    let preemptive = finals
+        .values()
+        .flat_map(|j| j["notes"].as_array().cloned().unwrap_or_default())
+        .filter(|n| n.as_str().is_some_and(|n| n.starts_with("preemptive:")))
+        .count();
     let acceptance = if finals.is_empty() { 0.0 } else { accepted as f64 / finals.len() as f64 };
     let summary = json!({
         "agents": agents.iter().map(|r| json!({"name": r.agent.cfg.name, "cluster": r.agent.cfg.cluster, "api": format!("http://{}", r.api)})).collect::<Vec<_>>(),
@@ -257,6 +284,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         "latency_error_first_half": mean(&errs[..half]),
         "latency_error_second_half": mean(&errs[half..]),
         "injected_failures": injected,
+        "preemptive_moves": preemptive,
     });
     if text {
         println!("\nsummary");
@@ -264,6 +292,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         println!("  routing         {near_origin} of {} planned by an agent in the origin's cluster", finals.len());
         println!("  placements      {per_cluster:?}");
         println!("  verification    {:.0}% within ±10% latency and ±20% energy", acceptance * 100.0);
+        println!("  preemptive      {preemptive} stage(s) moved off a node ahead of its forecast failure");
         println!(
             "  calibration     mean |latency error| {:.1}% (first half) → {:.1}% (second half)",
             mean(&errs[..half]) * 100.0,

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub probes: AtomicU64,
     /// Another agent claimed a node this agent publishes.
     pub ownership_conflicts: AtomicU64,
+    /// Stages moved ahead of a forecast failure.
+    pub preemptive_migrations: AtomicU64,
     /// Plan latency histogram: bucket upper bounds in µs.
     pub plan_us_buckets: [AtomicU64; 10],
     /// Sum of plan latencies (µs).

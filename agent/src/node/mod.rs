@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 use twinmesh_common::calibrate::Calibration;
 use twinmesh_common::fabric::Fabric;
-use twinmesh_common::failures::{FailureEvent, FailureKind};
+use twinmesh_common::failures::FailureEvent;
 use twinmesh_common::liveness::{PeerState, PeerView};
 use twinmesh_common::model::Node;
 use twinmesh_common::policy::Policy;
@@ -31,6 +31,7 @@ use twinmesh_common::wire::{self, Message};
 
 use crate::jobs::JobRecord;
 
+mod failures;
 mod metrics;
 mod owner;
 mod planner;
@@ -78,6 +79,8 @@ struct State {
     /// Seeds the replica's choices (anti-entropy peers).
     rng: SimRng,
     view: Option<Arc<FabricView>>,
+    /// Precursors per node of a view (`stages::precursors`), with it.
+    precursors: Option<(Arc<FabricView>, failures::Precursors)>,
     calibration: Calibration,
     jobs: HashMap<String, JobRecord>,
     /// Finished jobs, oldest first, for the retention policy.
@@ -117,6 +120,8 @@ pub struct Agent {
     job_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Set while the agent waits for something before it is ready.
     waiting_for: Mutex<Option<String>>,
+    /// Bumped when a precursor of failure arrives (`failures.rs`).
+    precursor_epoch: tokio::sync::watch::Sender<u64>,
 }
 
 pub use crate::clock::{FABRIC_EPOCH_MS, now_ms};
@@ -185,6 +190,7 @@ impl Agent {
                 replica: Replica::new(rcfg, twin),
                 rng: SimRng::seed_from_u64(seed),
                 view: None,
+                precursors: None,
                 calibration,
                 jobs,
                 finished: finished.into(),
@@ -203,6 +209,7 @@ impl Agent {
             actuator: std::sync::OnceLock::new(),
             job_locks: Mutex::new(HashMap::new()),
             waiting_for: Mutex::new(None),
+            precursor_epoch: tokio::sync::watch::Sender::new(0),
         }))
     }
 
@@ -292,6 +299,7 @@ impl Agent {
                         let mut st = self.lock();
                         st.view = None;
                     }
+                    self.note_precursors(&records, &failures);
                     // Others' records need no synchronous durability
                     // (anti-entropy restores them); persisting them in
                     // order, off the event loop, keeps one slow fsync from
@@ -464,32 +472,6 @@ impl Agent {
         let mut st = self.lock();
         st.calibration.observe(&obs.node, obs.format, obs.model_ms, obs.compute_ms);
         st.view = None;
-    }
-
-    /// Records a failure (or recovery) observed or injected here and
-    /// spreads it.
-    pub async fn observe_failure(self: &Arc<Self>, node: &str, kind: FailureKind, duration_ms: u64) -> FailureEvent {
-        let (ev, outputs) = {
-            let mut st = self.lock();
-            st.failure_seq += 1;
-            let ev = FailureEvent {
-                id: FailureId { reporter: self.cfg.name.clone(), seq: st.failure_seq },
-                node: node.to_string(),
-                kind,
-                at_ms: now_ms(),
-                duration_ms,
-            };
-            let out = st.replica.report_failure(ev.clone());
-            st.view = None;
-            (ev, out)
-        };
-        // Our own failure reports are stored before they are spread.
-        if let Err(e) = self.store.put_twin(&[], std::slice::from_ref(&ev)).await {
-            warn!(error = %e, "storing failure");
-        }
-        let gossip: Vec<Output> = outputs.into_iter().filter(|o| matches!(o, Output::Publish(_))).collect();
-        self.carry_out(gossip).await;
-        ev
     }
 
     async fn request(&self, to: &str, msg: Message, timeout: Duration) -> Result<Message, String> {

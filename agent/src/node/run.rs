@@ -46,6 +46,15 @@ impl Host for Arc<Agent> {
             self.update_job(job, |r| r.notes.push(note)).await;
         })
     }
+    fn precursors(&self, view: &Arc<FabricView>) -> Arc<Vec<Option<f64>>> {
+        Agent::precursors(self, view)
+    }
+    fn precursor_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        Agent::precursor_changes(self)
+    }
+    fn acted(&self) {
+        self.metrics.preemptive_migrations.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Runs job `id`'s plan on `actuator`, then verifies and calibrates: the
