@@ -285,6 +285,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         "latency_error_second_half": mean(&errs[half..]),
         "injected_failures": injected,
         "preemptive_moves": preemptive,
+        "errors": finals.iter().filter(|(_, j)| j["state"] == "failed").map(|(id, j)| (id.clone(), j["error"].clone())).collect::<BTreeMap<_, _>>(),
     });
     if text {
         println!("\nsummary");
@@ -293,6 +294,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         println!("  placements      {per_cluster:?}");
         println!("  verification    {:.0}% within ±10% latency and ±20% energy", acceptance * 100.0);
         println!("  preemptive      {preemptive} stage(s) moved off a node ahead of its forecast failure");
+        for (id, j) in finals.iter().filter(|(_, j)| j["state"] == "failed") {
+            println!("  failed          {id}: {}", j["error"].as_str().unwrap_or("?"));
+        }
         println!(
             "  calibration     mean |latency error| {:.1}% (first half) → {:.1}% (second half)",
             mean(&errs[..half]) * 100.0,

@@ -10,6 +10,10 @@ use twinmesh_common::wire::{Message, StageRun, StageSlot};
 
 use super::{Agent, OwnedRun};
 
+/// Times an unanswered booking request is sent before the run is taken as
+/// unreachable (each waiting twice as long as the one before).
+const BOOKING_TRIES: usize = 3;
+
 impl Agent {
     /// Books a stage on a node this agent runs: the virtual counterpart of
     /// the kubelet admitting a pod. The run time comes from the ground
@@ -78,19 +82,28 @@ impl Agent {
             }
             return r;
         }
-        let (given_up, rtt_timeout) = {
-            let st = self.lock();
-            (st.replica.given_up(&owner), st.replica.timeout_for(&owner))
-        };
-        if given_up {
-            return Err(Refusal::Unreachable);
+        // A booking request is idempotent (the owner gives a repeated
+        // request for the same run the same booking), so an unanswered one
+        // is asked again, waiting twice as long, until the failure detector
+        // gives the owner up: a slow or starved owner is not taken for a
+        // lost one.
+        let mut wait = 1.0;
+        for _ in 0..BOOKING_TRIES {
+            let (given_up, rtt_timeout) = {
+                let st = self.lock();
+                (st.replica.given_up(&owner), st.replica.timeout_for(&owner))
+            };
+            if given_up {
+                break;
+            }
+            let timeout = Duration::from_secs_f64((rtt_timeout / 1000.0).clamp(wait, 5.0 * wait));
+            match self.request(&owner, Message::RunStage(run.clone()), timeout).await {
+                Ok(Message::StageScheduled(r)) => return r,
+                Ok(other) => return Err(Refusal::Other(format!("{owner} answered {}", other.kind()))),
+                Err(_) => wait *= 2.0,
+            }
         }
-        let timeout = Duration::from_secs_f64((rtt_timeout / 1000.0).clamp(1.0, 5.0));
-        match self.request(&owner, Message::RunStage(run), timeout).await {
-            Ok(Message::StageScheduled(r)) => r,
-            Ok(other) => Err(Refusal::Other(format!("{owner} answered {}", other.kind()))),
-            Err(_) => Err(Refusal::Unreachable),
-        }
+        Err(Refusal::Unreachable)
     }
 
     /// Asks `node`'s owner to give back a run's booking from `at` on.
