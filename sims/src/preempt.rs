@@ -45,6 +45,12 @@ pub struct Args {
     /// Write the summary here as CSV.
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Run seeds `seed`, `seed`+1, … this many.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
+    /// Plot runs lost and deadline misses per seed here (SVG).
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
 }
 
 /// One mode's results.
@@ -66,14 +72,30 @@ pub struct Row {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let fabric = fabric::reference();
-    let rows = [simulate(&fabric, &args, false)?, simulate(&fabric, &args, true)?];
+    let mut rows = Vec::new();
+    for k in 0..args.seeds.max(1) {
+        let a = Args { seed: args.seed + k, ..args.clone() };
+        rows.push((a.seed, simulate(&fabric, &a, false)?));
+        rows.push((a.seed, simulate(&fabric, &a, true)?));
+    }
     println!(
-        "{:<10} {:>6} {:>6} {:>8} {:>10} {:>10} {:>9} {:>10} {:>11} {:>8}",
-        "mode", "jobs", "failed", "on time", "mean ms", "p95 ms", "stage f.", "migrated", "false al.", "outages"
+        "{:>4} {:<10} {:>6} {:>6} {:>8} {:>10} {:>10} {:>9} {:>10} {:>11} {:>8}",
+        "seed",
+        "mode",
+        "jobs",
+        "failed",
+        "on time",
+        "mean ms",
+        "p95 ms",
+        "stage f.",
+        "migrated",
+        "false al.",
+        "outages"
     );
-    for r in &rows {
+    for (seed, r) in &rows {
         println!(
-            "{:<10} {:>6} {:>6} {:>7.1}% {:>10.0} {:>10.0} {:>9} {:>10} {:>11} {:>8}",
+            "{:>4} {:<10} {:>6} {:>6} {:>7.1}% {:>10.0} {:>10.0} {:>9} {:>10} {:>11} {:>8}",
+            seed,
             r.mode,
             r.jobs,
             r.failed,
@@ -90,12 +112,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut f = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
         writeln!(
             f,
-            "mode,jobs,failed,on_time,mean_latency_ms,p95_latency_ms,stage_failures,migrations,false_alarm_moves,outages"
+            "seed,mode,jobs,failed,on_time,mean_latency_ms,p95_latency_ms,stage_failures,migrations,false_alarm_moves,outages"
         )?;
-        for r in &rows {
+        for (seed, r) in &rows {
             writeln!(
                 f,
-                "{},{},{},{},{:.1},{:.1},{},{},{},{}",
+                "{},{},{},{},{},{:.1},{:.1},{},{},{},{}",
+                seed,
                 r.mode,
                 r.jobs,
                 r.failed,
@@ -109,7 +132,65 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )?;
         }
     }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, plot(&rows)).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(())
+}
+
+/// Grouped bars per seed: runs lost to failures and deadline misses,
+/// reactive (grey) against preemptive (blue).
+fn plot(rows: &[(u64, Row)]) -> String {
+    use std::fmt::Write as _;
+    let seeds: Vec<u64> = rows.iter().map(|r| r.0).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let get = |seed: u64, mode: &str| rows.iter().find(|r| r.0 == seed && r.1.mode == mode).map(|r| &r.1);
+    let panels: [(&str, fn(&Row) -> f64); 2] = [
+        ("runs lost to node failures", |r| r.stage_failures as f64),
+        ("deadline misses (failed jobs included)", |r| (r.jobs - r.on_time) as f64),
+    ];
+    let (pw, ph, top) = (420.0, 220.0, 40.0);
+    let w = pw * 2.0 + 60.0;
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#,
+        ph + top + 60.0
+    );
+    for (i, (title, f)) in panels.iter().enumerate() {
+        let x0 = 40.0 + i as f64 * (pw + 20.0);
+        let max = rows.iter().map(|r| f(&r.1)).fold(1.0, f64::max);
+        let _ =
+            write!(s, r#"<text x="{}" y="20" text-anchor="middle" font-weight="bold">{title}</text>"#, x0 + pw / 2.0);
+        let _ = write!(s, r#"<line x1="{x0}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, top + ph, x0 + pw, top + ph);
+        let slot = pw / seeds.len() as f64;
+        for (k, seed) in seeds.iter().enumerate() {
+            for (m, (mode, colour)) in [("reactive", "#999999"), ("preemptive", "#2a6fdb")].iter().enumerate() {
+                let Some(r) = get(*seed, mode) else { continue };
+                let v = f(r);
+                let bh = ph * v / max;
+                let bx = x0 + k as f64 * slot + slot * 0.15 + m as f64 * slot * 0.35;
+                let _ = write!(
+                    s,
+                    r#"<rect x="{bx:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{colour}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{v:.0}</text>"#,
+                    top + ph - bh,
+                    slot * 0.33,
+                    bx + slot * 0.165,
+                    top + ph - bh - 3.0
+                );
+            }
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">seed {seed}</text>"#,
+                x0 + (k as f64 + 0.5) * slot,
+                top + ph + 16.0
+            );
+        }
+    }
+    let _ = write!(
+        s,
+        r##"<rect x="40" y="{y}" width="12" height="12" fill="#999999"/><text x="58" y="{t}">reactive failover</text><rect x="200" y="{y}" width="12" height="12" fill="#2a6fdb"/><text x="218" y="{t}">preemptive migration</text></svg>"##,
+        y = ph + top + 32.0,
+        t = ph + top + 42.0
+    );
+    s
 }
 
 /// One run: reactive only (`act` false) or with preemptive migrations.
@@ -341,6 +422,8 @@ mod tests {
             lead_ms: 8_000.0,
             false_alarms_per_hour: 2.0,
             csv: None,
+            seeds: 1,
+            svg: None,
         };
         let f = fabric::reference();
         let off = simulate(&f, &args, false).unwrap();
