@@ -144,7 +144,8 @@ fn plot(rows: &[(u64, Row)]) -> String {
     use std::fmt::Write as _;
     let seeds: Vec<u64> = rows.iter().map(|r| r.0).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     let get = |seed: u64, mode: &str| rows.iter().find(|r| r.0 == seed && r.1.mode == mode).map(|r| &r.1);
-    let panels: [(&str, fn(&Row) -> f64); 2] = [
+    type Metric = fn(&Row) -> f64;
+    let panels: [(&str, Metric); 2] = [
         ("runs lost to node failures", |r| r.stage_failures as f64),
         ("deadline misses (failed jobs included)", |r| (r.jobs - r.on_time) as f64),
     ];
