@@ -48,6 +48,10 @@ pub enum Command {
     Respond(u64, Vec<u8>),
     /// Dial these addresses (one agent's) unless already connected.
     Dial(Vec<Multiaddr>),
+    /// Close the connections to the agent named so (the failure detector
+    /// gave it up): after a cut, a fresh dial rejoins at once instead of
+    /// waiting for a dead TCP connection's retransmissions.
+    Disconnect(String),
     /// Close every connection and stop (a graceful shutdown; publish a
     /// leave first). Answered once the swarm is gone.
     Stop(oneshot::Sender<()>),
@@ -335,6 +339,11 @@ async fn run(
                             if let Err(e) = swarm.dial(a.clone()) {
                                 debug!(addr = %a, error = %e, "dial");
                             }
+                        }
+                    }
+                    Command::Disconnect(name) => {
+                        if let Some(peer) = peers_by_name.get(&name) {
+                            let _ = swarm.disconnect_peer_id(*peer);
                         }
                     }
                     Command::Stop(done) => {

@@ -532,7 +532,9 @@ impl Replica {
                     break;
                 }
                 let a = &self.agents[(self.dial_cursor + k) % n];
-                if !self.connected.contains(a) {
+                // A peer given up is dialled afresh even if a connection
+                // to it still looks open (a cut leaves TCP half-dead).
+                if !self.connected.contains(a) || self.liveness.state(a) == Some(PeerState::Dead) {
                     out.push(Output::Dial(a.clone()));
                     dialled += 1;
                 }

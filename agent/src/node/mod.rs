@@ -319,6 +319,9 @@ impl Agent {
                         PeerState::Alive => info!(peer = %t.peer, reason = %t.reason, "peer alive"),
                         _ => warn!(peer = %t.peer, state = t.to.as_str(), reason = %t.reason, "peer unreachable"),
                     }
+                    if t.to == PeerState::Dead {
+                        let _ = self.mesh.send(mesh::Command::Disconnect(t.peer.clone())).await;
+                    }
                 }
                 Output::Conflict(c) => self.on_conflict(&c),
                 Output::Dial(agent) => {

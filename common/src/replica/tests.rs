@@ -363,3 +363,22 @@ fn a_nodes_own_agent_keeps_it_against_a_cluster_owner_whose_name_sorts_first() {
     assert_eq!(own.owner_of("dc-x86-09"), "dc-x86-09");
     assert!(claim_beats("n", "n", "a") && !claim_beats("n", "a", "n") && claim_beats("x", "a", "b"));
 }
+
+// Rule: a peer the failure detector gave up is dialled afresh on the next
+// dial round even if its old connection still looks open — after a cut,
+// rejoining must not wait for a half-dead TCP connection.
+#[test]
+fn a_dead_peer_is_redialled_though_its_connection_looks_open() {
+    let agents = [("dc-x86-01", "dc-core", 0.99), ("edge-srv-01", "edge-microdc", 0.99)];
+    let mut r = Replica::new(rcfg("dc-x86-01", "dc-core"), twin_with(&agents));
+    let mut g = rng();
+    r.handle(Input::Tick, 0.0, &mut g);
+    r.handle(Input::Connected("edge-srv-01".into()), 10.0, &mut g);
+    let dials = |out: &[Output]| out.iter().filter(|o| matches!(o, Output::Dial(a) if a == "edge-srv-01")).count();
+    let out = r.handle(Input::Tick, 2_500.0, &mut g);
+    assert_eq!(dials(&out), 0, "connected and alive: not dialled");
+    r.handle(Input::Gossip(Message::Leave("edge-srv-01".into())), 2_600.0, &mut g);
+    assert_eq!(r.liveness().state("edge-srv-01"), Some(PeerState::Dead));
+    let out = r.handle(Input::Tick, 5_000.0, &mut g);
+    assert_eq!(dials(&out), 1, "given up: dialled afresh");
+}
