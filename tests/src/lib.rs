@@ -2,6 +2,7 @@
 //! `twinmesh` binary, and run it with a time limit.
 
 pub mod kube_double;
+pub mod netns;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -130,19 +131,33 @@ impl AgentProc {
     /// As [`AgentProc::start_with`], logging to `log` (e.g. off a data
     /// directory that a test fills up).
     pub fn start_logged(
-        mut cmd: Command,
+        cmd: Command,
         name: &str,
         cluster: &str,
         data: &std::path::Path,
         log_path: &std::path::Path,
         extra: &[&str],
     ) -> AgentProc {
+        Self::start_at(cmd, name, cluster, data, log_path, "127.0.0.1", extra)
+    }
+
+    /// As [`AgentProc::start_logged`], with the API and the mesh on `ip`
+    /// (free ports): an address of a network namespace, say.
+    pub fn start_at(
+        mut cmd: Command,
+        name: &str,
+        cluster: &str,
+        data: &std::path::Path,
+        log_path: &std::path::Path,
+        ip: &str,
+        extra: &[&str],
+    ) -> AgentProc {
         use std::io::BufRead;
         std::fs::create_dir_all(data).expect("data dir");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).expect("log file");
         let mut child = cmd
-            .args(["agent", "--node", name, "--cluster", cluster, "--api", "127.0.0.1:0"])
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
+            .args(["agent", "--node", name, "--cluster", cluster, "--api", &format!("{ip}:0")])
+            .args(["--listen", &format!("/ip4/{ip}/tcp/0"), "--data-dir"])
             .arg(data)
             .args(extra)
             .env("TWINMESH_LOG", "info")

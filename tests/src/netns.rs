@@ -1,0 +1,113 @@
+//! Test hosts in network namespaces: each host its own namespace with one
+//! address, all on one bridge in the test's namespace (which keeps an
+//! address on the bridge to reach the hosts' APIs), and cuts made with
+//! nftables inside the hosts. Everything is removed on drop, also when a
+//! test fails. Needs root, `ip` (iproute2) and `nft` (nftables).
+
+use std::process::Command;
+
+/// One test host.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// Its namespace.
+    pub ns: String,
+    /// Its address.
+    pub ip: String,
+}
+
+impl Host {
+    /// A command that runs `program` inside the host.
+    pub fn command(&self, program: &std::path::Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns]).arg(program);
+        c
+    }
+}
+
+/// Hosts on one bridge.
+pub struct Net {
+    bridge: String,
+    /// The hosts, in order.
+    pub hosts: Vec<Host>,
+    veths: Vec<String>,
+}
+
+fn run(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+impl Net {
+    /// `n` hosts; `Err` says why they cannot be made here (not root, no
+    /// iproute2 or nftables, no namespaces).
+    pub fn new(n: usize) -> Result<Net, String> {
+        // Names are short (interface names ≤ 15 bytes) and unique per
+        // process, so parallel test binaries do not collide.
+        let id = std::process::id() % 100_000;
+        let subnet = format!("10.213.{}", std::process::id() % 250);
+        let mut net = Net { bridge: format!("tmb{id}"), hosts: Vec::new(), veths: Vec::new() };
+        run(&["ip", "link", "add", &net.bridge, "type", "bridge"])?;
+        run(&["ip", "addr", "add", &format!("{subnet}.1/24"), "dev", &net.bridge])?;
+        run(&["ip", "link", "set", &net.bridge, "up"])?;
+        for i in 0..n {
+            let ns = format!("tm{id}h{i}");
+            let (outer, inner) = (format!("tmv{id}h{i}"), format!("tme{id}h{i}"));
+            let ip = format!("{subnet}.{}", i + 2);
+            run(&["ip", "netns", "add", &ns])?;
+            net.hosts.push(Host { ns: ns.clone(), ip: ip.clone() });
+            run(&["ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
+            net.veths.push(outer.clone());
+            run(&["ip", "link", "set", &inner, "netns", &ns])?;
+            run(&["ip", "link", "set", &outer, "master", &net.bridge, "up"])?;
+            run(&["ip", "netns", "exec", &ns, "ip", "addr", "add", &format!("{ip}/24"), "dev", &inner])?;
+            run(&["ip", "netns", "exec", &ns, "ip", "link", "set", &inner, "up"])?;
+            run(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+        }
+        Ok(net)
+    }
+
+    /// Cuts hosts `a` off hosts `b`, both ways (packets dropped, as a lost
+    /// uplink does: no reset, no answer).
+    pub fn cut(&self, a: &[usize], b: &[usize]) {
+        for (side, other) in [(a, b), (b, a)] {
+            for &h in side {
+                let ns = &self.hosts[h].ns;
+                let mut rules = String::from(
+                    "table inet tmcut {\n chain in { type filter hook input priority 0; }\n chain out { type filter hook output priority 0; }\n}\n",
+                );
+                for &o in other {
+                    let ip = &self.hosts[o].ip;
+                    rules.push_str(&format!(
+                        "add rule inet tmcut in ip saddr {ip} drop\nadd rule inet tmcut out ip daddr {ip} drop\n"
+                    ));
+                }
+                let file = std::env::temp_dir().join(format!("{ns}.nft"));
+                std::fs::write(&file, rules).expect("rules file");
+                run(&["ip", "netns", "exec", ns, "nft", "-f", file.to_str().unwrap()]).expect("nft cut");
+            }
+        }
+    }
+
+    /// Removes every cut.
+    pub fn heal(&self) {
+        for h in &self.hosts {
+            let _ = run(&["ip", "netns", "exec", &h.ns, "nft", "delete", "table", "inet", "tmcut"]);
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let _ = run(&["ip", "netns", "del", &h.ns]);
+        }
+        for v in &self.veths {
+            let _ = run(&["ip", "link", "del", v]);
+        }
+        let _ = run(&["ip", "link", "del", &self.bridge]);
+    }
+}
