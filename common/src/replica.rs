@@ -308,9 +308,9 @@ impl Replica {
     /// What a planner on this replica places on: every node of `fabric`,
     /// as the twin last heard of it (a node the twin does not know yet as
     /// the fabric describes it). Nodes down at `now_ms` (Unix ms, for the
-    /// failure history) and nodes whose owner the failure detector has
-    /// given up take no work. (A suspect owner's nodes stay: a booking
-    /// there is tried, and fails over if unanswered.)
+    /// failure history) and nodes whose owner the failure detector holds
+    /// suspect or has given up take no work: a cut is not planned across,
+    /// and a failover does not go back to the far side of it.
     pub fn planning_view(&self, fabric: &crate::fabric::Fabric, now_ms: u64) -> Result<FabricView, ViewError> {
         let down: BTreeSet<String> = crate::failures::down_nodes(self.twin.failures(), now_ms).into_iter().collect();
         let mut nodes: BTreeMap<&str, Node> = fabric.nodes.iter().map(|n| (n.name.as_str(), n.clone())).collect();
@@ -318,7 +318,9 @@ impl Replica {
             nodes.insert(n.name.as_str(), n.clone());
         }
         for n in nodes.values_mut() {
-            let owner_gone = n.labels.get(AGENT_LABEL).is_some_and(|a| self.given_up(a));
+            let owner_gone = n.labels.get(AGENT_LABEL).is_some_and(|a| {
+                *a != self.cfg.name && matches!(self.liveness.state(a), Some(PeerState::Suspect | PeerState::Dead))
+            });
             if down.contains(&n.name) || owner_gone {
                 n.status = crate::model::NodeStatus::NotReady;
             }

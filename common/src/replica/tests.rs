@@ -382,3 +382,30 @@ fn a_dead_peer_is_redialled_though_its_connection_looks_open() {
     let out = r.handle(Input::Tick, 5_000.0, &mut g);
     assert_eq!(dials(&out), 1, "given up: dialled afresh");
 }
+
+// Rule: planners do not place across a cut: the nodes of an owner the
+// failure detector holds suspect take no work (they are NotReady in the
+// planning view) until it answers again.
+#[test]
+fn a_suspect_owners_nodes_take_no_work_until_it_answers() {
+    let f = reference();
+    let agents = [("dc-x86-01", "dc-core", 0.99), ("edge-srv-01", "edge-microdc", 0.99)];
+    let mut r = Replica::new(rcfg("dc-x86-01", "dc-core"), twin_with(&agents));
+    let mut g = rng();
+    r.handle(Input::Tick, 0.0, &mut g);
+    let ready = |r: &Replica| {
+        let v = r.planning_view(&f, 0).unwrap();
+        v.nodes.ready[v.node_index("edge-srv-01").unwrap()]
+    };
+    assert!(ready(&r));
+    let out = r.handle(Input::Tick, 1_000.0, &mut g);
+    let (_, token, _) =
+        requests(&out).into_iter().find(|(to, _, m)| to == "edge-srv-01" && matches!(m, Message::Ping(_))).unwrap();
+    r.handle(Input::RequestFailed { token }, 1_500.0, &mut g);
+    assert_eq!(r.liveness().state("edge-srv-01"), Some(PeerState::Suspect));
+    assert!(!ready(&r), "suspect owner: no placements");
+    let v = r.planning_view(&f, 0).unwrap();
+    assert!(v.nodes.ready[v.node_index("dc-x86-01").unwrap()], "its own nodes stay");
+    r.handle(Input::Request { from: Some("edge-srv-01".into()), id: 1, msg: Message::Ping(3) }, 2_000.0, &mut g);
+    assert!(ready(&r), "heard from again");
+}
