@@ -184,14 +184,16 @@ impl Store {
         self.write(w).await
     }
 
-    /// One job by id.
-    #[cfg(test)]
+    /// One job by id; a stored record that does not decode is an error
+    /// naming the job.
     pub fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         self.read(|db| {
             let r = db.begin_read().map_err(|e| StoreError::io("read")(e.into()))?;
             let t = r.open_table(JOBS).map_err(|e| StoreError::io("read")(e.into()))?;
             let v = t.get(id).map_err(|e| StoreError::io("read")(e.into()))?;
-            Ok(v.and_then(|v| decode(v.value()).ok()))
+            v.map(|v| decode(v.value()))
+                .transpose()
+                .map_err(|reason| StoreError::Io { op: "read", reason: format!("job '{id}': {reason}") })
         })
     }
 

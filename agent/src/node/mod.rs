@@ -82,9 +82,11 @@ struct State {
     /// Precursors per node of a view (`stages::precursors`), with it.
     precursors: Option<(Arc<FabricView>, failures::Precursors)>,
     calibration: Calibration,
+    /// Jobs not finished (finished ones are read from the store).
     jobs: HashMap<String, JobRecord>,
-    /// Finished jobs, oldest first, for the retention policy.
+    /// Finished jobs, oldest first, for the retention policy, and their ids.
     finished: std::collections::VecDeque<(u64, String)>,
+    finished_ids: std::collections::HashSet<String>,
     /// Jobs whose first commit is in flight, with the duplicates waiting
     /// for its outcome.
     committing: HashMap<String, Vec<oneshot::Sender<Result<JobRecord, String>>>>,
@@ -160,7 +162,9 @@ impl Agent {
         let mut finished: Vec<(u64, String)> =
             jobs.iter().filter(|j| j.state.is_final()).map(|j| (j.accepted_at_ms, j.id.clone())).collect();
         finished.sort();
-        let jobs: HashMap<String, JobRecord> = jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
+        let finished_ids = finished.iter().map(|(_, id)| id.clone()).collect();
+        let jobs: HashMap<String, JobRecord> =
+            jobs.into_iter().filter(|j| !j.state.is_final()).map(|j| (j.id.clone(), j)).collect();
         info!(agent = %cfg.name, jobs = jobs.len(), records = twin.len(), "restored state");
         let (persist, mut queue) = mpsc::unbounded_channel::<Persist>();
         let st = store.clone();
@@ -194,6 +198,7 @@ impl Agent {
                 calibration,
                 jobs,
                 finished: finished.into(),
+                finished_ids,
                 committing: HashMap::new(),
                 failure_seq,
                 owner_calibration: Calibration::default(),

@@ -199,9 +199,14 @@ impl Agent {
         // A job is visible (to GET, to duplicates, to planning) only once
         // it is durable. A duplicate arriving while the first copy commits
         // waits for that commit and gets the same answer.
+        if self.lock().finished_ids.contains(&id) {
+            if let Some(existing) = self.job(&id) {
+                return Ok(SubmitResponse { id, planner: existing.planner.clone(), created: false, job: existing });
+            }
+        }
         let wait = {
             let mut st = self.lock();
-            let in_flight = st.jobs.len().saturating_sub(st.finished.len()) + st.committing.len();
+            let in_flight = st.jobs.len() + st.committing.len();
             if in_flight >= self.cfg.retention.max_in_flight && !st.jobs.contains_key(&id) {
                 // Back-pressure: a backlog the fabric cannot run would
                 // only grow memory; the client retries later.

@@ -41,7 +41,7 @@ impl Agent {
             locks.entry(id.to_string()).or_default().clone()
         };
         let _turn = turn.lock().await;
-        let mut rec = self.lock().jobs.get(id)?.clone();
+        let mut rec = self.job(id)?;
         f(&mut rec);
         let mut wait = Duration::from_millis(50);
         while let Err(e) = self.store.put_job(&rec).await {
@@ -51,11 +51,16 @@ impl Agent {
         }
         // Whatever changed meanwhile in memory is older than this update
         // (one task drives a job).
+        // A finished job leaves memory: the store holds it.
         {
             let mut st = self.lock();
-            let was_final = st.jobs.insert(id.to_string(), rec.clone()).is_some_and(|old| old.state.is_final());
-            if rec.state.is_final() && !was_final {
-                st.finished.push_back((rec.accepted_at_ms, id.to_string()));
+            if rec.state.is_final() {
+                st.jobs.remove(id);
+                if st.finished_ids.insert(id.to_string()) {
+                    st.finished.push_back((rec.accepted_at_ms, id.to_string()));
+                }
+            } else {
+                st.jobs.insert(id.to_string(), rec.clone());
             }
         }
         if rec.state.is_final() {
@@ -79,8 +84,7 @@ impl Agent {
                     break;
                 }
                 let (_, id) = st.finished.pop_front().expect("front");
-                if st.jobs.get(&id).is_some_and(|j| j.state.is_final()) {
-                    st.jobs.remove(&id);
+                if st.finished_ids.remove(&id) {
                     gone.push(id);
                 }
             }
@@ -96,14 +100,32 @@ impl Agent {
         }
     }
 
-    /// Jobs held in memory (and on disk).
+    /// Jobs held: unfinished ones (in memory and on disk) and finished
+    /// ones (on disk).
     pub fn jobs_held(&self) -> usize {
-        self.lock().jobs.len()
+        let st = self.lock();
+        st.jobs.len() + st.finished_ids.len()
     }
 
-    /// A job by id.
+    /// A job by id: an unfinished one from memory, a finished one from the
+    /// store.
     pub fn job(&self, id: &str) -> Option<JobRecord> {
-        self.lock().jobs.get(id).cloned()
+        {
+            let st = self.lock();
+            if let Some(j) = st.jobs.get(id) {
+                return Some(j.clone());
+            }
+            if !st.finished_ids.contains(id) {
+                return None;
+            }
+        }
+        match self.store.job(id) {
+            Ok(j) => j,
+            Err(e) => {
+                warn!(job = id, error = %e, "reading a finished job");
+                None
+            }
+        }
     }
     /// Resumes jobs that were accepted but not finished before a restart.
     pub fn unfinished_jobs(&self) -> Vec<String> {
