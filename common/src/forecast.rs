@@ -85,6 +85,18 @@ pub fn p_fail(signs: NodeSigns, now: f64, until: f64, cfg: &ForecastConfig) -> f
     1.0 - (1.0 - base) * (1.0 - warned)
 }
 
+/// The forecast for every node of a view at `now`: `risk(node, until)` =
+/// [`p_fail`] from the node's resiliency and the time its latest precursor
+/// was seen — what the preemptive rule ([`crate::preempt`]) takes.
+pub fn node_risk<'a>(
+    resiliency: &'a [f64],
+    precursor_at: &'a [Option<f64>],
+    now: f64,
+    cfg: &'a ForecastConfig,
+) -> impl Fn(usize, f64) -> f64 + 'a {
+    move |n, until| p_fail(NodeSigns { resiliency: resiliency[n], precursor_at: precursor_at[n] }, now, until, cfg)
+}
+
 /// Settings of the ground truth's failures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutageConfig {

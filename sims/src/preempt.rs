@@ -11,7 +11,7 @@ use anyhow::Context;
 use twinmesh_common::des::{SimConfig, Simulator};
 use twinmesh_common::execution::ExecConfig;
 use twinmesh_common::fabric::{self, Fabric};
-use twinmesh_common::forecast::{ForecastConfig, NodeSigns, OutageConfig, Outages, p_fail};
+use twinmesh_common::forecast::{ForecastConfig, OutageConfig, Outages, node_risk};
 use twinmesh_common::job::Job;
 use twinmesh_common::policy::{Policy, PolicyConfig};
 use twinmesh_common::predict::Assignment;
@@ -367,9 +367,7 @@ fn act_on(
     guard: &mut Guard,
     signals: &[twinmesh_common::forecast::Signal],
 ) -> (u64, u64) {
-    let risk = |n: usize, until: f64| {
-        p_fail(NodeSigns { resiliency: truth.nodes.resiliency[n], precursor_at: seen[n] }, now, until, fcfg)
-    };
+    let risk = node_risk(&truth.nodes.resiliency, seen, now, fcfg);
     let (mut moves, mut false_moves) = (0, 0);
     for j in 0..sim.job_count() {
         let (job, exec) = sim.job(j);

@@ -19,7 +19,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::warn;
 use twinmesh_common::execution::{ExecAction, ExecConfig, ExecEvent, Execution, RunKey};
 use twinmesh_common::failures::FailureKind;
-use twinmesh_common::forecast::{ForecastConfig, NodeSigns, p_fail};
+use twinmesh_common::forecast::{ForecastConfig, node_risk};
 use twinmesh_common::job::Job;
 use twinmesh_common::plan::Plan;
 use twinmesh_common::preempt::{Action, Guard, PreemptConfig, consider_migrations};
@@ -155,9 +155,7 @@ async fn preempt(
     }
     let now = host.fabric_now();
     let fcfg = ForecastConfig::default();
-    let risk = |n: usize, until: f64| {
-        p_fail(NodeSigns { resiliency: view.nodes.resiliency[n], precursor_at: seen[n] }, now, until, &fcfg)
-    };
+    let risk = node_risk(&view.nodes.resiliency, &seen, now, &fcfg);
     let pcfg = PreemptConfig::default();
     let Some(d) = consider_migrations(job, exec, &view, now, &risk, &ExecConfig::default(), &pcfg).into_iter().next()
     else {
