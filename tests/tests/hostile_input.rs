@@ -44,10 +44,15 @@ fn origin_is_checked_against_the_twin() {
         assert_eq!(v["field"], field, "{v}");
         assert!(v["error"].as_str().unwrap_or_default().contains(says), "{v}");
     }
-    let long = format!(r#"{{"cluster":"edge-microdc","node":"{}"}}"#, "n".repeat(900_000));
+    let long = format!(r#"{{"cluster":"edge-microdc","node":"{}"}}"#, "n".repeat(60_000));
     let (code, v, _) = post(&a.api, doc(&long), None);
     assert_eq!(code, 400, "{v}");
     assert_eq!(v["field"], "metadata.origin.node");
+    // Past the document bound, the size is what is named.
+    let huge = format!(r#"{{"cluster":"edge-microdc","node":"{}"}}"#, "n".repeat(900_000));
+    let (code, v, _) = post(&a.api, doc(&huge), None);
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap_or_default().contains("at most 65536 allowed"), "{v}");
 }
 
 // Rule: a deeply nested body (60 KB, just under the 64 KiB document
