@@ -369,6 +369,16 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
     );
     let _ = writeln!(
         s,
+        "# HELP twinmesh_twin_failures Failure events in the twin.\n# TYPE twinmesh_twin_failures gauge\ntwinmesh_twin_failures {}",
+        t.failures().count()
+    );
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_store_bytes Size of the agent's database file.\n# TYPE twinmesh_store_bytes gauge\ntwinmesh_store_bytes {}",
+        ctx.agent.store.size_bytes()
+    );
+    let _ = writeln!(
+        s,
         "# HELP twinmesh_peers Connected peer agents.\n# TYPE twinmesh_peers gauge\ntwinmesh_peers {}",
         ctx.agent.peers().len()
     );

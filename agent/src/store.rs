@@ -99,6 +99,8 @@ pub struct Store {
     /// Whether the last commit succeeded.
     healthy: Arc<std::sync::atomic::AtomicBool>,
     inner: Arc<Writer>,
+    /// The database file.
+    path: Arc<Path>,
 }
 
 struct Writer {
@@ -140,8 +142,13 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("twinmesh-store".into())
             .spawn(move || writer(&wdb, &wpath, &whealthy, &rx))
-            .map_err(|e| StoreError::Open { path, reason: e.to_string() })?;
-        Ok(Store { db, healthy, inner: Arc::new(Writer { tx: Some(tx), thread: Some(thread) }) })
+            .map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
+        Ok(Store { db, healthy, inner: Arc::new(Writer { tx: Some(tx), thread: Some(thread) }), path: path.into() })
+    }
+
+    /// The database file's size (bytes; 0 if it cannot be read).
+    pub fn size_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
     }
 
     /// Whether the last commit succeeded (`/readyz` follows it).

@@ -153,6 +153,8 @@ fn retention_bounds_what_is_kept_of_finished_jobs() {
     assert_eq!(metric(&a, "twinmesh_jobs_evicted_total"), Some(7.0));
     assert_eq!(a.get(&format!("/v1/jobs/{}", ids[0])).0, 404, "the oldest went");
     assert_eq!(a.get(&format!("/v1/jobs/{}", ids[11])).0, 200, "the newest stays");
+    let bytes = metric(&a, "twinmesh_store_bytes").unwrap_or(0.0);
+    assert!(bytes > 0.0, "the database size is exported");
     // Also on disk: a restart holds the same five.
     let data = a.data.clone();
     a.kill9();
