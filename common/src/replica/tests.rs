@@ -409,3 +409,30 @@ fn a_suspect_owners_nodes_take_no_work_until_it_answers() {
     r.handle(Input::Request { from: Some("edge-srv-01".into()), id: 1, msg: Message::Ping(3) }, 2_000.0, &mut g);
     assert!(ready(&r), "heard from again");
 }
+
+// Rule: a peer heard from again after it was suspect (a healed cut) gets
+// an anti-entropy exchange at once, not at the next random pick.
+#[test]
+fn a_peer_back_from_suspect_is_synced_at_once() {
+    let agents = [("dc-x86-01", "dc-core", 0.99), ("edge-srv-01", "edge-microdc", 0.99)];
+    let mut r = Replica::new(rcfg("dc-x86-01", "dc-core"), twin_with(&agents));
+    let mut g = rng();
+    r.handle(Input::Tick, 0.0, &mut g);
+    let syncs = |out: &[Output]| {
+        requests(out)
+            .into_iter()
+            .filter(|(to, _, m)| to == "edge-srv-01" && matches!(m, Message::SyncRequest(_)))
+            .count()
+    };
+    let out =
+        r.handle(Input::Request { from: Some("edge-srv-01".into()), id: 1, msg: Message::Ping(1) }, 100.0, &mut g);
+    assert_eq!(syncs(&out), 0, "alive all along: no extra exchange");
+    let out = r.handle(Input::Tick, 2_000.0, &mut g);
+    let (_, token, _) =
+        requests(&out).into_iter().find(|(to, _, m)| to == "edge-srv-01" && matches!(m, Message::Ping(_))).unwrap();
+    r.handle(Input::RequestFailed { token }, 2_500.0, &mut g);
+    assert_eq!(r.liveness().state("edge-srv-01"), Some(PeerState::Suspect));
+    let out =
+        r.handle(Input::Request { from: Some("edge-srv-01".into()), id: 2, msg: Message::Ping(2) }, 3_000.0, &mut g);
+    assert_eq!(syncs(&out), 1, "back: synced at once");
+}
