@@ -410,11 +410,12 @@ impl Replica {
 
     fn heard(&mut self, peer: &str, now: f64, out: &mut Vec<Output>) {
         if peer != self.cfg.name {
-            let was_lost = matches!(self.liveness.state(peer), Some(PeerState::Suspect | PeerState::Dead));
             let back = self.liveness.heard(peer, now);
             // Back from suspect or dead (a healed cut): catch up with it at
             // once rather than wait for a random anti-entropy pick.
-            let rejoined = was_lost && back.as_ref().is_some_and(|t| t.to == PeerState::Alive);
+            let rejoined = back
+                .as_ref()
+                .is_some_and(|t| t.to == PeerState::Alive && matches!(t.from, PeerState::Suspect | PeerState::Dead));
             out.extend(back.map(Output::Peer));
             if rejoined {
                 self.sync_with(peer.to_string(), out);
