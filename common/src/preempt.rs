@@ -211,18 +211,37 @@ pub fn consider_migrations(
     out
 }
 
-/// Guard rails: a minimum interval per job and a budget per minute.
+/// The one action to take for a job now, if any: the rule's best decision,
+/// when `admit` (the guard rails of whoever acts) lets it through. Every
+/// driver — the agent's actuators, the DES experiments — asks this.
+#[allow(clippy::too_many_arguments)]
+pub fn next_action(
+    job: &Job,
+    exec: &Execution,
+    view: &FabricView,
+    now: f64,
+    risk: &dyn Fn(usize, f64) -> f64,
+    exec_cfg: &ExecConfig,
+    cfg: &PreemptConfig,
+    admit: &mut dyn FnMut(f64) -> bool,
+) -> Option<Decision> {
+    let d = consider_migrations(job, exec, view, now, risk, exec_cfg, cfg).into_iter().next()?;
+    admit(now).then_some(d)
+}
+
+/// Guard rails: a minimum interval per job and a budget per minute, for
+/// one planner (all its jobs).
 #[derive(Clone, Debug, Default)]
 pub struct Guard {
-    last: HashMap<u64, f64>,
+    last: HashMap<String, f64>,
     recent: VecDeque<f64>,
 }
 
 impl Guard {
     /// Whether job `job` may act at `now`; when it may, the action is
     /// counted. The refusal says which rail held.
-    pub fn admit(&mut self, job: u64, now: f64, cfg: &PreemptConfig) -> Result<(), &'static str> {
-        if self.last.get(&job).is_some_and(|&t| now - t < cfg.min_interval_ms) {
+    pub fn admit(&mut self, job: &str, now: f64, cfg: &PreemptConfig) -> Result<(), &'static str> {
+        if self.last.get(job).is_some_and(|&t| now - t < cfg.min_interval_ms) {
             return Err("acted on this job too recently");
         }
         while self.recent.front().is_some_and(|&t| now - t >= 60_000.0) {
@@ -231,7 +250,7 @@ impl Guard {
         if self.recent.len() >= cfg.budget_per_minute {
             return Err("action budget for this minute spent");
         }
-        self.last.insert(job, now);
+        self.last.insert(job.to_string(), now);
         self.recent.push_back(now);
         Ok(())
     }

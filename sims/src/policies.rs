@@ -150,6 +150,18 @@ pub(crate) fn stream(fabric: &Fabric, jobs: usize, interarrival_ms: f64, seed: u
     Ok(out)
 }
 
+/// Closed loop: the planner sees what runs and waits at `now`, as agents
+/// publish it (free resources and backlog).
+pub(crate) fn observe(planning: &mut twinmesh_common::view::FabricView, sim: &Simulator<'_>, now: f64) {
+    for n in 0..planning.nodes.len() {
+        let (cpu, mem) = sim.assigned(n);
+        let t = &mut planning.nodes;
+        t.free_cpu[n] = (t.alloc_cpu[n] - cpu).max(0.0);
+        t.free_mem[n] = (t.alloc_mem[n] - mem).max(0.0);
+        t.backlog_ms[n] = sim.backlog_ms(n, now);
+    }
+}
+
 fn simulate(fabric: &Fabric, jobs: &[(Job, f64)], policy: Policy, seed: u64) -> Row {
     let truth = fabric.view();
     let mut planning = fabric.view();
@@ -159,15 +171,7 @@ fn simulate(fabric: &Fabric, jobs: &[(Job, f64)], policy: Policy, seed: u64) -> 
     let mut rejected = 0usize;
     for (job, at) in jobs {
         sim.run_until(*at);
-        // Closed loop: the planner sees what runs and waits now, as agents
-        // publish it (free resources and backlog).
-        for n in 0..planning.nodes.len() {
-            let (cpu, mem) = sim.assigned(n);
-            let t = &mut planning.nodes;
-            t.free_cpu[n] = (t.alloc_cpu[n] - cpu).max(0.0);
-            t.free_mem[n] = (t.alloc_mem[n] - mem).max(0.0);
-            t.backlog_ms[n] = sim.backlog_ms(n, *at);
-        }
+        observe(&mut planning, &sim, *at);
         let plan = match policy.plan(&planning, job, &cfg) {
             Ok(p) => p,
             // Every node busy: fall back to the idle-fabric plan and queue.

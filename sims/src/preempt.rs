@@ -15,7 +15,7 @@ use twinmesh_common::forecast::{ForecastConfig, OutageConfig, Outages, node_risk
 use twinmesh_common::job::Job;
 use twinmesh_common::policy::{Policy, PolicyConfig};
 use twinmesh_common::predict::Assignment;
-use twinmesh_common::preempt::{Action, Guard, PreemptConfig, consider_migrations};
+use twinmesh_common::preempt::{Action, Guard, PreemptConfig, next_action};
 use twinmesh_common::rng::seeded;
 
 /// Arguments of `preempt`.
@@ -374,11 +374,9 @@ fn act_on(
         if exec.is_done() || !(0..exec.stage_count()).any(|s| nodes.contains(&exec.timing(s).at.node)) {
             continue;
         }
-        let decisions = consider_migrations(job, exec, planning, now, &risk, exec_cfg, pcfg);
-        let Some(d) = decisions.into_iter().next() else { continue };
-        if guard.admit(j as u64, now, pcfg).is_err() {
-            continue;
-        }
+        let key = j.to_string();
+        let mut admit = |t: f64| guard.admit(&key, t, pcfg).is_ok();
+        let Some(d) = next_action(job, exec, planning, now, &risk, exec_cfg, pcfg, &mut admit) else { continue };
         let Action::Migrate { stage, from, to } = d.action;
         if sim.migrate(j, stage, to) {
             moves += 1;
@@ -393,13 +391,9 @@ fn act_on(
 /// What the planners see at `now`, as agents publish it: free resources,
 /// backlog, and which nodes are down (failures are gossiped).
 fn refresh(planning: &mut twinmesh_common::view::FabricView, sim: &Simulator<'_>, outages: &Outages, now: f64) {
+    crate::policies::observe(planning, sim, now);
     for n in 0..planning.nodes.len() {
-        let (cpu, mem) = sim.assigned(n);
-        let t = &mut planning.nodes;
-        t.free_cpu[n] = (t.alloc_cpu[n] - cpu).max(0.0);
-        t.free_mem[n] = (t.alloc_mem[n] - mem).max(0.0);
-        t.backlog_ms[n] = sim.backlog_ms(n, now);
-        t.ready[n] = !outages.down_at(n, now);
+        planning.nodes.ready[n] = !outages.down_at(n, now);
     }
 }
 

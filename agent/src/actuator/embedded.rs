@@ -22,7 +22,7 @@ use twinmesh_common::failures::FailureKind;
 use twinmesh_common::forecast::{ForecastConfig, node_risk};
 use twinmesh_common::job::Job;
 use twinmesh_common::plan::Plan;
-use twinmesh_common::preempt::{Action, Guard, PreemptConfig, consider_migrations};
+use twinmesh_common::preempt::{Action, PreemptConfig, next_action};
 use twinmesh_common::wire::{StageRun, StageSlot};
 
 use super::{Actuator, Executed, Host, Placed, observations, placed};
@@ -66,7 +66,6 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
     let mut out = Vec::new();
     exec.start(job, &view, &mut out);
     let mut running = FuturesUnordered::new();
-    let mut guard = Guard::default();
     let mut warnings = host.precursor_changes();
     // A fabric second, within [10 ms, 250 ms] of wall time.
     let tick = Duration::from_secs_f64((host.time_scale()).clamp(0.01, 0.25));
@@ -101,11 +100,11 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
         let events = tokio::select! {
             e = running.next() => e,
             _ = warnings.changed() => {
-                preempt(&host, id, job, &mut exec, &mut guard, &mut out).await;
+                preempt(&host, id, job, &mut exec, &mut out).await;
                 continue;
             }
             _ = tokio::time::sleep(tick) => {
-                preempt(&host, id, job, &mut exec, &mut guard, &mut out).await;
+                preempt(&host, id, job, &mut exec, &mut out).await;
                 continue;
             }
         };
@@ -121,7 +120,7 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
         }
         // A stage just booked or released may sit on a warned node.
         if out.is_empty() {
-            preempt(&host, id, job, &mut exec, &mut guard, &mut out).await;
+            preempt(&host, id, job, &mut exec, &mut out).await;
         }
     }
     let o = exec.outcome();
@@ -139,14 +138,7 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
 /// Reads the forecast for the job's nodes and carries out the migration
 /// rule's decisions (`common::preempt`), each noted on the job with its
 /// reason.
-async fn preempt(
-    host: &Arc<dyn Host>,
-    id: &str,
-    job: &Job,
-    exec: &mut Execution,
-    guard: &mut Guard,
-    out: &mut Vec<ExecAction>,
-) {
+async fn preempt(host: &Arc<dyn Host>, id: &str, job: &Job, exec: &mut Execution, out: &mut Vec<ExecAction>) {
     let view = host.view();
     let seen = host.precursors(&view);
     let mine = (0..exec.stage_count()).any(|s| seen.get(exec.timing(s).at.node).is_some_and(Option::is_some));
@@ -157,13 +149,10 @@ async fn preempt(
     let fcfg = ForecastConfig::default();
     let risk = node_risk(&view.nodes.resiliency, &seen, now, &fcfg);
     let pcfg = PreemptConfig::default();
-    let Some(d) = consider_migrations(job, exec, &view, now, &risk, &ExecConfig::default(), &pcfg).into_iter().next()
-    else {
+    let mut admit = |t: f64| host.admit_action(id, t, &pcfg);
+    let Some(d) = next_action(job, exec, &view, now, &risk, &ExecConfig::default(), &pcfg, &mut admit) else {
         return;
     };
-    if guard.admit(0, now, &pcfg).is_err() {
-        return;
-    }
     let Action::Migrate { stage, to, .. } = d.action;
     if exec.migrate(job, &view, now, stage, to, out) {
         tracing::info!(job = id, reason = %d.reason, gain_ms = d.gain_ms, "preemptive migration");

@@ -47,6 +47,9 @@ pub trait Host: Send + Sync {
     /// When each node of `view` last showed a precursor of failure (fabric
     /// ms), for the forecast that preemptive actions act on.
     fn precursors(&self, view: &Arc<FabricView>) -> Arc<Vec<Option<f64>>>;
+    /// Whether this agent's guard rails let job `job` act at fabric time
+    /// `now` (one budget for all its jobs); counts the action when they do.
+    fn admit_action(&self, job: &str, now: f64, cfg: &twinmesh_common::preempt::PreemptConfig) -> bool;
     /// A preemptive action was taken (counted in the metrics).
     fn acted(&self);
     /// Changes whenever a precursor of failure arrives.

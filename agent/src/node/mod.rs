@@ -124,6 +124,8 @@ pub struct Agent {
     waiting_for: Mutex<Option<String>>,
     /// Bumped when a precursor of failure arrives (`failures.rs`).
     precursor_epoch: tokio::sync::watch::Sender<u64>,
+    /// Guard rails of preemptive actions, one budget for all jobs here.
+    preempt_guard: Mutex<twinmesh_common::preempt::Guard>,
 }
 
 pub use crate::clock::{FABRIC_EPOCH_MS, now_ms};
@@ -215,6 +217,7 @@ impl Agent {
             job_locks: Mutex::new(HashMap::new()),
             waiting_for: Mutex::new(None),
             precursor_epoch: tokio::sync::watch::Sender::new(0),
+            preempt_guard: Mutex::new(Default::default()),
         }))
     }
 

@@ -52,6 +52,9 @@ impl Host for Arc<Agent> {
     fn precursor_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         Agent::precursor_changes(self)
     }
+    fn admit_action(&self, job: &str, now: f64, cfg: &twinmesh_common::preempt::PreemptConfig) -> bool {
+        self.preempt_guard.lock().unwrap_or_else(|e| e.into_inner()).admit(job, now, cfg).is_ok()
+    }
     fn acted(&self) {
         self.metrics.preemptive_migrations.fetch_add(1, Ordering::Relaxed);
     }

@@ -109,11 +109,11 @@ fn migrate_releases_the_booking_and_books_elsewhere() {
 fn guard_rails_hold() {
     let cfg = PreemptConfig { min_interval_ms: 1_000.0, budget_per_minute: 2, ..PreemptConfig::default() };
     let mut g = Guard::default();
-    assert!(g.admit(1, 0.0, &cfg).is_ok());
-    assert_eq!(g.admit(1, 500.0, &cfg), Err("acted on this job too recently"));
-    assert!(g.admit(2, 500.0, &cfg).is_ok());
-    assert_eq!(g.admit(3, 600.0, &cfg), Err("action budget for this minute spent"));
-    assert!(g.admit(3, 60_000.0, &cfg).is_ok(), "a minute later the budget is back");
+    assert!(g.admit("j1", 0.0, &cfg).is_ok());
+    assert_eq!(g.admit("j1", 500.0, &cfg), Err("acted on this job too recently"));
+    assert!(g.admit("j2", 500.0, &cfg).is_ok());
+    assert_eq!(g.admit("j3", 600.0, &cfg), Err("action budget for this minute spent"));
+    assert!(g.admit("j3", 60_000.0, &cfg).is_ok(), "a minute later the budget is back");
 }
 
 // Rule: a running stage restarts elsewhere only when what is left of it
