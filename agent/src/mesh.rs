@@ -172,6 +172,13 @@ impl request_response::Codec for FrameCodec {
     }
 }
 
+/// Gossip message ids from content ([`twinmesh_common::wire::message_id`]):
+/// every agent, and any other implementation, derives the same id from the
+/// same frame, whoever published or relayed it.
+fn content_id(m: &gossipsub::Message) -> gossipsub::MessageId {
+    gossipsub::MessageId::new(&twinmesh_common::wire::message_id(&m.data))
+}
+
 /// Reads a mesh key: 64 hex digits, alone or in the `swarm.key` format.
 pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
     let hex: String = text.lines().map(str::trim).filter(|l| !l.starts_with('/') && !l.is_empty()).collect();
@@ -235,6 +242,7 @@ pub async fn start(cfg: MeshConfig) -> Result<Mesh, MeshError> {
                 .validation_mode(gossipsub::ValidationMode::Strict)
                 .validate_messages()
                 .max_transmit_size(MAX_FRAME)
+                .message_id_fn(content_id)
                 .mesh_n_low(1)
                 .mesh_outbound_min(0)
                 .build()
@@ -477,6 +485,28 @@ mod tests {
         assert!(out.iter().all(|a| !a.to_string().starts_with("/dns")));
         let none = resolve(&["/dns4/no-such-host.invalid/tcp/1".parse().unwrap()]).await;
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn message_ids_depend_on_the_frame_alone() {
+        let frame = twinmesh_common::wire::encode(&twinmesh_common::wire::Message::Ping(42));
+        let topic = gossipsub::IdentTopic::new(TWIN_TOPIC).hash();
+        // The same frame as two agents see it: published by different
+        // peers with different sequence numbers.
+        let from = |seq: u64| gossipsub::Message {
+            source: Some(PeerId::random()),
+            data: frame.clone(),
+            sequence_number: Some(seq),
+            topic: topic.clone(),
+        };
+        let (a, b) = (content_id(&from(1)), content_id(&from(99)));
+        assert_eq!(a, b);
+        assert_eq!(a.0, twinmesh_common::wire::message_id(&frame).to_vec());
+        let other = gossipsub::Message {
+            data: twinmesh_common::wire::encode(&twinmesh_common::wire::Message::Ping(43)),
+            ..from(1)
+        };
+        assert_ne!(content_id(&other), a);
     }
 
     #[test]

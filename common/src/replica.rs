@@ -190,6 +190,8 @@ pub struct Replica {
     claims: BTreeMap<String, Node>,
     /// Nodes it gave up to another agent's claim, with the winner.
     yielded: BTreeMap<String, String>,
+    /// Per peer, its last answer to a summary check: same twin, and when.
+    checks: BTreeMap<String, (bool, f64)>,
 }
 
 impl Replica {
@@ -214,6 +216,7 @@ impl Replica {
             dial_cursor: 0,
             claims: BTreeMap::new(),
             yielded: BTreeMap::new(),
+            checks: BTreeMap::new(),
         }
     }
 
@@ -230,6 +233,12 @@ impl Replica {
     /// The failure detector.
     pub fn liveness(&self) -> &Liveness {
         &self.liveness
+    }
+
+    /// Per peer, whether its twin matched this one at the last summary
+    /// check, and when (ms): the mesh's convergence as this agent sees it.
+    pub fn checks(&self) -> impl Iterator<Item = (&str, bool, f64)> {
+        self.checks.iter().map(|(p, &(same, at))| (p.as_str(), same, at))
     }
 
     /// Counters.
@@ -265,6 +274,7 @@ impl Replica {
                 }
                 Some(Pending::Check { peer }) => {
                     self.heard(&peer, now, &mut out);
+                    self.checks.insert(peer.clone(), (msg == Message::InSync, now));
                     if let Message::OutOfSync(theirs) = msg {
                         let mask = self.twin.differing_buckets(&theirs);
                         self.sync_scoped(peer, Some(mask), &mut out);

@@ -217,6 +217,23 @@ pub fn encode(msg: &Message) -> Vec<u8> {
     out
 }
 
+/// Length of a gossip message id.
+pub const MESSAGE_ID_LEN: usize = 20;
+
+/// The gossipsub message id of a frame: the first 20 bytes of SHA-256 of
+/// the frame (the gossipsub message's `data`), whoever published it. Any
+/// implementation reproduces it from the bytes alone, so duplicates are
+/// recognised across implementations (docs/interop.md); rust-libp2p's
+/// default (the publisher's peer id and sequence number as text) is
+/// reproduced by no other implementation.
+pub fn message_id(frame: &[u8]) -> [u8; MESSAGE_ID_LEN] {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(frame);
+    let mut id = [0u8; MESSAGE_ID_LEN];
+    id.copy_from_slice(&h[..MESSAGE_ID_LEN]);
+    id
+}
+
 /// Decodes a frame.
 pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
     let (&version, body) = frame.split_first().ok_or(WireError::Empty)?;
@@ -237,6 +254,18 @@ pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn message_ids_are_sha256_of_the_frame() {
+        // Reference values from another SHA-256 implementation
+        // (`printf abc | sha256sum`, and of the empty input).
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(hex(&message_id(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a3");
+        assert_eq!(hex(&message_id(b"")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4");
+        let a = encode(&Message::Ping(7));
+        assert_eq!(message_id(&a), message_id(&encode(&Message::Ping(7))));
+        assert_ne!(message_id(&a), message_id(&encode(&Message::Ping(8))));
+    }
 
     fn sample() -> Message {
         let mut t = crate::twin::Twin::new();

@@ -1,6 +1,7 @@
 //! Helpers for twinmesh's end-to-end tests: find (and build, once) the
 //! `twinmesh` binary, and run it with a time limit.
 
+pub mod browser;
 pub mod kube_double;
 pub mod netns;
 

@@ -15,7 +15,11 @@ fn job(name: &str) -> String {
 
 fn metric(a: &AgentProc, name: &str) -> u64 {
     let text = reqwest::blocking::get(format!("{}/metrics", a.api)).unwrap().text().unwrap();
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    // Summed over labels (`name{action="…"} v`).
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(' ') || r.starts_with('{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 // Rule: a running stage on a node that shows a precursor (thermal

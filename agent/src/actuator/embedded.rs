@@ -17,7 +17,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::warn;
-use twinmesh_common::execution::{ExecAction, ExecConfig, ExecEvent, Execution, RunKey};
+use twinmesh_common::execution::{ExecAction, ExecConfig, ExecEvent, Execution, RunKey, StageState};
 use twinmesh_common::failures::FailureKind;
 use twinmesh_common::forecast::{ForecastConfig, node_risk};
 use twinmesh_common::job::Job;
@@ -154,9 +154,11 @@ async fn preempt(host: &Arc<dyn Host>, id: &str, job: &Job, exec: &mut Execution
         return;
     };
     let Action::Migrate { stage, to, .. } = d.action;
+    let was = exec.timing(stage);
+    let action = if was.state == StageState::Booked && was.start <= now { "restart" } else { "migrate" };
     if exec.migrate(job, &view, now, stage, to, out) {
-        tracing::info!(job = id, reason = %d.reason, gain_ms = d.gain_ms, "preemptive migration");
-        host.acted();
+        tracing::info!(job = id, action, reason = %d.reason, gain_ms = d.gain_ms, "preemptive action");
+        host.acted(action);
         host.note(id, format!("preemptive: {} (gain {:.0} ms, cost {:.0} ms)", d.reason, d.gain_ms, d.cost_ms)).await;
     }
 }

@@ -50,8 +50,9 @@ pub trait Host: Send + Sync {
     /// Whether this agent's guard rails let job `job` act at fabric time
     /// `now` (one budget for all its jobs); counts the action when they do.
     fn admit_action(&self, job: &str, now: f64, cfg: &twinmesh_common::preempt::PreemptConfig) -> bool;
-    /// A preemptive action was taken (counted in the metrics).
-    fn acted(&self);
+    /// A preemptive action was taken (counted in the metrics by action:
+    /// `migrate` or `restart`).
+    fn acted(&self, action: &str);
     /// Changes whenever a precursor of failure arrives.
     fn precursor_changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }

@@ -69,7 +69,7 @@ pub struct AgentConfig {
 
 pub use records::Retention;
 
-pub use metrics::{Metrics, PLAN_BUCKETS_US};
+pub use metrics::{Histogram, Metrics, PREEMPTIVE_ACTIONS};
 
 pub use planner::{SubmitError, SubmitResponse};
 
@@ -426,6 +426,11 @@ impl Agent {
         self.lock().replica.liveness().peers().map(|(n, v)| (n.to_string(), v.clone())).collect()
     }
 
+    /// Per peer: did its twin match this one at the last check, and when.
+    pub fn sync_checks(&self) -> Vec<(String, bool, f64)> {
+        self.lock().replica.checks().map(|(p, same, at)| (p.to_string(), same, at)).collect()
+    }
+
     /// The partition epoch: changes of the set of reachable peers.
     pub fn partition_epoch(&self) -> u64 {
         self.lock().replica.liveness().epoch()
@@ -487,6 +492,7 @@ impl Agent {
 
     async fn request(&self, to: &str, msg: Message, timeout: Duration) -> Result<Message, String> {
         let (tx, rx) = oneshot::channel();
+        let t0 = std::time::Instant::now();
         self.mesh
             .send(mesh::Command::Request { to: to.to_string(), frame: wire::encode(&msg), reply: tx })
             .await
@@ -495,6 +501,7 @@ impl Agent {
             .await
             .map_err(|_| format!("no answer from {to} within {timeout:?}"))?
             .map_err(|_| "mesh stopped".to_string())??;
+        self.metrics.peer_seconds.observe_duration(t0.elapsed());
         wire::decode(&frame).map_err(|e| e.to_string())
     }
 

@@ -127,6 +127,27 @@ impl Agent {
             }
         }
     }
+    /// The most recent jobs, newest first: every unfinished one (up to
+    /// `limit`), then finished ones from the store.
+    pub fn recent_jobs(&self, limit: usize) -> Vec<JobRecord> {
+        let (mut out, finished): (Vec<JobRecord>, Vec<String>) = {
+            let st = self.lock();
+            let mut live: Vec<JobRecord> = st.jobs.values().cloned().collect();
+            live.sort_by(|a, b| b.accepted_at_ms.cmp(&a.accepted_at_ms).then_with(|| a.id.cmp(&b.id)));
+            live.truncate(limit);
+            let more = limit - live.len();
+            (live, st.finished.iter().rev().take(more).map(|(_, id)| id.clone()).collect())
+        };
+        for id in finished {
+            match self.store.job(&id) {
+                Ok(Some(j)) => out.push(j),
+                Ok(None) => {}
+                Err(e) => warn!(job = %id, error = %e, "reading a finished job"),
+            }
+        }
+        out
+    }
+
     /// Resumes jobs that were accepted but not finished before a restart.
     pub fn unfinished_jobs(&self) -> Vec<String> {
         self.lock()

@@ -55,8 +55,9 @@ impl Host for Arc<Agent> {
     fn admit_action(&self, job: &str, now: f64, cfg: &twinmesh_common::preempt::PreemptConfig) -> bool {
         self.preempt_guard.lock().unwrap_or_else(|e| e.into_inner()).admit(job, now, cfg).is_ok()
     }
-    fn acted(&self) {
-        self.metrics.preemptive_migrations.fetch_add(1, Ordering::Relaxed);
+    fn acted(&self, action: &str) {
+        let i = super::metrics::PREEMPTIVE_ACTIONS.iter().position(|a| *a == action).unwrap_or(0);
+        self.metrics.preemptive[i].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -92,7 +93,11 @@ pub(super) async fn run_job(agent: Arc<Agent>, actuator: Arc<dyn Actuator>, id: 
                 accepted = verification.accepted,
                 "job finished"
             );
+            agent.metrics.job_error.observe(verification.latency.rel_error.abs());
             for o in &done.observations {
+                if let Some(p) = plan.predicted.stages.iter().find(|p| p.stage == o.stage && p.compute_ms > 0.0) {
+                    agent.metrics.stage_error.observe((o.compute_ms - p.compute_ms).abs() / p.compute_ms);
+                }
                 agent.calibrate(o);
             }
             agent.metrics.jobs_succeeded.fetch_add(1, Ordering::Relaxed);

@@ -436,3 +436,42 @@ fn a_peer_back_from_suspect_is_synced_at_once() {
         r.handle(Input::Request { from: Some("edge-srv-01".into()), id: 2, msg: Message::Ping(2) }, 3_000.0, &mut g);
     assert_eq!(syncs(&out), 1, "back: synced at once");
 }
+
+#[test]
+fn summary_checks_record_whether_each_peer_held_the_same_twin() {
+    // Rule: the answer to a summary check (same twin or not) is kept per
+    // peer, so an operator sees the mesh converge.
+    let names = ["a", "b"];
+    let f = reference();
+    let mut rs: Vec<Replica> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut t = twin_with(&[(n, "dc-core", 0.9)]);
+            for m in names.iter().filter(|m| *m != n) {
+                t.merge_record(twin_with(&[(m, "dc-core", 0.9)]).record(m).unwrap().clone());
+            }
+            for node in f.nodes.iter().skip(i * 5).take(5) {
+                let mut node = node.clone();
+                node.labels.insert(AGENT_LABEL.into(), n.to_string());
+                t.update_own(node);
+            }
+            Replica::new(rcfg(n, "dc-core"), t)
+        })
+        .collect();
+    let mut g = rng();
+    assert_eq!(rs[0].checks().count(), 0);
+    let mut seen = Vec::new();
+    for step in 0..4 {
+        let now = step as f64 * 1_000.0;
+        let out = rs[0].handle(Input::Tick, now, &mut g);
+        let reqs = out.into_iter().filter(|o| matches!(o, Output::Request { .. })).map(|o| (0, o)).collect();
+        settle(&mut rs, &names, reqs, now, &mut g);
+        if let Some((peer, same, at)) = rs[0].checks().next() {
+            seen.push((peer.to_string(), same, at));
+        }
+    }
+    assert_eq!(seen.first().map(|s| (s.0.as_str(), s.1)), Some(("b", false)), "{seen:?}");
+    assert_eq!(seen.last().map(|s| (s.0.as_str(), s.1)), Some(("b", true)), "{seen:?}");
+    assert_eq!(rs[0].twin(), rs[1].twin());
+}

@@ -1,9 +1,7 @@
 //! The HTTP/JSON API. Errors map to status codes in one place
 //! ([`ApiError`]); every error body is `{"error": …, "field": …}`.
 
-use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -15,7 +13,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use twinmesh_common::failures::FailureKind;
 
-use crate::node::{Agent, PLAN_BUCKETS_US, SubmitError};
+use crate::node::{Agent, SubmitError};
+
+mod metrics;
+mod ui;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -30,6 +31,10 @@ pub struct ApiError {
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError { status, message: message.into(), field: None }
+    }
+
+    fn field(status: StatusCode, message: impl Into<String>, field: &str) -> Self {
+        ApiError { status, message: message.into(), field: Some(field.into()) }
     }
 }
 
@@ -66,27 +71,45 @@ struct Ctx {
 pub fn router(agent: Arc<Agent>, token: Option<String>) -> Router {
     let ctx = Ctx { agent, token: token.map(Into::into) };
     let v1 = Router::new()
-        .route("/v1/jobs", post(submit))
+        .route("/v1/jobs", post(submit).get(ui::list))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/plans/{id}", get(get_plan))
         .route("/v1/plans/{id}/verify", get(get_verification))
         .route("/v1/twin", get(get_twin))
         .route("/v1/observe", post(observe))
         .route("/v1/inject", post(inject))
+        .route("/v1/events", get(ui::events))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), auth));
     Router::new()
         .merge(v1)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
+        .route("/ui", get(ui::page))
+        .route("/ui/", get(ui::page))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(ctx.clone(), timed))
         .with_state(ctx)
+}
+
+/// Times every request (`twinmesh_api_request_seconds`).
+async fn timed(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    let t0 = std::time::Instant::now();
+    let r = next.run(req).await;
+    ctx.agent.metrics.api_seconds.observe_duration(t0.elapsed());
+    r
 }
 
 async fn auth(State(ctx): State<Ctx>, req: Request, next: Next) -> Result<Response, ApiError> {
     if let Some(token) = &ctx.token {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
+        // The header, or the web view's cookie (set by `/ui?token=`).
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer)
+            .or_else(|| ui::cookie_token(req.headers()));
         // Compared in constant time: the token is the only gate.
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"));
@@ -102,7 +125,7 @@ fn bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim_start_matches(' ')).filter(|t| !t.is_empty())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
@@ -184,6 +207,7 @@ async fn get_twin(State(ctx): State<Ctx>) -> Response {
         "liveness": liveness,
         "partition_epoch": ctx.agent.partition_epoch(),
         "yielded": ctx.agent.yielded(),
+        "sync": ctx.agent.sync_checks().into_iter().map(|(peer, same, at)| json!({ "peer": peer, "in_sync": same, "checked_ms": at })).collect::<Vec<_>>(),
         "nodes": records,
         "failures": failures,
         "digest": t.digest(),
@@ -293,128 +317,6 @@ async fn readyz(State(ctx): State<Ctx>) -> Response {
         None => "ready".into_response(),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
-}
-
-async fn metrics(State(ctx): State<Ctx>) -> Response {
-    let m = &ctx.agent.metrics;
-    let mut s = String::new();
-    let counter = |s: &mut String, name: &str, help: &str, v: u64| {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-    };
-    counter(
-        &mut s,
-        "twinmesh_jobs_accepted_total",
-        "Jobs committed by this agent.",
-        m.jobs_accepted.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut s,
-        "twinmesh_jobs_planned_total",
-        "Jobs planned by this agent.",
-        m.jobs_planned.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut s,
-        "twinmesh_jobs_forwarded_total",
-        "Jobs forwarded to the agent nearest their origin.",
-        m.jobs_forwarded.load(Ordering::Relaxed),
-    );
-    counter(&mut s, "twinmesh_jobs_succeeded_total", "Jobs that finished.", m.jobs_succeeded.load(Ordering::Relaxed));
-    counter(
-        &mut s,
-        "twinmesh_jobs_evicted_total",
-        "Finished jobs forgotten by the retention policy (--keep-finished, --keep-finished-for).",
-        m.jobs_evicted.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut s,
-        "twinmesh_preemptive_actions_total",
-        "Stages moved off a node ahead of its forecast failure (migrations and restarts).",
-        m.preemptive_migrations.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut s,
-        "twinmesh_ownership_conflicts_total",
-        "Another agent claimed a node this agent publishes (see /v1/twin \"yielded\").",
-        m.ownership_conflicts.load(Ordering::Relaxed),
-    );
-    let _ = writeln!(
-        s,
-        "# HELP twinmesh_jobs_held Job records held (memory and disk).\n# TYPE twinmesh_jobs_held gauge\ntwinmesh_jobs_held {}",
-        ctx.agent.jobs_held()
-    );
-    counter(&mut s, "twinmesh_jobs_failed_total", "Jobs that failed.", m.jobs_failed.load(Ordering::Relaxed));
-    counter(&mut s, "twinmesh_gossip_in_total", "Gossip frames received.", m.gossip_in.load(Ordering::Relaxed));
-    counter(&mut s, "twinmesh_gossip_out_total", "Gossip frames sent.", m.gossip_out.load(Ordering::Relaxed));
-    counter(
-        &mut s,
-        "twinmesh_gossip_dropped_total",
-        "Frames dropped as undecodable.",
-        m.gossip_dropped.load(Ordering::Relaxed),
-    );
-    let _ = writeln!(s, "# HELP twinmesh_plan_seconds Time to plan a job.\n# TYPE twinmesh_plan_seconds histogram");
-    let mut cum = 0;
-    for (i, b) in PLAN_BUCKETS_US.iter().enumerate() {
-        cum += m.plan_us_buckets[i].load(Ordering::Relaxed);
-        let le = if *b == u64::MAX { "+Inf".to_string() } else { format!("{}", *b as f64 / 1e6) };
-        let _ = writeln!(s, "twinmesh_plan_seconds_bucket{{le=\"{le}\"}} {cum}");
-    }
-    let _ = writeln!(s, "twinmesh_plan_seconds_sum {}", m.plan_us_sum.load(Ordering::Relaxed) as f64 / 1e6);
-    let _ = writeln!(s, "twinmesh_plan_seconds_count {}", m.plan_count.load(Ordering::Relaxed));
-    let t = ctx.agent.twin();
-    let _ = writeln!(
-        s,
-        "# HELP twinmesh_twin_nodes Node records in the twin.\n# TYPE twinmesh_twin_nodes gauge\ntwinmesh_twin_nodes {}",
-        t.len()
-    );
-    let _ = writeln!(
-        s,
-        "# HELP twinmesh_twin_failures Failure events in the twin.\n# TYPE twinmesh_twin_failures gauge\ntwinmesh_twin_failures {}",
-        t.failures().count()
-    );
-    let _ = writeln!(
-        s,
-        "# HELP twinmesh_store_bytes Size of the agent's database file.\n# TYPE twinmesh_store_bytes gauge\ntwinmesh_store_bytes {}",
-        ctx.agent.store.size_bytes()
-    );
-    let _ = writeln!(
-        s,
-        "# HELP twinmesh_peers Connected peer agents.\n# TYPE twinmesh_peers gauge\ntwinmesh_peers {}",
-        ctx.agent.peers().len()
-    );
-    let _ = writeln!(
-        s,
-        "# HELP twinmesh_peer_transitions_total Peer state changes, by the state entered.\n# TYPE twinmesh_peer_transitions_total counter"
-    );
-    for (i, state) in ["alive", "suspect", "dead"].iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "twinmesh_peer_transitions_total{{state=\"{state}\"}} {}",
-            m.peer_transitions[i].load(Ordering::Relaxed)
-        );
-    }
-    let mut by_state = [0u64; 3];
-    for (_, v) in ctx.agent.liveness() {
-        by_state[v.state as usize] += 1;
-    }
-    let _ = writeln!(
-        s,
-        "# HELP twinmesh_peer_state Peers the failure detector holds in each state.\n# TYPE twinmesh_peer_state gauge"
-    );
-    for (i, state) in ["alive", "suspect", "dead"].iter().enumerate() {
-        let _ = writeln!(s, "twinmesh_peer_state{{state=\"{state}\"}} {}", by_state[i]);
-    }
-    let _ = writeln!(
-        s,
-        "# HELP twinmesh_probes_total Liveness probes sent.\n# TYPE twinmesh_probes_total counter\ntwinmesh_probes_total {}",
-        m.probes.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        s,
-        "# HELP twinmesh_partition_epoch Changes of the set of reachable peers.\n# TYPE twinmesh_partition_epoch counter\ntwinmesh_partition_epoch {}",
-        ctx.agent.partition_epoch()
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
 }
 
 #[cfg(test)]

@@ -1,0 +1,117 @@
+//! `/metrics`: the Prometheus text exposition (checked by `promtool check
+//! metrics` in CI; docs/observability.md lists every series).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::Ctx;
+use crate::node::PREEMPTIVE_ACTIONS;
+
+const STATES: [&str; 3] = ["alive", "suspect", "dead"];
+
+fn counter(s: &mut String, name: &str, help: &str, v: &AtomicU64) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
+}
+
+fn gauge(s: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+pub(super) async fn metrics(State(ctx): State<Ctx>) -> Response {
+    let a = &ctx.agent;
+    let m = &a.metrics;
+    let mut s = String::with_capacity(8 * 1024);
+    counter(&mut s, "twinmesh_jobs_accepted_total", "Jobs committed by this agent.", &m.jobs_accepted);
+    counter(&mut s, "twinmesh_jobs_planned_total", "Jobs planned by this agent.", &m.jobs_planned);
+    counter(
+        &mut s,
+        "twinmesh_jobs_forwarded_total",
+        "Jobs forwarded to the agent nearest their origin.",
+        &m.jobs_forwarded,
+    );
+    counter(&mut s, "twinmesh_jobs_succeeded_total", "Jobs that finished.", &m.jobs_succeeded);
+    counter(&mut s, "twinmesh_jobs_failed_total", "Jobs that failed.", &m.jobs_failed);
+    counter(
+        &mut s,
+        "twinmesh_jobs_evicted_total",
+        "Finished jobs forgotten by the retention policy (--keep-finished, --keep-finished-for).",
+        &m.jobs_evicted,
+    );
+    gauge(&mut s, "twinmesh_jobs_held", "Job records held (memory and disk).", a.jobs_held());
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_preemptive_actions_total Actions taken ahead of a forecast failure, by action (migrate: a stage not yet started moved; restart: a running stage moved).\n# TYPE twinmesh_preemptive_actions_total counter"
+    );
+    for (i, action) in PREEMPTIVE_ACTIONS.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "twinmesh_preemptive_actions_total{{action=\"{action}\"}} {}",
+            m.preemptive[i].load(Ordering::Relaxed)
+        );
+    }
+    counter(
+        &mut s,
+        "twinmesh_ownership_conflicts_total",
+        "Another agent claimed a node this agent publishes (see /v1/twin \"yielded\").",
+        &m.ownership_conflicts,
+    );
+    counter(&mut s, "twinmesh_gossip_in_total", "Gossip frames received.", &m.gossip_in);
+    counter(&mut s, "twinmesh_gossip_out_total", "Gossip frames sent.", &m.gossip_out);
+    counter(&mut s, "twinmesh_gossip_dropped_total", "Frames dropped as undecodable.", &m.gossip_dropped);
+    m.plan_seconds.write(&mut s, "twinmesh_plan_seconds", "Time to plan a job.");
+    m.api_seconds.write(&mut s, "twinmesh_api_request_seconds", "HTTP requests, received to answered.");
+    m.peer_seconds.write(
+        &mut s,
+        "twinmesh_peer_request_seconds",
+        "Requests to peer agents (forwards, bookings), sent to answered.",
+    );
+    m.job_error.write(
+        &mut s,
+        "twinmesh_prediction_error_ratio",
+        "Per finished job: |observed - predicted| / predicted latency.",
+    );
+    m.stage_error.write(
+        &mut s,
+        "twinmesh_stage_error_ratio",
+        "Per observed stage: |observed - predicted| / predicted run time.",
+    );
+    let t = a.twin();
+    gauge(&mut s, "twinmesh_twin_nodes", "Node records in the twin.", t.len());
+    gauge(&mut s, "twinmesh_twin_failures", "Failure events in the twin.", t.failures().count());
+    gauge(&mut s, "twinmesh_store_bytes", "Size of the agent's database file.", a.store.size_bytes());
+    gauge(&mut s, "twinmesh_peers", "Connected peer agents.", a.peers().len());
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_peer_transitions_total Peer state changes, by the state entered.\n# TYPE twinmesh_peer_transitions_total counter"
+    );
+    for (i, state) in STATES.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "twinmesh_peer_transitions_total{{state=\"{state}\"}} {}",
+            m.peer_transitions[i].load(Ordering::Relaxed)
+        );
+    }
+    let mut by_state = [0u64; 3];
+    for (_, v) in a.liveness() {
+        by_state[v.state as usize] += 1;
+    }
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_peer_state Peers the failure detector holds in each state.\n# TYPE twinmesh_peer_state gauge"
+    );
+    for (i, state) in STATES.iter().enumerate() {
+        let _ = writeln!(s, "twinmesh_peer_state{{state=\"{state}\"}} {}", by_state[i]);
+    }
+    counter(&mut s, "twinmesh_probes_total", "Liveness probes sent.", &m.probes);
+    gauge(
+        &mut s,
+        "twinmesh_partition_epoch",
+        "Changes of the set of reachable peers since start (a partition or a heal each add one).",
+        a.partition_epoch(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s).into_response()
+}
