@@ -205,6 +205,11 @@ impl AgentProc {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

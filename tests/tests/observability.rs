@@ -86,6 +86,34 @@ fn the_exposition_passes_promtool_and_feeds_the_dashboard() {
     }
     assert!(queried >= 20, "{queried}");
 
+    // Every operation of the OpenAPI document is served (schemathesis,
+    // tests/api-contract, checks the answers against the document).
+    let api: Value = reqwest::blocking::get(format!("{}/v1/openapi.json", a.api)).unwrap().json().unwrap();
+    let client = reqwest::blocking::Client::new();
+    let mut operations = 0;
+    for (path, ops) in api["paths"].as_object().unwrap() {
+        if path == "/v1/events" {
+            continue; // an endless stream: tests/tests/ui.rs reads it
+        }
+        let url = format!("{}{}", a.api, path.replace("{id}", "no-such-job"));
+        for method in ops.as_object().unwrap().keys() {
+            let r = match method.as_str() {
+                "get" => client.get(&url).send().unwrap(),
+                "post" => client.post(&url).body("{}").send().unwrap(),
+                other => panic!("undocumented method {other}"),
+            };
+            let status = r.status().as_u16();
+            let body = r.text().unwrap_or_default();
+            assert!(status != 405 && !body.contains("no such endpoint"), "{method} {path}: {status} {body}");
+            assert!(
+                ops[method]["responses"].get(status.to_string()).is_some(),
+                "{method} {path} answered {status}, which the document does not list"
+            );
+            operations += 1;
+        }
+    }
+    assert!(operations >= 12, "{operations}");
+
     // The scrape annotations point at the port that serves /metrics.
     let ds = std::fs::read_to_string(repo_root().join("deploy/base/daemonset.yaml")).unwrap();
     assert!(ds.contains("prometheus.io/scrape: \"true\""));

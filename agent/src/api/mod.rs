@@ -85,12 +85,20 @@ pub fn router(agent: Arc<Agent>, token: Option<String>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/v1/openapi.json", get(openapi))
         .route("/ui", get(ui::page))
         .route("/ui/", get(ui::page))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(ctx.clone(), timed))
         .with_state(ctx)
+}
+
+/// This API's OpenAPI 3.0 document (checked against the handlers by
+/// schemathesis in CI). Open, like `/healthz`: it describes, it tells no
+/// secret.
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("../../api/openapi.json")).into_response()
 }
 
 /// Times every request (`twinmesh_api_request_seconds`).

@@ -36,6 +36,10 @@ pub struct DemoArgs {
     /// Wall seconds per fabric second.
     #[arg(long, default_value_t = 0.002)]
     time_scale: f64,
+    /// Keep the mesh running after the summary until Ctrl-C, to look at it
+    /// (each agent's web view is at `<api>/ui`).
+    #[arg(long)]
+    stay: bool,
 }
 
 const TEMPLATES: [&str; 3] = [
@@ -97,7 +101,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     }
     say(format!("started {} agents on loopback (data in {})", agents.len(), dir.display()));
     for r in &agents {
-        say(format!("  {:<16} {:<16} api http://{}", r.agent.cfg.name, r.agent.cfg.cluster, r.api));
+        say(format!(
+            "  {:<16} {:<16} api http://{}  web view http://{}/ui",
+            r.agent.cfg.name, r.agent.cfg.cluster, r.api, r.api
+        ));
     }
 
     // Convergence: every twin holds every node.
@@ -304,6 +311,16 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         );
     } else {
         println!("{}", serde_json::to_string(&summary)?);
+    }
+    if a.stay {
+        if text {
+            println!("\nthe mesh keeps running; web views:");
+            for r in &agents {
+                println!("  http://{}/ui", r.api);
+            }
+            println!("Ctrl-C to stop");
+        }
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     }
     // Every agent stops the way `twinmesh agent` does on SIGTERM.
     futures::future::join_all(agents.into_iter().map(Running::shutdown)).await;
