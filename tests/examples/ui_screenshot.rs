@@ -18,7 +18,7 @@ fn main() {
     let base = args.first().expect("usage: ui_screenshot <agent API URL> <out.png>");
     let out = args.get(1).map_or("ui.png", String::as_str);
     let (chromium, driver) = browser::installed().expect("chromium and chromedriver");
-    let web = Browser::start(&chromium, &driver, 1400, 1050).expect("browser");
+    let web = Browser::start(&chromium, &driver, 1400, 1500).expect("browser");
     web.goto(&format!("{base}/ui")).expect("load");
     let rows = web.wait(Duration::from_secs(30), |w| {
         let v = w.script("return document.querySelectorAll('#jobs tr.job.succeeded').length", vec![]).ok()?;
@@ -34,7 +34,11 @@ fn main() {
     web.wait(Duration::from_secs(10), |w| (!w.find_all("#timeline rect.obs").ok()?.is_empty()).then_some(()))
         .expect("timeline");
     std::thread::sleep(Duration::from_millis(500));
-    web.script("window.scrollTo(0, 0)", vec![]).ok();
+    web.script(
+        "window.scrollTo(0, 0); for (const s of document.querySelectorAll('.scroll')) s.scrollLeft = 0;",
+        vec![],
+    )
+    .ok();
     std::fs::write(out, web.screenshot().expect("screenshot")).expect("write");
     println!("{out}: job {id}");
 }
