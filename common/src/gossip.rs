@@ -75,7 +75,9 @@ pub fn handle(twin: &mut Twin, msg: Message) -> Handled {
         | Message::InSync
         | Message::OutOfSync(_)
         | Message::Ack
-        | Message::Leave(_) => Handled::default(),
+        | Message::Leave(_)
+        | Message::Planned(_)
+        | Message::PlannedToo(_) => Handled::default(),
     }
 }
 

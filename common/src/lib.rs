@@ -59,6 +59,7 @@ pub mod plan;
 pub mod policy;
 pub mod predict;
 pub mod preempt;
+pub mod reconcile;
 pub mod record;
 pub mod replica;
 pub mod resiliency;

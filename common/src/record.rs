@@ -49,12 +49,15 @@ pub enum JobState {
     Failed,
     /// Dry run: planned, never acted on.
     DryRun,
+    /// Planned on both sides of a partition; after the heal the other
+    /// side's plan was kept (`common::reconcile`) and this copy stopped.
+    Superseded,
 }
 
 impl JobState {
     /// Whether the job will change no more.
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::DryRun)
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::DryRun | JobState::Superseded)
     }
 }
 

@@ -459,10 +459,14 @@ impl Replica {
             let delta = h.changes;
             // An agent not seen before is a peer to watch from now on.
             for r in &delta.records {
-                if let Some(a) = r.node.labels.get(AGENT_LABEL) {
-                    if *a != self.cfg.name && self.liveness.state(a).is_none() {
-                        self.liveness.discover(a, now);
-                        self.agents.push(a.clone());
+                // (Kept sorted; a peer heard over a connection before its
+                // record arrived is listed too, so it is redialled.)
+                if let Some(a) = r.node.labels.get(AGENT_LABEL).filter(|a| **a != self.cfg.name) {
+                    if let Err(at) = self.agents.binary_search(a) {
+                        if self.liveness.state(a).is_none() {
+                            self.liveness.discover(a, now);
+                        }
+                        self.agents.insert(at, a.clone());
                     }
                 }
             }

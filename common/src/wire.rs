@@ -153,6 +153,12 @@ pub enum Message {
     /// Gossip: this agent is leaving the mesh (a graceful shutdown); its
     /// peers mark it dead at once instead of waiting for probes to fail.
     Leave(String),
+    /// After a partition: "these are the jobs I planned lately"
+    /// ([`crate::reconcile`]). Answered with [`Message::PlannedToo`].
+    Planned(Vec<crate::reconcile::PlannedCopy>),
+    /// Answer to [`Message::Planned`]: the answerer's own copies of the
+    /// same ids.
+    PlannedToo(Vec<crate::reconcile::PlannedCopy>),
 }
 
 impl Message {
@@ -176,6 +182,8 @@ impl Message {
             Message::Pong(_) => "pong",
             Message::Ack => "ack",
             Message::Leave(_) => "leave",
+            Message::Planned(_) => "planned",
+            Message::PlannedToo(_) => "planned_too",
         }
     }
 }

@@ -161,7 +161,7 @@ impl AgentProc {
             .args(["--listen", &format!("/ip4/{ip}/tcp/0"), "--data-dir"])
             .arg(data)
             .args(extra)
-            .env("TWINMESH_LOG", "info")
+            .env("TWINMESH_LOG", std::env::var("TWINMESH_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

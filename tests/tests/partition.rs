@@ -101,6 +101,22 @@ fn both_sides_keep_working_through_a_cut_and_heal_fast() {
     assert!(code == 202 || code == 200, "{code} {r}");
     let edge_job = r["job"]["id"].as_str().unwrap().to_string();
     let edge_api = if r["planner"] == "edge-srv-02" { d } else { c };
+    // The same document on both sides: one job id, planned twice (its
+    // second stage lasts 30 s of wall time: still running at the heal).
+    let twice = doc("twice", "edge-microdc", "edge-srv-01").replace(
+        r#"}}]}}"#,
+        r#"}},{"id":"long","compute":{"cpu":1,"mem_gb":1,"duration_ms":3000000},"predecessor":"s"}]}}"#,
+    );
+    let (code, far) = a.post("/v1/jobs", &twice, None);
+    assert!(code == 202 || code == 200, "{code} {far}");
+    let (code, near) = c.post("/v1/jobs", &twice, None);
+    assert!(code == 202 || code == 200, "{code} {near}");
+    let twice_id = far["job"]["id"].as_str().unwrap().to_string();
+    assert_eq!(near["job"]["id"].as_str(), Some(twice_id.as_str()), "one document, one id");
+    let by_name = |n: &str| -> &AgentProc { [&a, &agents[0], c, d].into_iter().find(|p| p.name == n).unwrap() };
+    let far_api = by_name(far["planner"].as_str().unwrap());
+    let near_api = by_name(near["planner"].as_str().unwrap());
+    assert!(far_api.name.starts_with("dc-") && near_api.name.starts_with("edge-"), "{far} {near}");
     // A record only one side sees.
     let (code, ev) =
         c.post("/v1/observe", r#"{"kind":"thermal_throttle","node":"edge-srv-02","duration_ms":60000}"#, None);
@@ -139,4 +155,43 @@ fn both_sides_keep_working_through_a_cut_and_heal_fast() {
         .unwrap_or_else(|| panic!("job {id} lost or stuck"));
         assert_eq!(j["state"], "succeeded", "{j}");
     }
+
+    // Reconciled: the copy planned nearer the origin (the edge side) stays
+    // and finishes; the other is stopped and says by whom it was
+    // superseded. One live copy in the mesh.
+    let lost = wait_for(Duration::from_secs(30), || {
+        let (_, j) = far_api.get(&format!("/v1/jobs/{twice_id}"));
+        (j["state"] == "superseded").then_some(j)
+    })
+    .unwrap_or_else(|| {
+        let logs: String = [far_api, near_api]
+            .iter()
+            .flat_map(|p| {
+                p.log()
+                    .lines()
+                    .filter(|l| l.contains("reconcil") || l.contains("peer") || l.contains("dial"))
+                    .map(|l| format!("{}: {l}\n", p.name))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        panic!("the far copy was not superseded: {}\n{logs}", far_api.get(&format!("/v1/jobs/{twice_id}")).1["notes"])
+    });
+    let note = lost["notes"].to_string();
+    assert!(note.contains("superseded by the plan of") && note.contains(&near_api.name), "{note}");
+    assert!(note.contains("were stopped"), "it was still running at the heal: {note}");
+    let kept = wait_for(Duration::from_secs(90), || {
+        let (_, j) = near_api.get(&format!("/v1/jobs/{twice_id}"));
+        (j["state"] == "succeeded" || j["state"] == "failed").then_some(j)
+    })
+    .expect("the kept copy finishes");
+    assert_eq!(kept["state"], "succeeded", "{kept}");
+    let kept_notes = kept["notes"].to_string();
+    assert_eq!(kept_notes.matches("this plan stays").count(), 1, "{kept_notes}");
+    let metric = |p: &AgentProc, outcome: &str| -> f64 {
+        let text = reqwest::blocking::get(format!("{}/metrics", p.api)).unwrap().text().unwrap();
+        let series = format!("twinmesh_jobs_reconciled_total{{outcome=\"{outcome}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(series.as_str())?.parse().ok()).unwrap_or(-1.0)
+    };
+    assert_eq!(metric(far_api, "superseded"), 1.0);
+    assert_eq!(metric(near_api, "kept"), 1.0);
 }

@@ -53,6 +53,17 @@ pub(super) async fn metrics(State(ctx): State<Ctx>) -> Response {
             m.preemptive[i].load(Ordering::Relaxed)
         );
     }
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_jobs_reconciled_total Jobs planned on both sides of a partition, settled after the heal, by outcome here (kept, superseded).\n# TYPE twinmesh_jobs_reconciled_total counter"
+    );
+    for (i, outcome) in ["kept", "superseded"].iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "twinmesh_jobs_reconciled_total{{outcome=\"{outcome}\"}} {}",
+            m.reconciled[i].load(Ordering::Relaxed)
+        );
+    }
     counter(
         &mut s,
         "twinmesh_ownership_conflicts_total",

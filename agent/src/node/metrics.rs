@@ -113,6 +113,9 @@ pub struct Metrics {
     /// Preemptive actions taken, by action: migrate (a stage not yet
     /// started), restart (a running stage moved).
     pub preemptive: [AtomicU64; 2],
+    /// Jobs planned on both sides of a partition, settled: kept here,
+    /// superseded here.
+    pub reconciled: [AtomicU64; 2],
     /// Time to plan a job.
     pub plan_seconds: Histogram,
     /// HTTP request handling time.
@@ -144,6 +147,7 @@ impl Default for Metrics {
             probes: AtomicU64::new(0),
             ownership_conflicts: AtomicU64::new(0),
             preemptive: Default::default(),
+            reconciled: Default::default(),
             plan_seconds: Histogram::new(PLAN_SECONDS),
             api_seconds: Histogram::new(API_SECONDS),
             peer_seconds: Histogram::new(PEER_SECONDS),

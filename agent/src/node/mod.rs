@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use twinmesh_common::calibrate::Calibration;
 use twinmesh_common::fabric::Fabric;
 use twinmesh_common::failures::FailureEvent;
-use twinmesh_common::liveness::{PeerState, PeerView};
+use twinmesh_common::liveness::PeerState;
 use twinmesh_common::model::Node;
 use twinmesh_common::policy::Policy;
 use twinmesh_common::replica::{Input, Output, Replica, ReplicaConfig};
@@ -34,6 +34,7 @@ use crate::jobs::JobRecord;
 mod failures;
 mod metrics;
 mod owner;
+mod peers;
 mod planner;
 mod records;
 mod run;
@@ -120,6 +121,8 @@ pub struct Agent {
     actuator: std::sync::OnceLock<Arc<dyn crate::actuator::Actuator>>,
     /// Serialises the updates of each running job.
     job_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Jobs running here, to stop one that lost a reconciliation.
+    running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// Set while the agent waits for something before it is ready.
     waiting_for: Mutex<Option<String>>,
     /// Bumped when a precursor of failure arrives (`failures.rs`).
@@ -215,6 +218,7 @@ impl Agent {
             loopback_rx: Mutex::new(Some(loopback_rx)),
             actuator: std::sync::OnceLock::new(),
             job_locks: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
             waiting_for: Mutex::new(None),
             precursor_epoch: tokio::sync::watch::Sender::new(0),
             preempt_guard: Mutex::new(Default::default()),
@@ -329,6 +333,8 @@ impl Agent {
                     }
                     if t.to == PeerState::Dead {
                         let _ = self.mesh.send(mesh::Command::Disconnect(t.peer.clone())).await;
+                    } else if t.to == PeerState::Alive && t.from != PeerState::Alive {
+                        tokio::spawn(self.clone().reconcile_with(t.peer.clone()));
                     }
                 }
                 Output::Conflict(c) => self.on_conflict(&c),
@@ -416,26 +422,6 @@ impl Agent {
         v
     }
 
-    /// Connected peer agents.
-    pub fn peers(&self) -> Vec<String> {
-        self.lock().replica.connected().map(String::from).collect()
-    }
-
-    /// What the failure detector believes of every peer.
-    pub fn liveness(&self) -> Vec<(String, PeerView)> {
-        self.lock().replica.liveness().peers().map(|(n, v)| (n.to_string(), v.clone())).collect()
-    }
-
-    /// Per peer: did its twin match this one at the last check, and when.
-    pub fn sync_checks(&self) -> Vec<(String, bool, f64)> {
-        self.lock().replica.checks().map(|(p, same, at)| (p.to_string(), same, at)).collect()
-    }
-
-    /// The partition epoch: changes of the set of reachable peers.
-    pub fn partition_epoch(&self) -> u64 {
-        self.lock().replica.liveness().epoch()
-    }
-
     /// Whether the twin holds failure event `id`.
     pub fn has_failure(&self, id: &FailureId) -> bool {
         self.lock().replica.twin().has_failure(id)
@@ -479,8 +465,17 @@ impl Agent {
 
     /// Runs job `id` on this agent's actuator, in the background.
     pub fn spawn_job(self: &Arc<Self>, id: String) {
+        let key = id.clone();
         let (me, actuator) = (self.clone(), self.actuator());
-        tokio::spawn(run::run_job(me, actuator, id));
+        let task = tokio::spawn(async move {
+            run::run_job(me.clone(), actuator, id.clone()).await;
+            me.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        });
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.insert(key.clone(), task.abort_handle());
+        if task.is_finished() {
+            running.remove(&key);
+        }
     }
 
     /// Folds an observed run into calibration.
@@ -565,6 +560,7 @@ impl Agent {
                         }
                         Message::Ack
                     }
+                    Ok(Message::Planned(theirs)) => Message::PlannedToo(self.on_planned(theirs)),
                     Ok(msg) => return self.input(Input::Request { from, id, msg }).await,
                 };
                 let _ = self.mesh.send(mesh::Command::Respond(id, wire::encode(&reply))).await;

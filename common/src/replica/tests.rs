@@ -475,3 +475,24 @@ fn summary_checks_record_whether_each_peer_held_the_same_twin() {
     assert_eq!(seen.last().map(|s| (s.0.as_str(), s.1)), Some(("b", true)), "{seen:?}");
     assert_eq!(rs[0].twin(), rs[1].twin());
 }
+
+#[test]
+fn a_peer_heard_before_its_record_arrived_is_redialled_when_it_goes() {
+    // Rule: every agent the twin names is dialled when not connected, also
+    // one that connected (as to a bootstrap agent) before its record came.
+    let mut a = Replica::new(rcfg("a", "dc-core"), twin_with(&[("a", "dc-core", 0.9)]));
+    let mut g = rng();
+    a.handle(Input::Tick, 0.0, &mut g);
+    a.handle(Input::Connected("b".into()), 10.0, &mut g);
+    let rec = twin_with(&[("b", "dc-core", 0.9)]).record("b").unwrap().clone();
+    a.handle(Input::Gossip(Message::Record(rec)), 20.0, &mut g);
+    a.handle(Input::Disconnected("b".into()), 30.0, &mut g);
+    let dials: Vec<String> = (1..4)
+        .flat_map(|i| a.handle(Input::Tick, 30.0 + i as f64 * 1_000.0, &mut g))
+        .filter_map(|o| match o {
+            Output::Dial(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert!(dials.contains(&"b".to_string()), "{dials:?}");
+}

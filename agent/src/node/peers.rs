@@ -1,0 +1,154 @@
+//! Peers as this agent sees them, and reconciling the jobs planned on both
+//! sides of a partition when a peer comes back (`common::reconcile`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tracing::{info, warn};
+use twinmesh_common::liveness::PeerView;
+use twinmesh_common::reconcile::{PlannedCopy, verdicts};
+use twinmesh_common::record::{JobRecord, JobState};
+use twinmesh_common::spec;
+use twinmesh_common::wire::Message;
+
+use super::{Agent, now_ms};
+
+/// Jobs accepted this long ago or less are offered for reconciliation when
+/// a peer comes back (a partition longer than this leaves older duplicates
+/// as they are).
+pub const RECONCILE_WINDOW: Duration = Duration::from_secs(3600);
+
+impl Agent {
+    /// Connected peer agents.
+    pub fn peers(&self) -> Vec<String> {
+        self.lock().replica.connected().map(String::from).collect()
+    }
+
+    /// What the failure detector believes of every peer.
+    pub fn liveness(&self) -> Vec<(String, PeerView)> {
+        self.lock().replica.liveness().peers().map(|(n, v)| (n.to_string(), v.clone())).collect()
+    }
+
+    /// Per peer: did its twin match this one at the last check, and when.
+    pub fn sync_checks(&self) -> Vec<(String, bool, f64)> {
+        self.lock().replica.checks().map(|(p, same, at)| (p.to_string(), same, at)).collect()
+    }
+
+    /// The partition epoch: changes of the set of reachable peers.
+    pub fn partition_epoch(&self) -> u64 {
+        self.lock().replica.liveness().epoch()
+    }
+
+    /// Latency (ms) from this agent's cluster to the origin cluster of a
+    /// job; infinite when either is unknown.
+    fn origin_ms(&self, j: &JobRecord) -> f64 {
+        let lat = &self.cfg.fabric.latency;
+        let origin = spec::parse_job(&j.document).ok().map(|job| job.origin.cluster);
+        match (lat.index_of(&self.cfg.cluster), origin.and_then(|o| lat.index_of(&o))) {
+            (Some(a), Some(b)) => lat.latency(a, b),
+            _ => f64::INFINITY,
+        }
+    }
+
+    /// The jobs this agent planned lately (not dry runs, not superseded).
+    fn planned_copies(&self) -> Vec<PlannedCopy> {
+        let since = now_ms().saturating_sub(RECONCILE_WINDOW.as_millis() as u64);
+        self.recent_jobs(self.cfg.retention.max_finished + self.cfg.retention.max_in_flight)
+            .into_iter()
+            .filter(|j| j.planner == self.cfg.name && !j.dry_run && j.state != JobState::Superseded)
+            .filter(|j| j.accepted_at_ms >= since)
+            .map(|j| PlannedCopy {
+                origin_ms: self.origin_ms(&j),
+                id: j.id,
+                planner: j.planner,
+                accepted_at_ms: j.accepted_at_ms,
+            })
+            .collect()
+    }
+
+    /// `peer` is reachable again: tell it which jobs this agent planned,
+    /// and settle every job both planned.
+    pub(super) async fn reconcile_with(self: Arc<Self>, peer: String) {
+        let mine = self.planned_copies();
+        if mine.is_empty() {
+            return;
+        }
+        match self.request(&peer, Message::Planned(mine.clone()), Duration::from_secs(10)).await {
+            Ok(Message::PlannedToo(theirs)) => self.settle(&mine, &theirs).await,
+            Ok(other) => warn!(peer = %peer, answer = other.kind(), "reconciliation: unexpected answer"),
+            Err(e) => {
+                warn!(peer = %peer, error = %e, "reconciliation: no answer (it is tried again when the peer next returns)")
+            }
+        }
+    }
+
+    /// A peer told what it planned: answers with this agent's copies of
+    /// the same ids and settles them (the peer applies the same rule to
+    /// its own copies).
+    pub(super) fn on_planned(self: &Arc<Self>, theirs: Vec<PlannedCopy>) -> Vec<PlannedCopy> {
+        let mine: Vec<PlannedCopy> =
+            self.planned_copies().into_iter().filter(|m| theirs.iter().any(|t| t.id == m.id)).collect();
+        if !mine.is_empty() {
+            let (me, shared) = (self.clone(), mine.clone());
+            tokio::spawn(async move { me.settle(&shared, &theirs).await });
+        }
+        mine
+    }
+
+    /// Applies the rule to every job both sides planned: the winner notes
+    /// it; the loser stops its run and marks its copy superseded.
+    async fn settle(self: &Arc<Self>, mine: &[PlannedCopy], theirs: &[PlannedCopy]) {
+        for (m, t, keep) in verdicts(mine, theirs) {
+            if keep {
+                let note = format!(
+                    "reconciled after a partition: this plan stays; the copy {} planned ({:.0} ms from the origin, against {:.0} here) was stopped",
+                    t.planner, t.origin_ms, m.origin_ms
+                );
+                // Both sides may start the exchange: settle once.
+                let mut first = false;
+                self.update_job(&m.id, |r| {
+                    if !r.notes.contains(&note) {
+                        r.notes.push(note);
+                        first = true;
+                    }
+                })
+                .await;
+                if first {
+                    self.metrics.reconciled[0].fetch_add(1, Ordering::Relaxed);
+                    info!(job = %m.id, other = %t.planner, "reconciliation: this plan stays");
+                }
+                continue;
+            }
+            if self.job(&m.id).is_none_or(|r| r.state == JobState::Superseded) {
+                continue;
+            }
+            let stopped = self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&m.id);
+            if let Some(task) = &stopped {
+                task.abort();
+            }
+            warn!(job = %m.id, winner = %t.planner, stopped = stopped.is_some(), "reconciliation: superseded");
+            let (winner, theirs_ms, mine_ms) = (t.planner.clone(), t.origin_ms, m.origin_ms);
+            let mut first = false;
+            self.update_job(&m.id, |r| {
+                if r.state == JobState::Superseded {
+                    return;
+                }
+                first = true;
+                let what = match (stopped.is_some(), r.state) {
+                    (true, _) => "its stages not yet finished here were stopped".to_string(),
+                    (false, JobState::Succeeded) => "it had already run to the end here: a duplicate run".to_string(),
+                    (false, s) => format!("it was {s:?} here"),
+                };
+                r.state = JobState::Superseded;
+                r.notes.push(format!(
+                    "reconciled after a partition: superseded by the plan of {winner} ({theirs_ms:.0} ms from the origin, against {mine_ms:.0} here); {what}"
+                ));
+            })
+            .await;
+            if first {
+                self.metrics.reconciled[1].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
