@@ -47,8 +47,12 @@ impl Net {
     pub fn new(n: usize) -> Result<Net, String> {
         // Names are short (interface names ≤ 15 bytes) and unique per
         // process, so parallel test binaries do not collide.
-        let id = std::process::id() % 100_000;
-        let subnet = format!("10.213.{}", std::process::id() % 250);
+        // Two nets of one test binary (tests run in parallel threads) get
+        // different names and subnets too.
+        static NETS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = NETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 8;
+        let id = (std::process::id() % 10_000) * 10 + k;
+        let subnet = format!("10.{}.{}", 213 + k, std::process::id() % 250);
         let mut net = Net { bridge: format!("tmb{id}"), hosts: Vec::new(), veths: Vec::new() };
         run(&["ip", "link", "add", &net.bridge, "type", "bridge"])?;
         run(&["ip", "addr", "add", &format!("{subnet}.1/24"), "dev", &net.bridge])?;
@@ -92,10 +96,34 @@ impl Net {
         }
     }
 
+    /// Drops `percent` % of the packets between hosts `a` and `b`, at
+    /// random, both ways (lossy radio links, congested uplinks).
+    pub fn lossy(&self, a: &[usize], b: &[usize], percent: u32) {
+        for (side, other) in [(a, b), (b, a)] {
+            for &h in side {
+                let ns = &self.hosts[h].ns;
+                // On the way out only: each packet is dropped once with
+                // the given chance.
+                let mut rules =
+                    String::from("table inet tmloss {\n chain out { type filter hook output priority 0; }\n}\n");
+                for &o in other {
+                    let ip = &self.hosts[o].ip;
+                    rules.push_str(&format!(
+                        "add rule inet tmloss out ip daddr {ip} numgen random mod 100 < {percent} drop\n"
+                    ));
+                }
+                let file = std::env::temp_dir().join(format!("{ns}-loss.nft"));
+                std::fs::write(&file, rules).expect("rules file");
+                run(&["ip", "netns", "exec", ns, "nft", "-f", file.to_str().unwrap()]).expect("nft loss");
+            }
+        }
+    }
+
     /// Removes every cut.
     pub fn heal(&self) {
         for h in &self.hosts {
             let _ = run(&["ip", "netns", "exec", &h.ns, "nft", "delete", "table", "inet", "tmcut"]);
+            let _ = run(&["ip", "netns", "exec", &h.ns, "nft", "delete", "table", "inet", "tmloss"]);
         }
     }
 }
