@@ -398,3 +398,48 @@ fn sigterm_drains_leaves_the_mesh_and_keeps_what_was_accepted() {
     let back = wait_for(LIMIT, || state_at_a("edge-srv-01").filter(|p| p["state"] == "alive"));
     assert!(back.is_some(), "restarted agent not alive again at its peer");
 }
+
+// Rule: a forward that timed out and was planned by the forwarder, then
+// delivered late and planned by its target too, is one job planned twice:
+// the two settle it (`common::reconcile`) and the copy planned nearer the
+// origin stays. The target is paused (SIGSTOP) so the forward waits in its
+// socket past the forwarder's timeout.
+#[test]
+fn a_late_forward_planned_on_both_ends_is_reconciled() {
+    let dir = tempdir();
+    let key = key_file(dir.path(), "mesh.key", 0x5b);
+    let key = key.to_str().unwrap();
+    let a = AgentProc::start("dc-x86-01", "dc-core", &dir.path().join("a"), &["--mesh-key-file", key]);
+    let b = AgentProc::start(
+        "edge-srv-01",
+        "edge-microdc",
+        &dir.path().join("b"),
+        &["--mesh-key-file", key, "--bootstrap", &a.mesh],
+    );
+    let alive = wait_for(LIMIT, || {
+        let (_, t) = a.get("/v1/twin");
+        t["liveness"].as_array()?.iter().any(|p| p["peer"] == "edge-srv-01" && p["state"] == "alive").then_some(())
+    });
+    assert!(alive.is_some(), "no mesh; log:\n{}", a.log());
+    let pid = b.pid().to_string();
+    let signal = |s: &str| assert!(std::process::Command::new("kill").args([s, &pid]).status().unwrap().success());
+    signal("-STOP");
+    let (code, r) = a.post("/v1/jobs", &job("late", "edge-microdc", Some("edge-srv-01")), None);
+    assert!(code == 202 || code == 200, "{code} {r}");
+    assert_eq!(r["planner"], "dc-x86-01", "the forward timed out and it was planned here: {r}");
+    let id = r["job"]["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(1));
+    signal("-CONT");
+    // The target plans the late forward; then the two settle: the target
+    // is in the origin's cluster, so its copy stays.
+    let planned_there = wait_for(LIMIT, || (b.get(&format!("/v1/jobs/{id}")).0 == 200).then_some(()));
+    assert!(planned_there.is_some(), "the late forward was not planned by its target; log:\n{}", b.log());
+    let superseded = wait_for(LIMIT, || {
+        let (_, j) = a.get(&format!("/v1/jobs/{id}"));
+        (j["state"] == "superseded").then_some(j)
+    });
+    let j = superseded.unwrap_or_else(|| panic!("not reconciled: {}", a.get(&format!("/v1/jobs/{id}")).1));
+    assert!(j["notes"].to_string().contains("superseded by the plan of edge-srv-01"), "{j}");
+    let (_, kept) = b.get(&format!("/v1/jobs/{id}"));
+    assert_ne!(kept["state"], "superseded", "{kept}");
+}

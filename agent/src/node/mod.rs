@@ -123,6 +123,9 @@ pub struct Agent {
     job_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Jobs running here, to stop one that lost a reconciliation.
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// Peers a reconciliation is scheduled with (after a forward to them
+    /// timed out and the job was planned here).
+    reconcile_due: Mutex<std::collections::HashSet<String>>,
     /// Set while the agent waits for something before it is ready.
     waiting_for: Mutex<Option<String>>,
     /// Bumped when a precursor of failure arrives (`failures.rs`).
@@ -219,6 +222,7 @@ impl Agent {
             actuator: std::sync::OnceLock::new(),
             job_locks: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            reconcile_due: Mutex::new(std::collections::HashSet::new()),
             waiting_for: Mutex::new(None),
             precursor_epoch: tokio::sync::watch::Sender::new(0),
             preempt_guard: Mutex::new(Default::default()),

@@ -19,6 +19,10 @@ use super::{Agent, now_ms};
 /// as they are).
 pub const RECONCILE_WINDOW: Duration = Duration::from_secs(3600);
 
+/// How long after a forward timed out the agents settle: the forward's
+/// own timeout (≤ 5 s) and planning there, with room to spare.
+pub const LATE_FORWARD: Duration = Duration::from_secs(15);
+
 impl Agent {
     /// Connected peer agents.
     pub fn peers(&self) -> Vec<String> {
@@ -81,6 +85,21 @@ impl Agent {
                 warn!(peer = %peer, error = %e, "reconciliation: no answer (it is tried again when the peer next returns)")
             }
         }
+    }
+
+    /// Reconciles with `peer` in [`LATE_FORWARD`] (once, however many
+    /// jobs asked): a forward to it that timed out may have been planned
+    /// there as well as here.
+    pub(super) fn reconcile_later(self: &Arc<Self>, peer: &str) {
+        if !self.reconcile_due.lock().unwrap_or_else(|e| e.into_inner()).insert(peer.to_string()) {
+            return;
+        }
+        let (me, peer) = (self.clone(), peer.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(LATE_FORWARD).await;
+            me.reconcile_due.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
+            me.reconcile_with(peer).await;
+        });
     }
 
     /// A peer told what it planned: answers with this agent's copies of

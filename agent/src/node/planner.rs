@@ -130,6 +130,13 @@ impl Agent {
                     }
                 }
             }
+            if !dry_run {
+                // A forward that timed out may still arrive and be planned
+                // there too: settle with those agents once it would have.
+                for peer in &unreachable {
+                    self.reconcile_later(peer);
+                }
+            }
         } else if let Some(from) = &forwarded_from {
             notes.push(format!("forwarded by {from}"));
         }
