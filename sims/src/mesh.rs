@@ -443,6 +443,19 @@ impl Mesh {
             }
         }
         let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+        // Updates made during the cut: how long after the heal the last
+        // replica across it got each.
+        let (mut healed, mut unhealed) = (Vec::new(), 0);
+        if let Some(p) = self.partition {
+            for (name, _, _, times) in self.followed.iter().filter(|u| u.2 >= p.from && u.2 < p.to) {
+                let publisher = self.index.get(name).copied().unwrap_or(0) as usize;
+                let far = times.iter().enumerate().filter(|(j, _)| (*j < p.cut) != (publisher < p.cut));
+                match far.map(|(_, t)| *t).try_fold(0.0f64, |m, t| (!t.is_nan()).then(|| m.max(t - p.to))) {
+                    Some(worst) => healed.push(worst.max(0.0)),
+                    None => unhealed += 1,
+                }
+            }
+        }
         let secs = end / 1000.0;
         // Replicas holding the most common twin (by summary).
         let mut counts: HashMap<u64, usize> = HashMap::new();
@@ -496,6 +509,9 @@ impl Mesh {
             routes_ok,
             routes_bad,
             converged,
+            heal_converge_max_ms: healed.iter().copied().fold(f64::NAN, f64::max),
+            heal_converge_mean_ms: mean(&healed),
+            heal_unconverged: unhealed,
             events: self.events,
             wall_s,
         }
@@ -542,6 +558,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "routing: {} to a reachable agent, {} to an unreachable one; {} of {} replicas hold the same twin at the end",
         r.routes_ok, r.routes_bad, r.converged, r.agents
     );
+    if !r.heal_converge_max_ms.is_nan() || r.heal_unconverged > 0 {
+        println!(
+            "after the heal: updates made during the cut reached every replica across it in {:.0} ms mean, {:.0} ms worst; {} never did",
+            r.heal_converge_mean_ms, r.heal_converge_max_ms, r.heal_unconverged
+        );
+    }
     Ok(())
 }
 

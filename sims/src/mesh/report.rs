@@ -43,6 +43,13 @@ pub struct Report {
     pub routes_bad: usize,
     /// Replicas holding the most common twin at the end.
     pub converged: usize,
+    /// Updates made during the cut: the worst time (ms) after the heal
+    /// until the last replica across the cut held one (NaN without a cut).
+    pub heal_converge_max_ms: f64,
+    /// Same, mean over those updates.
+    pub heal_converge_mean_ms: f64,
+    /// Updates made during the cut that had not crossed it by the end.
+    pub heal_unconverged: usize,
     /// Jobs submitted.
     pub jobs_submitted: usize,
     /// Jobs that succeeded.

@@ -70,6 +70,12 @@ fn a_partition_is_detected_and_healed() {
     assert_eq!(r.false_suspicions, 0, "{r:?}");
     assert_eq!(r.incomplete, 0, "{r:?}");
     assert_eq!(r.converged, 40, "{r:?}");
+    // What was published during the cut crossed it soon after the heal
+    // (simulated time: the same on any machine).
+    assert_eq!(r.heal_unconverged, 0, "{r:?}");
+    assert!(r.heal_converge_max_ms <= 5_000.0, "{r:?}");
+    let clean = Mesh::new(args(6, 16.0)).unwrap().run();
+    assert!(clean.heal_converge_max_ms.is_nan() && clean.heal_unconverged == 0, "no cut, no heal figure");
     assert!(Partition::parse("2@1-2", 10).is_err());
     assert!(Partition::parse("0.5@3-1", 10).is_err());
 }
