@@ -51,6 +51,7 @@ pub mod fabric;
 pub mod failures;
 pub mod forecast;
 pub mod gossip;
+pub mod inflight;
 pub mod job;
 pub mod latency;
 pub mod liveness;

@@ -443,3 +443,31 @@ fn a_late_forward_planned_on_both_ends_is_reconciled() {
     let (_, kept) = b.get(&format!("/v1/jobs/{id}"));
     assert_ne!(kept["state"], "superseded", "{kept}");
 }
+
+// Rule: a planned stage counts on its node in the planner's view until its
+// owner books it (`common::inflight`), so plans made meanwhile do not pile
+// onto the node from a stale estimate; once booked it no longer counts.
+#[test]
+fn planned_stages_count_in_flight_until_booked() {
+    let dir = tempdir();
+    let a = AgentProc::start("dc-x86-01", "dc-core", dir.path(), &["--time-scale", "1"]);
+    let doc = r#"{"apiVersion":"twinmesh.io/v1","metadata":{"name":"later","origin":{"cluster":"dc-core"}},"spec":{"stages":[
+        {"id":"first","compute":{"cpu":1,"mem_gb":1,"duration_ms":4000}},
+        {"id":"second","compute":{"cpu":6,"mem_gb":2,"duration_ms":1000},"predecessor":"first"}]}}"#;
+    let (code, r) = a.post("/v1/jobs?policy=greedy", doc, None);
+    assert_eq!(code, 202, "{r}");
+    let second = r["job"]["plan"]["placements"][1]["node"].as_str().unwrap().to_string();
+    let inflight =
+        |a: &AgentProc| -> Vec<Value> { a.get("/v1/twin").1["in_flight"].as_array().cloned().unwrap_or_default() };
+    let held = inflight(&a);
+    let entry = held.iter().find(|e| e["node"] == second.as_str());
+    assert!(entry.is_some_and(|e| e["cpu"].as_f64().unwrap_or(0.0) >= 6.0), "{second} not held: {held:?}");
+    // Booked when the first stage is done (4 s): then it counts no more.
+    let released = wait_for(LIMIT, || {
+        let held = inflight(&a);
+        (!held.iter().any(|e| e["node"] == second.as_str())).then_some(())
+    });
+    assert!(released.is_some(), "still held: {:?}", inflight(&a));
+    let (_, j) = a.get(&format!("/v1/jobs/{}", r["id"].as_str().unwrap()));
+    assert_ne!(j["state"], "failed", "{j}");
+}

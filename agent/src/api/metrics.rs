@@ -95,6 +95,12 @@ pub(super) async fn metrics(State(ctx): State<Ctx>) -> Response {
     gauge(&mut s, "twinmesh_twin_failures", "Failure events in the twin.", t.failures().count());
     gauge(&mut s, "twinmesh_store_bytes", "Size of the agent's database file.", a.store.size_bytes());
     gauge(&mut s, "twinmesh_peers", "Connected peer agents.", a.peers().len());
+    gauge(
+        &mut s,
+        "twinmesh_inflight_placements",
+        "Placements made here that their owners have not booked or published yet (counted in this agent's planning view).",
+        a.inflight().iter().map(|(_, n, _)| n).sum::<usize>(),
+    );
     let _ = writeln!(
         s,
         "# HELP twinmesh_peer_transitions_total Peer state changes, by the state entered.\n# TYPE twinmesh_peer_transitions_total counter"

@@ -215,6 +215,7 @@ async fn get_twin(State(ctx): State<Ctx>) -> Response {
         "liveness": liveness,
         "partition_epoch": ctx.agent.partition_epoch(),
         "yielded": ctx.agent.yielded(),
+        "in_flight": ctx.agent.inflight().into_iter().map(|(node, n, cpu)| json!({ "node": node, "placements": n, "cpu": cpu })).collect::<Vec<_>>(),
         "sync": ctx.agent.sync_checks().into_iter().map(|(peer, same, at)| json!({ "peer": peer, "in_sync": same, "checked_ms": at })).collect::<Vec<_>>(),
         "nodes": records,
         "failures": failures,

@@ -130,6 +130,13 @@ pub(super) fn twin_json(agent: &Agent) -> Value {
     // (the planner places on those too).
     let published: std::collections::HashSet<&str> = t.records().map(|r| r.node.name.as_str()).collect();
     let unpublished = agent.cfg.fabric.nodes.iter().filter(|n| !published.contains(n.name.as_str()));
+    // Nodes whose agent the failure detector no longer holds alive.
+    let unreachable: std::collections::HashMap<String, &'static str> = agent
+        .liveness()
+        .into_iter()
+        .filter(|(_, v)| v.state.as_str() != "alive")
+        .map(|(p, v)| (p, v.state.as_str()))
+        .collect();
     let mut nodes: Vec<Value> = t
         .records()
         .map(|r| (&r.node, Some(r.version)))
@@ -145,6 +152,7 @@ pub(super) fn twin_json(agent: &Agent) -> Value {
                     twinmesh_common::model::NodeStatus::NotReady => "NotReady",
                     twinmesh_common::model::NodeStatus::Cordoned => "Cordoned",
                 } },
+                "owner_state": n.labels.get(AGENT_LABEL).and_then(|a| unreachable.get(a)).copied().unwrap_or("alive"),
                 "cpu_pct": n.telemetry.cpu_pct,
                 "temperature_c": n.telemetry.temperature_c,
                 "load": if n.allocatable.cpu > 0.0 { n.allocated.cpu / n.allocatable.cpu } else { 0.0 },

@@ -83,6 +83,8 @@ struct State {
     /// Precursors per node of a view (`stages::precursors`), with it.
     precursors: Option<(Arc<FabricView>, failures::Precursors)>,
     calibration: Calibration,
+    /// Placements made here that owners' records do not show yet.
+    inflight: twinmesh_common::inflight::InFlight,
     /// Jobs not finished (finished ones are read from the store).
     jobs: HashMap<String, JobRecord>,
     /// Finished jobs, oldest first, for the retention policy, and their ids.
@@ -202,6 +204,7 @@ impl Agent {
                 replica: Replica::new(rcfg, twin),
                 rng: SimRng::seed_from_u64(seed),
                 view: None,
+                inflight: Default::default(),
                 precursors: None,
                 calibration,
                 jobs,
@@ -410,6 +413,10 @@ impl Agent {
     /// agent's calibration.
     pub fn view(&self) -> Arc<FabricView> {
         let mut st = self.lock();
+        let now = now_ms() as f64;
+        if st.inflight.expire(now) {
+            st.view = None;
+        }
         if let Some(v) = &st.view {
             return v.clone();
         }
@@ -421,6 +428,7 @@ impl Agent {
             }
         };
         st.calibration.apply_under_owners(&mut view);
+        st.inflight.apply(&mut view, now);
         let v = Arc::new(view);
         st.view = Some(v.clone());
         v
@@ -572,18 +580,6 @@ impl Agent {
             mesh::Event::PeerUp(name) => self.input(Input::Connected(name)).await,
             mesh::Event::PeerDown(name) => self.input(Input::Disconnected(name)).await,
         }
-    }
-
-    /// Absolute fabric time now (ms since [`FABRIC_EPOCH_MS`]): wall time
-    /// divided by the time scale, the same on every agent that shares the
-    /// scale.
-    pub fn fabric_now(&self) -> f64 {
-        now_ms().saturating_sub(FABRIC_EPOCH_MS) as f64 / self.cfg.time_scale.max(1e-9)
-    }
-
-    /// Wall ms (Unix) of absolute fabric time `t`.
-    pub fn wall_of(&self, t: f64) -> f64 {
-        FABRIC_EPOCH_MS as f64 + t * self.cfg.time_scale.max(1e-9)
     }
 
     /// The agent that runs stages on `node`: its owner, or this agent

@@ -251,6 +251,18 @@ impl Agent {
             let mut st = self.lock();
             if committed.is_ok() {
                 st.jobs.insert(id.clone(), rec.clone());
+                // Its placements count in this agent's view until their
+                // owners have booked them (`common::inflight`).
+                if let Some(plan) = &rec.plan {
+                    let now = now_ms() as f64;
+                    for (p, t) in plan.placements.iter().zip(&plan.predicted.stages) {
+                        let c = job.stages.iter().find(|s| s.id == p.stage).map(|s| s.compute);
+                        let (cpu, mem) = c.map_or((0.0, 0.0), |c| (c.cpu, c.mem_gb));
+                        let until = now + (t.start_ms * self.cfg.time_scale).min(60_000.0) + 2_000.0;
+                        st.inflight.reserve(&p.node, &format!("{id}/{}", p.stage), cpu, mem, until);
+                    }
+                    st.view = None;
+                }
             }
             st.committing.remove(&id).unwrap_or_default()
         };

@@ -8,13 +8,25 @@ use std::time::Duration;
 use twinmesh_common::execution::Refusal;
 use twinmesh_common::wire::{Message, StageRun, StageSlot};
 
-use super::{Agent, OwnedRun};
+use super::{Agent, FABRIC_EPOCH_MS, OwnedRun, now_ms};
 
 /// Times an unanswered booking request is sent before the run is taken as
 /// unreachable (each waiting twice as long as the one before).
 const BOOKING_TRIES: usize = 3;
 
 impl Agent {
+    /// Absolute fabric time now (ms since [`FABRIC_EPOCH_MS`]): wall time
+    /// divided by the time scale, the same on every agent that shares the
+    /// scale.
+    pub fn fabric_now(&self) -> f64 {
+        now_ms().saturating_sub(FABRIC_EPOCH_MS) as f64 / self.cfg.time_scale.max(1e-9)
+    }
+
+    /// Wall ms (Unix) of absolute fabric time `t`.
+    pub fn wall_of(&self, t: f64) -> f64 {
+        FABRIC_EPOCH_MS as f64 + t * self.cfg.time_scale.max(1e-9)
+    }
+
     /// Books a stage on a node this agent runs: the virtual counterpart of
     /// the kubelet admitting a pod. The run time comes from the ground
     /// truth (`common::truth`), which only the executing side knows; the
@@ -78,10 +90,15 @@ impl Agent {
             let node = run.node.clone();
             let r = self.book_stage(&run);
             if r.is_ok() {
+                // Published at once: the booking no longer needs counting.
+                self.settle_inflight(&run, 0.0);
                 self.publish_load(&node).await;
             }
             return r;
         }
+        // On its way to the owner: counted here until its answer and the
+        // owner's record that shows it (a gossip hop) have arrived.
+        self.settle_inflight(&run, 10_000.0);
         // A booking request is idempotent (the owner gives a repeated
         // request for the same run the same booking), so an unanswered one
         // is asked again, waiting twice as long, until the failure detector
@@ -98,12 +115,33 @@ impl Agent {
             }
             let timeout = Duration::from_secs_f64((rtt_timeout / 1000.0).clamp(wait, 5.0 * wait));
             match self.request(&owner, Message::RunStage(run.clone()), timeout).await {
-                Ok(Message::StageScheduled(r)) => return r,
+                Ok(Message::StageScheduled(r)) => {
+                    self.settle_inflight(&run, if r.is_ok() { 2_000.0 } else { 0.0 });
+                    return r;
+                }
                 Ok(other) => return Err(Refusal::Other(format!("{owner} answered {}", other.kind()))),
                 Err(_) => wait *= 2.0,
             }
         }
         Err(Refusal::Unreachable)
+    }
+
+    /// Placements in flight per node: (node, how many, cores).
+    pub fn inflight(&self) -> Vec<(String, usize, f64)> {
+        self.lock().inflight.nodes().map(|(n, k, c)| (n.to_string(), k, c)).collect()
+    }
+
+    /// `run`'s placement counts in this agent's view for `for_ms` more
+    /// (wall) instead of what its plan reserved (0: no longer).
+    fn settle_inflight(&self, run: &StageRun, for_ms: f64) {
+        let key = format!("{}/{}", run.job, run.stage);
+        let mut st = self.lock();
+        st.inflight.release(&run.node, &key);
+        if for_ms > 0.0 {
+            let until = now_ms() as f64 + for_ms;
+            st.inflight.reserve(&run.node, &key, run.compute.cpu, run.compute.mem_gb, until);
+        }
+        st.view = None;
     }
 
     /// Asks `node`'s owner to give back a run's booking from `at` on.
