@@ -305,7 +305,12 @@ impl Execution {
         }
         match ev {
             ExecEvent::Booked { key, start } => {
-                let Some(s) = self.current(key, StageState::Booking) else { return };
+                // A second word on a booked run refines its start (a pod
+                // reported running, then its container's exact start).
+                let Some(s) = self.current(key, StageState::Booking).or_else(|| self.current(key, StageState::Booked))
+                else {
+                    return;
+                };
                 let st = &mut self.stages[s];
                 st.state = StageState::Booked;
                 st.start = start;

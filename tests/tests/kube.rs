@@ -632,3 +632,61 @@ fn agent_reaches_an_https_api_server_by_ip_with_tls_server_name() {
     assert_eq!(agent.get("/readyz").0, 503, "must not trust a certificate that does not name the address");
     assert_eq!(a.requests().len(), before, "no request got through the failed handshake");
 }
+
+/// Preemptive migration on Kubernetes: a running stage's node shows a
+/// precursor of failure (thermal throttling); the forecast moves the stage
+/// — a new pod on the other node is created first, then the old one is
+/// deleted — and the job finishes there, the move noted on it.
+#[test]
+fn a_precursor_moves_a_running_pod_new_pod_first() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let a = rt.block_on(async {
+        let a =
+            ApiDouble::start(vec![k3s_node("kc-a-01", "alpha", "amd64"), k3s_node("kc-a-02", "alpha", "amd64")]).await;
+        a.with_kubelet(Kubelet { bind_ms: 20, start_ms: 20, slowdown: 1.0 });
+        a
+    });
+    let dir = tempdir();
+    let agent = kube_agent("kc-a-02", dir.path(), &[("alpha", &a)], &[]);
+    // 60 s of work at time scale 0.05: the pod runs 3 s.
+    let job = r#"{"apiVersion":"twinmesh.io/v1","metadata":{"name":"warned","origin":{"cluster":"alpha"}},"spec":{"stages":[
+        {"id":"only","compute":{"cpu":2,"mem_gb":1,"duration_ms":60000},"constraints":{"arch":["amd64"],"formats":["native"]}}]}}"#;
+    let (code, r) = agent.post("/v1/jobs?policy=greedy", job, None);
+    assert_eq!(code, 202, "{r}");
+    let id = r["id"].as_str().expect("id").to_string();
+    let first = r["job"]["plan"]["placements"][0]["node"].as_str().expect("node").to_string();
+    let other = if first == "kc-a-01" { "kc-a-02" } else { "kc-a-01" };
+    let old = format!("tm-{id}-only");
+    let running = wait_for(Duration::from_secs(20), || a.pod(&old).filter(|p| p["status"]["phase"] == "Running"));
+    assert!(running.is_some(), "the pod never ran; log:\n{}", agent.log());
+    let (code, ev) = agent.post(
+        "/v1/observe",
+        &format!(r#"{{"kind":"thermal_throttle","node":"{first}","duration_ms":60000}}"#),
+        None,
+    );
+    assert_eq!(code, 202, "{ev}");
+    let done = wait_for(Duration::from_secs(40), || {
+        let (_, j) = agent.get(&format!("/v1/jobs/{id}"));
+        matches!(j["state"].as_str(), Some("succeeded" | "failed")).then_some(j)
+    })
+    .unwrap_or_else(|| panic!("job did not finish; log:\n{}", agent.log()));
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let log: String = agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("preempt") || l.contains("progress") || l.contains("moved"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(done["observations"][0]["node"], other, "{}\n{log}", done["notes"]);
+    assert!(done["notes"].to_string().contains("preemptive"), "{}", done["notes"]);
+    // Order on the API server: the new pod was created before the old one
+    // was deleted.
+    let reqs = a.requests();
+    let created = reqs.iter().position(|r| {
+        r.method == "POST" && r.body["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(&format!("{old}-r")))
+    });
+    let deleted = reqs.iter().position(|r| r.method == "DELETE" && r.path.ends_with(&format!("/pods/{old}")));
+    let (created, deleted) = (created.expect("a new pod"), deleted.expect("the old pod deleted"));
+    assert!(created < deleted, "created at #{created}, deleted at #{deleted}");
+    assert_eq!(reqs[created].body["spec"]["nodeSelector"]["kubernetes.io/hostname"], other);
+}

@@ -17,12 +17,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::warn;
-use twinmesh_common::execution::{ExecAction, ExecConfig, ExecEvent, Execution, RunKey, StageState};
+use twinmesh_common::execution::{ExecAction, ExecConfig, ExecEvent, Execution, RunKey};
 use twinmesh_common::failures::FailureKind;
-use twinmesh_common::forecast::{ForecastConfig, node_risk};
 use twinmesh_common::job::Job;
 use twinmesh_common::plan::Plan;
-use twinmesh_common::preempt::{Action, PreemptConfig, next_action};
 use twinmesh_common::wire::{StageRun, StageSlot};
 
 use super::{Actuator, Executed, Host, Placed, observations, placed};
@@ -100,11 +98,11 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
         let events = tokio::select! {
             e = running.next() => e,
             _ = warnings.changed() => {
-                preempt(&host, id, job, &mut exec, &mut out).await;
+                super::preempt(&host, id, job, host.fabric_now(), &mut exec, &mut out).await;
                 continue;
             }
             _ = tokio::time::sleep(tick) => {
-                preempt(&host, id, job, &mut exec, &mut out).await;
+                super::preempt(&host, id, job, host.fabric_now(), &mut exec, &mut out).await;
                 continue;
             }
         };
@@ -120,7 +118,7 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
         }
         // A stage just booked or released may sit on a warned node.
         if out.is_empty() {
-            preempt(&host, id, job, &mut exec, &mut out).await;
+            super::preempt(&host, id, job, host.fabric_now(), &mut exec, &mut out).await;
         }
     }
     let o = exec.outcome();
@@ -133,34 +131,6 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
         energy_j: o.energy_j,
         failures: o.failures,
     })
-}
-
-/// Reads the forecast for the job's nodes and carries out the migration
-/// rule's decisions (`common::preempt`), each noted on the job with its
-/// reason.
-async fn preempt(host: &Arc<dyn Host>, id: &str, job: &Job, exec: &mut Execution, out: &mut Vec<ExecAction>) {
-    let view = host.view();
-    let seen = host.precursors(&view);
-    let mine = (0..exec.stage_count()).any(|s| seen.get(exec.timing(s).at.node).is_some_and(Option::is_some));
-    if !mine {
-        return;
-    }
-    let now = host.fabric_now();
-    let fcfg = ForecastConfig::default();
-    let risk = node_risk(&view.nodes.resiliency, &seen, now, &fcfg);
-    let pcfg = PreemptConfig::default();
-    let mut admit = |t: f64| host.admit_action(id, t, &pcfg);
-    let Some(d) = next_action(job, exec, &view, now, &risk, &ExecConfig::default(), &pcfg, &mut admit) else {
-        return;
-    };
-    let Action::Migrate { stage, to, .. } = d.action;
-    let was = exec.timing(stage);
-    let action = if was.state == StageState::Booked && was.start <= now { "restart" } else { "migrate" };
-    if exec.migrate(job, &view, now, stage, to, out) {
-        tracing::info!(job = id, action, reason = %d.reason, gain_ms = d.gain_ms, "preemptive action");
-        host.acted(action);
-        host.note(id, format!("preemptive: {} (gain {:.0} ms, cost {:.0} ms)", d.reason, d.gain_ms, d.cost_ms)).await;
-    }
 }
 
 /// What a run's step reports: events with their fabric times, and, once

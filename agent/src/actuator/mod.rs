@@ -13,10 +13,12 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use twinmesh_common::execution::{Refusal, RunKey};
+use twinmesh_common::execution::{ExecAction, ExecConfig, Execution, Refusal, RunKey, StageState};
 use twinmesh_common::failures::FailureKind;
+use twinmesh_common::forecast::{ForecastConfig, node_risk};
 use twinmesh_common::job::Job;
 use twinmesh_common::plan::Plan;
+use twinmesh_common::preempt::{Action, PreemptConfig, next_action};
 use twinmesh_common::truth;
 use twinmesh_common::view::FabricView;
 use twinmesh_common::wire::{StageRun, StageSlot};
@@ -118,4 +120,39 @@ pub(crate) fn observations(
             attempts: u32::from(so.attempts),
         })
         .collect()
+}
+
+/// Reads the forecast for the job's nodes and carries out the migration
+/// rule's decisions (`common::preempt`), each noted on the job with its
+/// reason.
+/// `now` is in the execution's time base (absolute fabric ms).
+pub(crate) async fn preempt(
+    host: &Arc<dyn Host>,
+    id: &str,
+    job: &Job,
+    now: f64,
+    exec: &mut Execution,
+    out: &mut Vec<ExecAction>,
+) {
+    let view = host.view();
+    let seen = host.precursors(&view);
+    let mine = (0..exec.stage_count()).any(|s| seen.get(exec.timing(s).at.node).is_some_and(Option::is_some));
+    if !mine {
+        return;
+    }
+    let fcfg = ForecastConfig::default();
+    let risk = node_risk(&view.nodes.resiliency, &seen, now, &fcfg);
+    let pcfg = PreemptConfig::default();
+    let mut admit = |t: f64| host.admit_action(id, t, &pcfg);
+    let Some(d) = next_action(job, exec, &view, now, &risk, &ExecConfig::default(), &pcfg, &mut admit) else {
+        return;
+    };
+    let Action::Migrate { stage, to, .. } = d.action;
+    let was = exec.timing(stage);
+    let action = if was.state == StageState::Booked && was.start <= now { "restart" } else { "migrate" };
+    if exec.migrate(job, &view, now, stage, to, out) {
+        tracing::info!(job = id, action, reason = %d.reason, gain_ms = d.gain_ms, "preemptive action");
+        host.acted(action);
+        host.note(id, format!("preemptive: {} (gain {:.0} ms, cost {:.0} ms)", d.reason, d.gain_ms, d.cost_ms)).await;
+    }
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::{info, warn};
 use twinmesh_common::execution::{ExecAction, ExecConfig, ExecEvent, Execution, Refusal, RunKey};
 use twinmesh_common::failures::FailureKind;
@@ -24,6 +23,7 @@ use twinmesh_common::view::FabricView;
 
 use super::client::{Created, Kube, Outcome};
 use super::manifest::{StagePod, plan_digest, pod_name, stage_pod};
+use super::observe::Phase;
 use crate::actuator::{Actuator, Executed, Host, Placed, observations, placed};
 use crate::clock::now_ms;
 
@@ -91,52 +91,100 @@ impl Actuator for KubeActuator {
     }
 }
 
+/// What a pod's task reports: events with their fabric times, and whether
+/// it is the task's last word.
+type PodNews = (Vec<(f64, ExecEvent)>, bool);
+
 /// Drives the execution; returns the observations, the job's latency and
-/// energy (fabric units, every attempt).
+/// energy (fabric units, every attempt). A pod reports its run as booked
+/// once its container runs, so the forecast (`common::preempt`) can move a
+/// running stage: the new pod is created first, then the old one deleted.
 async fn execute(host: Arc<dyn Host>, kube: &Arc<Kube>, id: &str, job: &Job, plan: &Plan) -> Result<Executed, String> {
     let view = host.view();
     let origin = view.origin(job).ok_or_else(|| format!("origin cluster '{}' left the fabric", job.origin.cluster))?;
     let scale = host.time_scale();
     let digest = plan_digest(&plan.placements.iter().map(|p| (p.node.clone(), p.format)).collect::<Vec<_>>());
     let Placed { assign, shadow, digest: key_digest } = placed(&view, id, plan)?;
-    // Fabric time of this job: 0 at its start, wall = t0 + fabric × scale.
+    // Absolute fabric time, as the forecast reads it (`Host::fabric_now`);
+    // observations are reported from the job's start.
     let t0 = now_ms();
-    let mut exec = Execution::new(job, origin, &assign, &shadow, key_digest, 0.0, ExecConfig::default());
+    let start = host.fabric_now();
+    let mut exec = Execution::new(job, origin, &assign, &shadow, key_digest, start, ExecConfig::default());
     let mut out = Vec::new();
     exec.start(job, &view, &mut out);
-    let mut running = FuturesUnordered::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PodNews>();
+    let mut pods = 0usize;
+    let mut warnings = host.precursor_changes();
+    let tick = Duration::from_secs_f64(scale.clamp(0.01, 0.25));
     let ctx = Arc::new(PodCtx { host: host.clone(), kube: kube.clone(), id: id.to_string(), digest, t0, scale });
+    let now = || host.fabric_now();
+    let pod_of = |stage: usize, node: usize, attempt: u16| {
+        let cluster = view.latency.names()[view.nodes.cluster[node] as usize].clone();
+        (cluster, pod_name(id, &job.stages[stage].id, u32::from(attempt)))
+    };
     loop {
-        for a in out.drain(..) {
-            match a {
-                ExecAction::Book { key, node, format, ready_at } => {
-                    let st = job.stages[key.stage as usize].clone();
-                    let node_name = view.nodes.name[node].clone();
-                    let cluster = view.latency.names()[view.nodes.cluster[node] as usize].clone();
-                    let work_ms = cpu_ms(&view, node, st.compute.duration_ms, format, scale);
-                    running.push(run_pod(ctx.clone(), st, key, node_name, cluster, format, work_ms, ready_at));
-                }
-                ExecAction::Release { key, node, .. } => {
-                    // A failed or cancelled run: its pod, if any, goes.
-                    let cluster = view.latency.names()[view.nodes.cluster[node] as usize].clone();
-                    let name = pod_name(id, &job.stages[key.stage as usize].id, u32::from(key.attempt));
+        // A stage moved in this batch: its new pod first, then the old one
+        // goes (`replaces`); other released runs go at once.
+        let moved: Vec<usize> = out
+            .iter()
+            .filter_map(|a| match a {
+                ExecAction::Book { key, .. } => Some(key.stage as usize),
+                _ => None,
+            })
+            .collect();
+        let mut replaces: Vec<(usize, (String, String))> = Vec::new();
+        for a in &out {
+            if let ExecAction::Release { key, node, .. } = a {
+                let old = pod_of(key.stage as usize, *node, key.attempt);
+                if moved.contains(&(key.stage as usize)) {
+                    replaces.push((key.stage as usize, old));
+                } else {
                     let kube = kube.clone();
                     tokio::spawn(async move {
-                        let _ = kube.delete_pod(&cluster, &name).await;
+                        let _ = kube.delete_pod(&old.0, &old.1).await;
                     });
                 }
-                ExecAction::Done => {}
+            }
+        }
+        for a in out.drain(..) {
+            if let ExecAction::Book { key, node, format, ready_at } = a {
+                let st = job.stages[key.stage as usize].clone();
+                let node_name = view.nodes.name[node].clone();
+                let cluster = view.latency.names()[view.nodes.cluster[node] as usize].clone();
+                let work_ms = cpu_ms(&view, node, st.compute.duration_ms, format, scale);
+                let old = replaces.iter().find(|(s, _)| *s == key.stage as usize).map(|(_, o)| o.clone());
+                let pod = PodRun { st, key, node: node_name, cluster, format, work_ms, ready_at, replaces: old };
+                pods += 1;
+                tokio::spawn(run_pod(ctx.clone(), pod, tx.clone()));
             }
         }
         if exec.is_done() {
             break;
         }
-        let Some(events) = running.next().await else {
+        if pods == 0 {
             return Err("execution stalled: no pod in flight and the job is not done".into());
+        }
+        let news = tokio::select! {
+            n = rx.recv() => n,
+            _ = warnings.changed() => {
+                crate::actuator::preempt(&host, id, job, now(), &mut exec, &mut out).await;
+                continue;
+            }
+            _ = tokio::time::sleep(tick) => {
+                crate::actuator::preempt(&host, id, job, now(), &mut exec, &mut out).await;
+                continue;
+            }
         };
+        let Some((events, last)) = news else { return Err("pod tasks ended".into()) };
+        if last {
+            pods -= 1;
+        }
         let current = host.view();
         for (at, ev) in events {
             exec.handle(job, &current, at, ev, &mut out);
+        }
+        if out.is_empty() {
+            crate::actuator::preempt(&host, id, job, now(), &mut exec, &mut out).await;
         }
     }
     let o = exec.outcome();
@@ -144,11 +192,25 @@ async fn execute(host: Arc<dyn Host>, kube: &Arc<Kube>, id: &str, job: &Job, pla
         return Err(o.error.unwrap_or_else(|| "job failed".into()));
     }
     Ok(Executed {
-        observations: observations(&view, job, &o, 0.0),
+        observations: observations(&view, job, &o, start),
         latency_ms: o.latency_ms,
         energy_j: o.energy_j,
         failures: o.failures,
     })
+}
+
+/// One run to carry out as a pod.
+struct PodRun {
+    st: twinmesh_common::job::Stage,
+    key: RunKey,
+    node: String,
+    cluster: String,
+    format: Format,
+    work_ms: u64,
+    ready_at: f64,
+    /// The pod (cluster, name) of the run this one replaces, deleted once
+    /// this one's pod exists.
+    replaces: Option<(String, String)>,
 }
 
 /// What every pod of one job shares.
@@ -164,28 +226,29 @@ struct PodCtx {
 impl PodCtx {
     /// Fabric ms of the job at wall time `wall_ms`.
     fn fabric(&self, wall_ms: f64) -> f64 {
-        ((wall_ms - self.t0 as f64) / self.scale).max(0.0)
+        self.host.fabric_now() - (now_ms() as f64 - wall_ms) / self.scale
     }
 }
 
 /// One run as a pod: created when its inputs are there, followed to its
-/// end; what happened, as execution events with their fabric times.
-#[allow(clippy::too_many_arguments)]
-async fn run_pod(
-    ctx: Arc<PodCtx>,
-    st: twinmesh_common::job::Stage,
-    key: RunKey,
-    node: String,
-    cluster: String,
-    format: Format,
-    work_ms: u64,
-    ready_at: f64,
+/// end; reports its start when the container runs, then how it ended, as
+/// execution events with their fabric times.
+async fn run_pod(ctx: Arc<PodCtx>, run: PodRun, tx: tokio::sync::mpsc::UnboundedSender<PodNews>) {
+    let events = follow_run(&ctx, run, &tx).await;
+    let _ = tx.send((events, true));
+}
+
+async fn follow_run(
+    ctx: &Arc<PodCtx>,
+    run: PodRun,
+    tx: &tokio::sync::mpsc::UnboundedSender<PodNews>,
 ) -> Vec<(f64, ExecEvent)> {
+    let PodRun { st, key, node, cluster, format, work_ms, ready_at, replaces } = run;
     let (host, kube, id) = (&ctx.host, &ctx.kube, ctx.id.as_str());
     // Inputs arrive after the modelled transfer (the clusters of a test
     // fabric share one machine; the latency matrix stands in for the
     // network between them).
-    let ready_wall = ctx.t0 as f64 + ready_at * ctx.scale;
+    let ready_wall = ctx.host.wall_of(ready_at);
     let now = now_ms() as f64;
     if ready_wall > now {
         tokio::time::sleep(Duration::from_secs_f64((ready_wall - now) / 1000.0)).await;
@@ -222,11 +285,24 @@ async fn run_pod(
             return refused(format!("{node}: {e}"));
         }
     }
+    // A move: the new pod exists, so the old one goes now.
+    if let Some((old_cluster, old)) = replaces {
+        info!(job = id, stage = %st.id, old = %old, new = %name, "moved: deleting the pod it replaces");
+        if let Err(e) = kube.delete_pod(&old_cluster, &old).await {
+            warn!(pod = %old, error = %e, "cannot delete the replaced pod");
+        }
+    }
     // Generous: ten times the work, plus image pull and scheduling.
     let limit = Duration::from_millis(work_ms.saturating_mul(10)) + Duration::from_secs(300);
     let outcome = kube
         .follow_pod(&cluster, &name, kube.settings.unschedulable_grace, limit, |p| {
             info!(job = id, stage = %st.id, pod = %p.pod, phase = ?p.phase, "pod progress");
+            // Running: the run holds its node from now (what the forecast
+            // and a move act on).
+            if let Phase::Running { started_ms } = p.phase {
+                let start = ctx.fabric(started_ms.max(created_at).max(ctx.t0) as f64);
+                let _ = tx.send((vec![(start, ExecEvent::Booked { key, start })], false));
+            }
         })
         .await;
     match outcome {

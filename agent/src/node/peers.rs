@@ -78,11 +78,20 @@ impl Agent {
         if mine.is_empty() {
             return;
         }
-        match self.request(&peer, Message::Planned(mine.clone()), Duration::from_secs(10)).await {
-            Ok(Message::PlannedToo(theirs)) => self.settle(&mine, &theirs).await,
-            Ok(other) => warn!(peer = %peer, answer = other.kind(), "reconciliation: unexpected answer"),
-            Err(e) => {
-                warn!(peer = %peer, error = %e, "reconciliation: no answer (it is tried again when the peer next returns)")
+        // A peer is heard from again (through others) before its own
+        // connection is back: asked again a few times, waiting longer.
+        let mut wait = Duration::from_millis(250);
+        for attempt in 1..=6 {
+            match self.request(&peer, Message::Planned(mine.clone()), Duration::from_secs(10)).await {
+                Ok(Message::PlannedToo(theirs)) => return self.settle(&mine, &theirs).await,
+                Ok(other) => return warn!(peer = %peer, answer = other.kind(), "reconciliation: unexpected answer"),
+                Err(e) if attempt == 6 => {
+                    return warn!(peer = %peer, error = %e, "reconciliation: no answer (tried again when the peer next returns)");
+                }
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
             }
         }
     }
