@@ -471,3 +471,58 @@ fn planned_stages_count_in_flight_until_booked() {
     let (_, j) = a.get(&format!("/v1/jobs/{}", r["id"].as_str().unwrap()));
     assert_ne!(j["state"], "failed", "{j}");
 }
+
+// Rule: a running stage whose node's agent stops answering fails over once
+// the agent has been unreachable past the grace (`--failover-grace`), and
+// the job says the run may also finish there. Here the only nodes that can
+// run the stage (riscv64, native) are the paused agent's, so the failover
+// waits its backoff and books there again once the agent answers: two
+// attempts, one note, the job succeeds.
+#[test]
+fn a_run_whose_owner_is_unreachable_fails_over_after_the_grace() {
+    let dir = tempdir();
+    let key = key_file(dir.path(), "mesh.key", 0x5c);
+    let key = key.to_str().unwrap();
+    let common = ["--mesh-key-file", key, "--time-scale", "1", "--failover-grace", "2"];
+    let a = AgentProc::start("dc-x86-01", "dc-core", &dir.path().join("a"), &common);
+    let mut lab_args = common.to_vec();
+    lab_args.extend(["--own-cluster", "--bootstrap", &a.mesh]);
+    let lab = AgentProc::start("lab-pc-01", "campus-lab", &dir.path().join("b"), &lab_args);
+    let owned = wait_for(LIMIT, || {
+        let (_, t) = a.get("/v1/twin");
+        let alive = t["liveness"].as_array()?.iter().any(|p| p["peer"] == "lab-pc-01" && p["state"] == "alive");
+        let owns = t["nodes"].as_array()?.iter().any(|r| {
+            r["node"]["hardware"]["arch"] == "riscv64" && r["node"]["labels"]["twinmesh.io/agent"] == "lab-pc-01"
+        });
+        (alive && owns).then_some(())
+    });
+    assert!(owned.is_some(), "no mesh; log:\n{}", a.log());
+    let doc = r#"{"apiVersion":"twinmesh.io/v1","metadata":{"name":"far-run","origin":{"cluster":"dc-core"}},"spec":{"stages":[
+        {"id":"rv","compute":{"cpu":1,"mem_gb":0.5,"duration_ms":1500},"constraints":{"arch":["riscv64"],"formats":["native"]}}]}}"#;
+    let (code, r) = a.post("/v1/jobs", doc, None);
+    assert_eq!(code, 202, "{r}");
+    assert_eq!(r["planner"], "dc-x86-01", "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = lab.pid().to_string();
+    let signal = |s: &str| assert!(std::process::Command::new("kill").args([s, &pid]).status().unwrap().success());
+    signal("-STOP");
+    let paused = Instant::now();
+    let noted = wait_for(LIMIT, || {
+        let (_, j) = a.get(&format!("/v1/jobs/{id}"));
+        j["notes"].as_array()?.iter().any(|n| n.as_str().is_some_and(|n| n.starts_with("failover:"))).then_some(j)
+    });
+    let after = paused.elapsed();
+    signal("-CONT");
+    let j = noted.unwrap_or_else(|| panic!("no failover; log:\n{}", a.log()));
+    let note = j["notes"].to_string();
+    assert!(note.contains("lab-pc-01") && note.contains("possible duplicate"), "{note}");
+    assert!(after >= Duration::from_secs(2), "failed over after {after:?}, before the 2 s grace");
+    let done = wait_for(LIMIT, || {
+        let (_, j) = a.get(&format!("/v1/jobs/{id}"));
+        matches!(j["state"].as_str(), Some("succeeded" | "failed")).then_some(j)
+    })
+    .unwrap_or_else(|| panic!("job did not finish; log:\n{}", a.log()));
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(done["observations"][0]["attempts"].as_u64().unwrap_or(0) >= 2, "{}", done["observations"]);
+}

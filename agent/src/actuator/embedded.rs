@@ -110,7 +110,7 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
             return Err("execution stalled: no run in flight and the job is not done".into());
         };
         if let Some((node, key, slot)) = then {
-            running.push(run_to_end(host.clone(), node, key, slot).boxed());
+            running.push(run_to_end(host.clone(), id.to_string(), node, key, slot).boxed());
         }
         let current = host.view();
         for (at, ev) in events {
@@ -153,13 +153,24 @@ async fn book(host: Arc<dyn Host>, run: StageRun) -> Step {
 
 /// Awaits a booked run's end, checking now and then whether the node went
 /// down under it (the failure is dated when it happened).
-async fn run_to_end(host: Arc<dyn Host>, node: String, key: RunKey, slot: StageSlot) -> Step {
+async fn run_to_end(host: Arc<dyn Host>, id: String, node: String, key: RunKey, slot: StageSlot) -> Step {
     let (from, to) = (host.wall_of(slot.start) as u64, host.wall_of(slot.end) as u64 + 1);
     loop {
         if let Some(at) = host.went_down(&node, from, to) {
             let at = ((at as f64 - host.wall_of(0.0)) / host.time_scale()).max(slot.start);
             warn!(node = %node, "node went down during the stage");
             return (vec![(at, ExecEvent::Failed { key })], None);
+        }
+        // Its owner out of reach past the grace (a cut, a crash): the run
+        // moves; it may still finish over there, which the job says.
+        if let Some(why) = host.owner_lost(&node) {
+            warn!(job = %id, node = %node, reason = %why, "failing over a run whose node cannot be reached");
+            let note = format!(
+                "failover: attempt {} on {node} given up: {why}; the run may also finish there (a possible duplicate)",
+                key.attempt
+            );
+            host.note(&id, note).await;
+            return (vec![(host.fabric_now().max(slot.start), ExecEvent::Failed { key })], None);
         }
         let left = host.wall_of(slot.end) - crate::clock::now_ms() as f64;
         if left <= 0.0 {

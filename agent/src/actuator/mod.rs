@@ -52,6 +52,9 @@ pub trait Host: Send + Sync {
     /// Whether this agent's guard rails let job `job` act at fabric time
     /// `now` (one budget for all its jobs); counts the action when they do.
     fn admit_action(&self, job: &str, now: f64, cfg: &twinmesh_common::preempt::PreemptConfig) -> bool;
+    /// Why a run on `node` should fail over now: its owner has been
+    /// unreachable for longer than the agent's failover grace.
+    fn owner_lost(&self, node: &str) -> Option<String>;
     /// A preemptive action was taken (counted in the metrics by action:
     /// `migrate` or `restart`).
     fn acted(&self, action: &str);

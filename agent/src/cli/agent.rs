@@ -117,6 +117,12 @@ pub struct AgentArgs {
     /// Seconds a finished job is kept after it was accepted.
     #[arg(long, env = "TWINMESH_KEEP_FINISHED_FOR", default_value_t = 86_400.0)]
     pub keep_finished_for: f64,
+    /// Seconds a running stage's node may have its agent unreachable
+    /// (suspect or dead: a partition, a crash) before the stage fails over
+    /// to a reachable node; the run may still finish over there too, and
+    /// the job says so.
+    #[arg(long, env = "TWINMESH_FAILOVER_GRACE", default_value_t = 10.0)]
+    pub failover_grace: f64,
     /// Seconds a stage pod may stay unschedulable (cordoned or tainted
     /// node, no room) before the stage moves to another node.
     #[arg(long, env = "TWINMESH_KUBE_UNSCHEDULABLE_GRACE", default_value_t = 20.0)]
@@ -355,6 +361,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         policy: args.policy,
         sync_interval: Duration::from_secs_f64(args.sync_interval.max(0.1)),
         mesh_addrs: m.listening.iter().map(ToString::to_string).collect(),
+        failover_grace: Duration::from_secs_f64(args.failover_grace.max(0.0)),
         retention: crate::node::Retention {
             max_finished: args.keep_finished,
             max_age: Duration::from_secs_f64(args.keep_finished_for.max(0.0)),

@@ -66,6 +66,8 @@ pub struct AgentConfig {
     pub mesh_addrs: Vec<String>,
     /// How many finished jobs are kept, and for how long.
     pub retention: Retention,
+    /// How long a running stage's owner may be unreachable before it fails over.
+    pub failover_grace: Duration,
 }
 
 pub use records::Retention;

@@ -44,6 +44,25 @@ impl Agent {
         self.lock().replica.liveness().epoch()
     }
 
+    /// Why a run on `node` should fail over: its owner (another agent)
+    /// has been suspect or dead for longer than the failover grace.
+    pub fn owner_lost(&self, node: &str) -> Option<String> {
+        let owner = self.owner_of(node);
+        if owner == self.cfg.name {
+            return None;
+        }
+        let (_, v) = self.liveness().into_iter().find(|(p, _)| *p == owner)?;
+        let gone = now_ms() as f64 - v.since;
+        (v.state.as_str() != "alive" && gone >= self.cfg.failover_grace.as_secs_f64() * 1000.0).then(|| {
+            format!(
+                "the agent of node {node} ({owner}) has been {} for {:.1} s ({})",
+                v.state.as_str(),
+                gone / 1000.0,
+                v.reason
+            )
+        })
+    }
+
     /// Latency (ms) from this agent's cluster to the origin cluster of a
     /// job; infinite when either is unknown.
     fn origin_ms(&self, j: &JobRecord) -> f64 {

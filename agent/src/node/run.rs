@@ -41,6 +41,9 @@ impl Host for Arc<Agent> {
     fn release<'a>(&'a self, job: &'a str, key: RunKey, node: &'a str, at: f64) -> BoxFuture<'a, ()> {
         Box::pin(self.release_stage(job, key, node, at))
     }
+    fn owner_lost(&self, node: &str) -> Option<String> {
+        Agent::owner_lost(self, node)
+    }
     fn note<'a>(&'a self, job: &'a str, note: String) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             self.update_job(job, |r| r.notes.push(note)).await;
