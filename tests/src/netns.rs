@@ -96,6 +96,22 @@ impl Net {
         }
     }
 
+    /// Cuts one direction only: packets from hosts `from` to hosts `to`
+    /// are dropped, the other way still flows (a broken uplink, a
+    /// one-sided firewall rule).
+    pub fn cut_one_way(&self, from: &[usize], to: &[usize]) {
+        for &h in from {
+            let ns = &self.hosts[h].ns;
+            let mut rules = String::from("table inet tmcut {\n chain out { type filter hook output priority 0; }\n}\n");
+            for &o in to {
+                rules.push_str(&format!("add rule inet tmcut out ip daddr {} drop\n", self.hosts[o].ip));
+            }
+            let file = std::env::temp_dir().join(format!("{ns}-oneway.nft"));
+            std::fs::write(&file, rules).expect("rules file");
+            run(&["ip", "netns", "exec", ns, "nft", "-f", file.to_str().unwrap()]).expect("nft one-way cut");
+        }
+    }
+
     /// Drops `percent` % of the packets between hosts `a` and `b`, at
     /// random, both ways (lossy radio links, congested uplinks).
     pub fn lossy(&self, a: &[usize], b: &[usize], percent: u32) {

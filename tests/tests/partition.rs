@@ -37,7 +37,7 @@ fn doc(name: &str, cluster: &str, node: &str) -> String {
 // bounds.
 #[test]
 fn both_sides_keep_working_through_a_cut_and_heal_fast() {
-    let net = match Net::new(5) {
+    let net = match Net::new(6) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("SKIPPED: cannot make network namespaces here ({e})");
@@ -53,6 +53,7 @@ fn both_sides_keep_working_through_a_cut_and_heal_fast() {
         ("edge-srv-01", "edge-microdc"),
         ("edge-srv-02", "edge-microdc"),
         ("edge-srv-03", "edge-microdc"),
+        ("pan1-phone-01", "phone-pan-1"),
     ];
     let start = |i: usize, boot: Option<&str>| {
         let (name, cluster) = names[i];
@@ -69,9 +70,11 @@ fn both_sides_keep_working_through_a_cut_and_heal_fast() {
     let agents: Vec<AgentProc> = (1..4).map(|i| start(i, Some(&boot))).collect();
     // Killed during the cut, restarted after the heal.
     let e = start(4, Some(&boot));
+    // A third site, on dc-core's side of the cut.
+    let phone = start(5, Some(&boot));
     let (c, d) = (&agents[1], &agents[2]);
     let all_alive = wait_for(Duration::from_secs(60), || {
-        ["dc-x86-02", "edge-srv-01", "edge-srv-02", "edge-srv-03"]
+        ["dc-x86-02", "edge-srv-01", "edge-srv-02", "edge-srv-03", "pan1-phone-01"]
             .iter()
             .all(|p| state_at(&a, p).as_deref() == Some("alive"))
             .then_some(())
@@ -80,7 +83,8 @@ fn both_sides_keep_working_through_a_cut_and_heal_fast() {
 
     // The cut.
     let cut_at = Instant::now();
-    net.cut(&[0, 1], &[2, 3, 4]);
+    // edge-microdc cut off from dc-core and phone-pan-1.
+    net.cut(&[0, 1, 5], &[2, 3, 4]);
     let suspect = wait_for(Duration::from_secs(30), || {
         ["edge-srv-01", "edge-srv-02"]
             .iter()
@@ -93,12 +97,17 @@ fn both_sides_keep_working_through_a_cut_and_heal_fast() {
     // here: a test beside other work must not measure speed.
     assert!(detected <= Duration::from_secs(20), "suspected after {detected:?} (target 3 s)");
     assert_eq!(state_at(&a, "dc-x86-02").as_deref(), Some("alive"), "its own side stays alive");
+    assert_eq!(state_at(&a, "pan1-phone-01").as_deref(), Some("alive"), "so does the third site");
+    assert_ne!(state_at(&phone, "edge-srv-01").as_deref(), Some("alive"), "the third site sees the cut too");
 
     // Both sides accept and plan; a job from across the cut is planned here.
     let (code, r) = a.post("/v1/jobs", &doc("across", "edge-microdc", "edge-srv-01"), None);
     assert!(code == 202 || code == 200, "{code} {r}");
     let planner = r["planner"].as_str().unwrap_or_default().to_string();
-    assert!(planner.starts_with("dc-x86"), "planned on the reachable side: {r}");
+    assert!(
+        ["dc-x86-01", "dc-x86-02", "pan1-phone-01"].contains(&planner.as_str()),
+        "planned on the reachable side: {r}"
+    );
     let across = r["job"]["id"].as_str().unwrap().to_string();
     let (code, r) = c.post("/v1/jobs", &doc("edge-side", "edge-microdc", "edge-srv-01"), None);
     assert!(code == 202 || code == 200, "{code} {r}");
@@ -116,10 +125,10 @@ fn both_sides_keep_working_through_a_cut_and_heal_fast() {
     assert!(code == 202 || code == 200, "{code} {near}");
     let twice_id = far["job"]["id"].as_str().unwrap().to_string();
     assert_eq!(near["job"]["id"].as_str(), Some(twice_id.as_str()), "one document, one id");
-    let by_name = |n: &str| -> &AgentProc { [&a, &agents[0], c, d].into_iter().find(|p| p.name == n).unwrap() };
+    let by_name = |n: &str| -> &AgentProc { [&a, &agents[0], c, d, &phone].into_iter().find(|p| p.name == n).unwrap() };
     let far_api = by_name(far["planner"].as_str().unwrap());
     let near_api = by_name(near["planner"].as_str().unwrap());
-    assert!(far_api.name.starts_with("dc-") && near_api.name.starts_with("edge-"), "{far} {near}");
+    assert!(!far_api.name.starts_with("edge-") && near_api.name.starts_with("edge-"), "{far} {near}");
     // An agent that acknowledged a job is killed during the cut; it comes
     // back after the heal (below) with nothing lost.
     let (code, r) = e.post("/v1/jobs", &doc("before-crash", "edge-microdc", "edge-srv-03"), None);
@@ -171,7 +180,7 @@ fn both_sides_keep_working_through_a_cut_and_heal_fast() {
     assert!(done.is_some(), "{}", e.get(&format!("/v1/jobs/{crash_job}")).1);
 
     // Nothing acknowledged was lost, on either side.
-    for (api, id) in [(&a, &across), (edge_api, &edge_job)] {
+    for (api, id) in [(by_name(&planner), &across), (edge_api, &edge_job)] {
         let j: Value = wait_for(Duration::from_secs(30), || {
             let (code, j) = api.get(&format!("/v1/jobs/{id}"));
             (code == 200 && (j["state"] == "succeeded" || j["state"] == "failed")).then_some(j)
@@ -281,4 +290,55 @@ fn thirty_percent_loss_marks_no_live_agent_dead() {
         std::thread::sleep(Duration::from_millis(500));
     }
     eprintln!("60 s at 30 % loss: no peer dead; {suspected} suspect observations (polled every 0.5 s)");
+}
+
+// Rule: a one-way cut (packets from one agent to the other dropped, the
+// other way flowing) is noticed at both ends: probes go unanswered one way,
+// answers are lost the other way.
+#[test]
+fn a_one_way_cut_is_noticed_at_both_ends() {
+    let net = match Net::new(2) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot make network namespaces here ({e})");
+            return;
+        }
+    };
+    let dir = tempdir();
+    let key = key_file(dir.path(), "mesh.key", 0x44);
+    let key = key.to_str().unwrap().to_string();
+    let start = |i: usize, name: &str, cluster: &str, boot: Option<&str>| {
+        let h = &net.hosts[i];
+        let mut extra = vec!["--mesh-key-file", key.as_str()];
+        if let Some(b) = boot {
+            extra.extend(["--bootstrap", b]);
+        }
+        let data = dir.path().join(name);
+        AgentProc::start_at(h.command(&twinmesh_bin()), name, cluster, &data, &data.join("agent.log"), &h.ip, &extra)
+    };
+    let a = start(0, "dc-x86-01", "dc-core", None);
+    let b = start(1, "edge-srv-01", "edge-microdc", Some(&a.mesh));
+    let met = wait_for(Duration::from_secs(60), || {
+        (state_at(&a, "edge-srv-01").as_deref() == Some("alive")
+            && state_at(&b, "dc-x86-01").as_deref() == Some("alive"))
+        .then_some(())
+    });
+    assert!(met.is_some(), "mesh never formed; log:\n{}", a.log());
+    net.cut_one_way(&[0], &[1]);
+    let t0 = Instant::now();
+    let both = wait_for(Duration::from_secs(30), || {
+        (state_at(&a, "edge-srv-01").as_deref() != Some("alive")
+            && state_at(&b, "dc-x86-01").as_deref() != Some("alive"))
+        .then(|| t0.elapsed())
+    });
+    let took =
+        both.unwrap_or_else(|| panic!("a: {:?}, b: {:?}", state_at(&a, "edge-srv-01"), state_at(&b, "dc-x86-01")));
+    eprintln!("one-way cut noticed at both ends after {took:?}");
+    net.heal();
+    let back = wait_for(Duration::from_secs(60), || {
+        (state_at(&a, "edge-srv-01").as_deref() == Some("alive")
+            && state_at(&b, "dc-x86-01").as_deref() == Some("alive"))
+        .then_some(())
+    });
+    assert!(back.is_some(), "not alive again after the heal");
 }
