@@ -431,6 +431,11 @@ impl Liveness {
         self.peers.get(peer).map(|p| p.view.state)
     }
 
+    /// What we believe of `peer`, with its reason and since when.
+    pub fn view(&self, peer: &str) -> Option<&PeerView> {
+        self.peers.get(peer).map(|p| &p.view)
+    }
+
     /// Whether `peer` is alive (neither suspect nor dead nor unknown).
     pub fn is_alive(&self, peer: &str) -> bool {
         self.state(peer) == Some(PeerState::Alive)

@@ -74,24 +74,34 @@ impl Net {
         Ok(net)
     }
 
+    /// Loads into host `h` an nftables table `table` with output (and,
+    /// when `input`, input) drop rules for each host of `other`; `matcher`
+    /// is what a packet must also match to be dropped ("" for all).
+    fn drop_rules(&self, h: usize, other: &[usize], table: &str, input: bool, matcher: &str) {
+        let ns = &self.hosts[h].ns;
+        let mut rules = format!("table inet {table} {{\n chain out {{ type filter hook output priority 0; }}\n");
+        if input {
+            rules.push_str(" chain in { type filter hook input priority 0; }\n");
+        }
+        rules.push_str("}\n");
+        for &o in other {
+            let ip = &self.hosts[o].ip;
+            rules.push_str(&format!("add rule inet {table} out ip daddr {ip} {matcher} drop\n"));
+            if input {
+                rules.push_str(&format!("add rule inet {table} in ip saddr {ip} {matcher} drop\n"));
+            }
+        }
+        let file = std::env::temp_dir().join(format!("{ns}-{table}.nft"));
+        std::fs::write(&file, rules).expect("rules file");
+        run(&["ip", "netns", "exec", ns, "nft", "-f", file.to_str().unwrap()]).expect("nft rules");
+    }
+
     /// Cuts hosts `a` off hosts `b`, both ways (packets dropped, as a lost
     /// uplink does: no reset, no answer).
     pub fn cut(&self, a: &[usize], b: &[usize]) {
         for (side, other) in [(a, b), (b, a)] {
             for &h in side {
-                let ns = &self.hosts[h].ns;
-                let mut rules = String::from(
-                    "table inet tmcut {\n chain in { type filter hook input priority 0; }\n chain out { type filter hook output priority 0; }\n}\n",
-                );
-                for &o in other {
-                    let ip = &self.hosts[o].ip;
-                    rules.push_str(&format!(
-                        "add rule inet tmcut in ip saddr {ip} drop\nadd rule inet tmcut out ip daddr {ip} drop\n"
-                    ));
-                }
-                let file = std::env::temp_dir().join(format!("{ns}.nft"));
-                std::fs::write(&file, rules).expect("rules file");
-                run(&["ip", "netns", "exec", ns, "nft", "-f", file.to_str().unwrap()]).expect("nft cut");
+                self.drop_rules(h, other, "tmcut", true, "");
             }
         }
     }
@@ -101,36 +111,17 @@ impl Net {
     /// one-sided firewall rule).
     pub fn cut_one_way(&self, from: &[usize], to: &[usize]) {
         for &h in from {
-            let ns = &self.hosts[h].ns;
-            let mut rules = String::from("table inet tmcut {\n chain out { type filter hook output priority 0; }\n}\n");
-            for &o in to {
-                rules.push_str(&format!("add rule inet tmcut out ip daddr {} drop\n", self.hosts[o].ip));
-            }
-            let file = std::env::temp_dir().join(format!("{ns}-oneway.nft"));
-            std::fs::write(&file, rules).expect("rules file");
-            run(&["ip", "netns", "exec", ns, "nft", "-f", file.to_str().unwrap()]).expect("nft one-way cut");
+            self.drop_rules(h, to, "tmcut", false, "");
         }
     }
 
     /// Drops `percent` % of the packets between hosts `a` and `b`, at
-    /// random, both ways (lossy radio links, congested uplinks).
+    /// random, both ways (lossy radio links, congested uplinks): on the
+    /// way out only, so each packet is dropped once with that chance.
     pub fn lossy(&self, a: &[usize], b: &[usize], percent: u32) {
         for (side, other) in [(a, b), (b, a)] {
             for &h in side {
-                let ns = &self.hosts[h].ns;
-                // On the way out only: each packet is dropped once with
-                // the given chance.
-                let mut rules =
-                    String::from("table inet tmloss {\n chain out { type filter hook output priority 0; }\n}\n");
-                for &o in other {
-                    let ip = &self.hosts[o].ip;
-                    rules.push_str(&format!(
-                        "add rule inet tmloss out ip daddr {ip} numgen random mod 100 < {percent} drop\n"
-                    ));
-                }
-                let file = std::env::temp_dir().join(format!("{ns}-loss.nft"));
-                std::fs::write(&file, rules).expect("rules file");
-                run(&["ip", "netns", "exec", ns, "nft", "-f", file.to_str().unwrap()]).expect("nft loss");
+                self.drop_rules(h, other, "tmloss", false, &format!("numgen random mod 100 < {percent}"));
             }
         }
     }

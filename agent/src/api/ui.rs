@@ -131,11 +131,11 @@ pub(super) fn twin_json(agent: &Agent) -> Value {
     let published: std::collections::HashSet<&str> = t.records().map(|r| r.node.name.as_str()).collect();
     let unpublished = agent.cfg.fabric.nodes.iter().filter(|n| !published.contains(n.name.as_str()));
     // Nodes whose agent the failure detector no longer holds alive.
-    let unreachable: std::collections::HashMap<String, &'static str> = agent
-        .liveness()
-        .into_iter()
+    let liveness = agent.liveness();
+    let unreachable: std::collections::HashMap<&str, &'static str> = liveness
+        .iter()
         .filter(|(_, v)| v.state.as_str() != "alive")
-        .map(|(p, v)| (p, v.state.as_str()))
+        .map(|(p, v)| (p.as_str(), v.state.as_str()))
         .collect();
     let mut nodes: Vec<Value> = t
         .records()
@@ -152,7 +152,7 @@ pub(super) fn twin_json(agent: &Agent) -> Value {
                     twinmesh_common::model::NodeStatus::NotReady => "NotReady",
                     twinmesh_common::model::NodeStatus::Cordoned => "Cordoned",
                 } },
-                "owner_state": n.labels.get(AGENT_LABEL).and_then(|a| unreachable.get(a)).copied().unwrap_or("alive"),
+                "owner_state": n.labels.get(AGENT_LABEL).and_then(|a| unreachable.get(a.as_str())).copied().unwrap_or("alive"),
                 "cpu_pct": n.telemetry.cpu_pct,
                 "temperature_c": n.telemetry.temperature_c,
                 "load": if n.allocatable.cpu > 0.0 { n.allocated.cpu / n.allocatable.cpu } else { 0.0 },
@@ -173,8 +173,7 @@ pub(super) fn twin_json(agent: &Agent) -> Value {
         .collect();
     let checks: std::collections::HashMap<String, (bool, f64)> =
         agent.sync_checks().into_iter().map(|(p, same, at)| (p, (same, at))).collect();
-    let peers: Vec<Value> = agent
-        .liveness()
+    let peers: Vec<Value> = liveness
         .into_iter()
         .map(|(peer, v)| {
             let c = checks.get(&peer);

@@ -47,11 +47,16 @@ impl Agent {
     /// Why a run on `node` should fail over: its owner (another agent)
     /// has been suspect or dead for longer than the failover grace.
     pub fn owner_lost(&self, node: &str) -> Option<String> {
-        let owner = self.owner_of(node);
-        if owner == self.cfg.name {
-            return None;
-        }
-        let (_, v) = self.liveness().into_iter().find(|(p, _)| *p == owner)?;
+        // Checked every 200 ms per running stage: one look-up, no copies.
+        let (owner, v) = {
+            let st = self.lock();
+            let owner = st.replica.owner_of(node);
+            if owner == self.cfg.name {
+                return None;
+            }
+            let v = st.replica.liveness().view(&owner)?.clone();
+            (owner, v)
+        };
         let gone = now_ms() as f64 - v.since;
         (v.state.as_str() != "alive" && gone >= self.cfg.failover_grace.as_secs_f64() * 1000.0).then(|| {
             format!(
