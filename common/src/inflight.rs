@@ -42,14 +42,17 @@ impl InFlight {
         });
     }
 
-    /// Drops `job`'s reservations on `node` (its booking is known now).
-    pub fn release(&mut self, node: &str, job: &str) {
-        if let Some(v) = self.by_node.get_mut(node) {
-            v.retain(|r| r.job != job);
-            if v.is_empty() {
-                self.by_node.remove(node);
-            }
+    /// Drops `job`'s reservations on `node` (its booking is known now);
+    /// whether there were any.
+    pub fn release(&mut self, node: &str, job: &str) -> bool {
+        let Some(v) = self.by_node.get_mut(node) else { return false };
+        let before = v.len();
+        v.retain(|r| r.job != job);
+        let gone = v.len() != before;
+        if v.is_empty() {
+            self.by_node.remove(node);
         }
+        gone
     }
 
     /// Drops every reservation that expired by `now`; whether any did.
@@ -118,7 +121,8 @@ mod tests {
         assert_eq!(v.nodes.alloc_cpu[n], alloc + 2.0);
         assert!(inflight.expire(2_000.0));
         assert_eq!(inflight.len(), 2);
-        inflight.release("dc-x86-02", "b");
+        assert!(inflight.release("dc-x86-02", "b"));
+        assert!(!inflight.release("dc-x86-02", "b"), "nothing left to release");
         assert_eq!(inflight.nodes().count(), 1, "only the unknown node's is left");
         let mut v = base.clone();
         inflight.apply(&mut v, 2_000.0);

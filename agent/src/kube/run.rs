@@ -118,9 +118,9 @@ async fn execute(host: Arc<dyn Host>, kube: &Arc<Kube>, id: &str, job: &Job, pla
     let tick = Duration::from_secs_f64(scale.clamp(0.01, 0.25));
     let ctx = Arc::new(PodCtx { host: host.clone(), kube: kube.clone(), id: id.to_string(), digest, t0, scale });
     let now = || host.fabric_now();
+    let cluster_of = |node: usize| view.latency.names()[view.nodes.cluster[node] as usize].clone();
     let pod_of = |stage: usize, node: usize, attempt: u16| {
-        let cluster = view.latency.names()[view.nodes.cluster[node] as usize].clone();
-        (cluster, pod_name(id, &job.stages[stage].id, u32::from(attempt)))
+        (cluster_of(node), pod_name(id, &job.stages[stage].id, u32::from(attempt)))
     };
     loop {
         // A stage moved in this batch: its new pod first, then the old one
@@ -150,7 +150,7 @@ async fn execute(host: Arc<dyn Host>, kube: &Arc<Kube>, id: &str, job: &Job, pla
             if let ExecAction::Book { key, node, format, ready_at } = a {
                 let st = job.stages[key.stage as usize].clone();
                 let node_name = view.nodes.name[node].clone();
-                let cluster = view.latency.names()[view.nodes.cluster[node] as usize].clone();
+                let cluster = cluster_of(node);
                 let work_ms = cpu_ms(&view, node, st.compute.duration_ms, format, scale);
                 let old = replaces.iter().find(|(s, _)| *s == key.stage as usize).map(|(_, o)| o.clone());
                 let pod = PodRun { st, key, node: node_name, cluster, format, work_ms, ready_at, replaces: old };

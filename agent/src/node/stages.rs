@@ -136,12 +136,15 @@ impl Agent {
     fn settle_inflight(&self, run: &StageRun, for_ms: f64) {
         let key = format!("{}/{}", run.job, run.stage);
         let mut st = self.lock();
-        st.inflight.release(&run.node, &key);
+        let released = st.inflight.release(&run.node, &key);
         if for_ms > 0.0 {
             let until = now_ms() as f64 + for_ms;
             st.inflight.reserve(&run.node, &key, run.compute.cpu, run.compute.mem_gb, until);
         }
-        st.view = None;
+        // Every booking passes here: rebuild the view only if it changes.
+        if released || for_ms > 0.0 {
+            st.view = None;
+        }
     }
 
     /// Asks `node`'s owner to give back a run's booking from `at` on.
