@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tokio::sync::oneshot;
 use twinmesh_common::failures::FailureEvent;
+use twinmesh_common::preempt::ActionRecord;
 use twinmesh_common::twin::NodeRecord;
 
 use crate::jobs::JobRecord;
@@ -25,6 +26,8 @@ use crate::jobs::JobRecord;
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const TWIN: TableDefinition<&str, &[u8]> = TableDefinition::new("twin");
 const FAILURES: TableDefinition<&str, &[u8]> = TableDefinition::new("failures");
+/// Preemptive actions, keyed `job/seq` (kept and dropped with their job).
+const ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("actions");
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -82,6 +85,7 @@ enum Write {
     DeleteJob(String),
     Twin(Vec<u8>, String),
     Failure(Vec<u8>, String),
+    Action(Vec<u8>, String),
 }
 
 struct Request {
@@ -131,7 +135,7 @@ impl Store {
             .map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
         // Make sure the tables exist so reads never fail on a new file.
         let w = db.begin_write().map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
-        for t in [JOBS, TWIN, FAILURES] {
+        for t in [JOBS, TWIN, FAILURES, ACTIONS] {
             w.open_table(t).map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
         }
         w.commit().map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
@@ -179,6 +183,35 @@ impl Store {
             return Ok(());
         }
         self.write(ids.into_iter().map(Write::DeleteJob).collect()).await
+    }
+
+    /// Stores a preemptive action (new, or with its outcome); returns once
+    /// durable.
+    pub async fn put_action(&self, a: &ActionRecord) -> Result<(), StoreError> {
+        self.write(vec![Write::Action(encode(a), action_key(&a.job, a.seq))]).await
+    }
+
+    /// The actions taken on job `id`, in order.
+    pub fn actions_of(&self, id: &str) -> Result<Vec<ActionRecord>, StoreError> {
+        self.read(|db| {
+            let r = db.begin_read().map_err(|e| StoreError::io("read")(e.into()))?;
+            let t = r.open_table(ACTIONS).map_err(|e| StoreError::io("read")(e.into()))?;
+            let (lo, hi) = (format!("{id}/"), format!("{id}0"));
+            let mut out = Vec::new();
+            for e in t.range(lo.as_str()..hi.as_str()).map_err(|e| StoreError::io("read")(e.into()))? {
+                let (k, v) = e.map_err(|e| StoreError::io("read")(e.into()))?;
+                out.push(decode(v.value()).map_err(|reason| StoreError::Io {
+                    op: "read",
+                    reason: format!("action '{}': {reason}", k.value()),
+                })?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every stored action, and the entries that did not decode.
+    pub fn actions(&self) -> Result<(Vec<ActionRecord>, Vec<Corrupt>), StoreError> {
+        self.load(ACTIONS, "actions")
     }
 
     /// Stores twin records and failure events; returns once durable.
@@ -249,6 +282,10 @@ impl Store {
     }
 }
 
+fn action_key(job: &str, seq: u32) -> String {
+    format!("{job}/{seq:06}")
+}
+
 fn failure_key(f: &FailureEvent) -> String {
     format!("{}/{:020}", f.id.reporter, f.id.seq)
 }
@@ -315,11 +352,24 @@ fn commit(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
         let mut jobs = w.open_table(JOBS)?;
         let mut twin = w.open_table(TWIN)?;
         let mut failures = w.open_table(FAILURES)?;
+        let mut actions = w.open_table(ACTIONS)?;
         for r in batch {
             for op in &r.writes {
                 match op {
                     Write::Job(v, k) => jobs.insert(k.as_str(), v.as_slice())?,
-                    Write::DeleteJob(k) => jobs.remove(k.as_str())?,
+                    Write::DeleteJob(k) => {
+                        // A job's actions go with it.
+                        let (lo, hi) = (format!("{k}/"), format!("{k}0"));
+                        let keys = actions
+                            .range(lo.as_str()..hi.as_str())?
+                            .map(|e| e.map(|(k, _)| k.value().to_string()))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        for a in keys {
+                            actions.remove(a.as_str())?;
+                        }
+                        jobs.remove(k.as_str())?
+                    }
+                    Write::Action(v, k) => actions.insert(k.as_str(), v.as_slice())?,
                     Write::Twin(v, k) => twin.insert(k.as_str(), v.as_slice())?,
                     Write::Failure(v, k) => failures.insert(k.as_str(), v.as_slice())?,
                 };
@@ -337,6 +387,49 @@ mod tests {
 
     fn job(id: &str) -> JobRecord {
         JobRecord::accepted(id.into(), "{}".into(), "greedy".into(), false, "me".into(), 0)
+    }
+
+    // Rule: a job's actions are kept in order with it, survive a reopen,
+    // and go when the job is deleted — another job's (whose id starts the
+    // same) stay.
+    #[tokio::test]
+    async fn actions_live_and_die_with_their_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let act = |job: &str, seq: u32| ActionRecord {
+            job: job.into(),
+            seq,
+            at_ms: u64::from(seq),
+            action: "migrate".into(),
+            stage: "s".into(),
+            from: "a".into(),
+            to: "b".into(),
+            gain_ms: 1.0,
+            cost_ms: 0.5,
+            work_core_ms: 0.0,
+            risk_before: 0.3,
+            risk_after: 0.0,
+            reason: "r".into(),
+            reaction_ms: None,
+            outcome: None,
+        };
+        {
+            let s = Store::open(dir.path()).unwrap();
+            for (j, q) in [("j1", 2), ("j1", 1), ("j10", 1), ("j1", 10)] {
+                s.put_job(&job(j)).await.unwrap();
+                s.put_action(&act(j, q)).await.unwrap();
+            }
+            let mut done = act("j1", 2);
+            done.outcome = Some("on_time".into());
+            s.put_action(&done).await.unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let a = s.actions_of("j1").unwrap();
+        assert_eq!(a.iter().map(|a| a.seq).collect::<Vec<_>>(), [1, 2, 10]);
+        assert_eq!(a[1].outcome.as_deref(), Some("on_time"));
+        s.delete_jobs(vec!["j1".into()]).await.unwrap();
+        assert!(s.actions_of("j1").unwrap().is_empty());
+        assert_eq!(s.actions_of("j10").unwrap().len(), 1);
+        assert_eq!(s.actions().unwrap().0.len(), 1);
     }
 
     #[tokio::test]

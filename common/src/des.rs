@@ -204,7 +204,9 @@ struct SimJob<'a> {
     job: &'a Job,
     exec: Execution,
     /// Current booking of each stage.
-    booked: Vec<Option<Booking>>,
+    /// Bookings of runs in flight: (stage, attempt, booking) — a stage
+    /// has two while a hot replica races its run.
+    booked: Vec<(u16, u16, Booking)>,
     /// Node and hold of each stage not booked yet.
     held: Vec<Option<(usize, Hold)>>,
 }
@@ -297,6 +299,19 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
         moved
     }
 
+    /// Starts a hot replica of stage `s` of job `j` on `on` now
+    /// ([`Execution::replicate`]); returns whether it was asked for.
+    pub fn replicate(&mut self, j: usize, s: usize, on: Assignment) -> bool {
+        let now = self.now;
+        let mut out = std::mem::take(&mut self.actions);
+        let started = {
+            let sj = &mut self.jobs[j];
+            sj.exec.replicate(sj.job, self.view, now, s, on, &mut out)
+        };
+        self.carry_out(j, now, out);
+        started
+    }
+
     /// Submits a placed job at `at_ms`; returns its handle.
     pub fn submit(
         &mut self,
@@ -319,7 +334,7 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
                 Some((a.node, h))
             })
             .collect();
-        self.jobs.push(SimJob { job, exec, booked: vec![None; job.stages.len()], held });
+        self.jobs.push(SimJob { job, exec, booked: Vec::new(), held });
         let mut out = std::mem::take(&mut self.actions);
         {
             let sj = &mut self.jobs[j];
@@ -354,6 +369,13 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
             Ev::Finish(j, key) => (j as usize, ExecEvent::Finished { key }),
             Ev::Fail(j, key) => (j as usize, ExecEvent::Failed { key }),
         };
+        if let ExecEvent::Finished { key } = ev {
+            // A finished run holds nothing more to give back.
+            let booked = &mut self.jobs[j].booked;
+            if let Some(i) = booked.iter().position(|&(s, a, _)| s == key.stage && a == key.attempt) {
+                booked.swap_remove(i);
+            }
+        }
         self.feed(j, now, ev);
     }
 
@@ -389,7 +411,7 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
                         None => ExecEvent::Refused { key, reason: Refusal::DoesNotFit },
                         Some((b, peak)) => {
                             self.peak[node] = self.peak[node].max(peak);
-                            self.jobs[j].booked[s] = Some(b);
+                            self.jobs[j].booked.push((key.stage, key.attempt, b));
                             let r = self.view.nodes.resiliency[node];
                             let ttf = if let Some(o) = &self.outages {
                                 o.fails_during(node, b.start, b.end).map_or(f64::INFINITY, |t| t - b.start)
@@ -412,7 +434,9 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
                     sj.exec.handle(sj.job, self.view, now, answer, &mut out);
                 }
                 ExecAction::Release { key, node, at } => {
-                    if let Some(b) = self.jobs[j].booked[key.stage as usize].take() {
+                    let booked = &mut self.jobs[j].booked;
+                    if let Some(i) = booked.iter().position(|&(s, a, _)| s == key.stage && a == key.attempt) {
+                        let (_, _, b) = booked.swap_remove(i);
                         self.schedules[node].release(&b, at);
                     }
                 }

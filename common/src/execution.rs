@@ -181,6 +181,13 @@ pub struct JobOutcome {
     pub failures: u32,
     /// Stages moved ahead of a forecast failure ([`Execution::migrate`]).
     pub migrations: u32,
+    /// Hot replicas started ([`Execution::replicate`]).
+    #[serde(default)]
+    pub replicas: u32,
+    /// Core-ms spent on runs that did not count: failed runs, restarts,
+    /// replicas that lost the race (and the runs they beat).
+    #[serde(default)]
+    pub wasted_core_ms: f64,
     /// Per stage, in document order.
     pub stages: Vec<StageOutcome>,
 }
@@ -212,6 +219,14 @@ struct StageRun {
     migrations: u16,
     /// Times the stage was moved ahead of a forecast failure.
     moves: u16,
+    /// The key number of the current run (`RunKey::attempt`).
+    run: u16,
+    /// The highest key number given out (runs and replicas).
+    issued: u16,
+    /// A hot replica running beside the current run.
+    replica: Option<replica::Replica>,
+    /// Replicas started.
+    replicas: u16,
     /// Nodes tried, in order.
     tried: Vec<usize>,
     ready: f64,
@@ -229,6 +244,7 @@ pub struct Execution {
     stages: Vec<StageRun>,
     left: usize,
     energy: f64,
+    wasted: f64,
     failures: u32,
     finish: f64,
     error: Option<String>,
@@ -260,6 +276,10 @@ impl Execution {
                 attempt: 0,
                 migrations: 0,
                 moves: 0,
+                run: 0,
+                issued: 0,
+                replica: None,
+                replicas: 0,
                 tried: Vec::new(),
                 ready: submit_ms,
                 start: f64::NAN,
@@ -274,6 +294,7 @@ impl Execution {
             stages,
             left: job.stages.len(),
             energy: 0.0,
+            wasted: 0.0,
             failures: 0,
             finish: f64::NAN,
             error: None,
@@ -300,7 +321,7 @@ impl Execution {
     /// Events for runs that are no longer current (a stale attempt, a job
     /// already done) are ignored.
     pub fn handle(&mut self, job: &Job, view: &FabricView, now: f64, ev: ExecEvent, out: &mut Vec<ExecAction>) {
-        if self.done {
+        if self.done || self.replica_event(job, view, now, &ev, out) {
             return;
         }
         match ev {
@@ -318,6 +339,9 @@ impl Execution {
             ExecEvent::Refused { key, reason } => {
                 let Some(s) = self.current(key, StageState::Booking) else { return };
                 self.failures += 1;
+                if self.promote_replica(s) {
+                    return;
+                }
                 let why = format!(
                     "stage '{}' on node '{}': {reason}",
                     job.stages[s].id, view.nodes.name[self.stages[s].at.node]
@@ -326,6 +350,7 @@ impl Execution {
             }
             ExecEvent::Finished { key } => {
                 let Some(s) = self.current(key, StageState::Booked) else { return };
+                self.drop_replica(job, view, s, now, out);
                 let st = &mut self.stages[s];
                 st.state = StageState::Done;
                 st.finish = now;
@@ -344,11 +369,14 @@ impl Execution {
                 let Some(s) = self.current(key, StageState::Booked) else { return };
                 let st = &self.stages[s];
                 let node = st.at.node;
-                self.energy += view.energy_j(node, &job.stages[s].compute, (now - st.start).max(0.0));
+                self.spent(job, view, s, node, st.start, now);
                 self.failures += 1;
                 out.push(ExecAction::Release { key, node, at: now });
                 // Released: nothing of this run is booked any more.
                 self.stages[s].state = StageState::Waiting;
+                if self.promote_replica(s) {
+                    return;
+                }
                 let why = format!("stage '{}': node '{}' failed", job.stages[s].id, view.nodes.name[node]);
                 self.fail_over(job, view, s, now, why, out);
             }
@@ -369,7 +397,7 @@ impl Execution {
     /// The current run of stage `s`, if it has been asked for.
     pub fn run_key(&self, s: usize) -> Option<RunKey> {
         let st = self.stages.get(s)?;
-        (st.attempt > 0).then_some(RunKey { plan: self.plan, stage: s as u16, attempt: st.attempt })
+        (st.attempt > 0).then_some(RunKey { plan: self.plan, stage: s as u16, attempt: st.run })
     }
 
     /// Stage `s`'s state, node and format now.
@@ -394,6 +422,8 @@ impl Execution {
             error: self.error.clone(),
             failures: self.failures,
             migrations: self.stages.iter().map(|s| u32::from(s.moves)).sum(),
+            replicas: self.stages.iter().map(|s| u32::from(s.replicas)).sum(),
+            wasted_core_ms: self.wasted,
             stages: self
                 .stages
                 .iter()
@@ -413,7 +443,7 @@ impl Execution {
     fn current(&self, key: RunKey, want: StageState) -> Option<usize> {
         let s = key.stage as usize;
         let st = self.stages.get(s)?;
-        (key.plan == self.plan && st.attempt == key.attempt && st.state == want).then_some(s)
+        (key.plan == self.plan && st.run == key.attempt && st.state == want).then_some(s)
     }
 
     /// When all of stage `s`'s inputs can be on node `to`.
@@ -440,13 +470,15 @@ impl Execution {
         let ready = self.inputs_ready(job, view, s, at.node).max(not_before);
         let st = &mut self.stages[s];
         st.attempt += 1;
+        st.issued += 1;
+        st.run = st.issued;
         st.at = at;
         st.tried.push(at.node);
         st.ready = ready;
         st.state = StageState::Booking;
         st.start = f64::NAN;
         out.push(ExecAction::Book {
-            key: RunKey { plan: self.plan, stage: s as u16, attempt: st.attempt },
+            key: RunKey { plan: self.plan, stage: s as u16, attempt: st.run },
             node: at.node,
             format: at.format,
             ready_at: ready,
@@ -519,11 +551,14 @@ impl Execution {
         if self.done {
             return;
         }
+        for s in 0..self.stages.len() {
+            self.drop_replica_quietly(s, now, out);
+        }
         for (s, st) in self.stages.iter_mut().enumerate() {
             match st.state {
                 StageState::Booked | StageState::Booking => {
                     out.push(ExecAction::Release {
-                        key: RunKey { plan: self.plan, stage: s as u16, attempt: st.attempt },
+                        key: RunKey { plan: self.plan, stage: s as u16, attempt: st.run },
                         node: st.at.node,
                         at: now,
                     });
@@ -543,48 +578,9 @@ impl Execution {
 mod migrate;
 pub use migrate::StageProgress;
 
-/// A plan as the execution machine takes it.
-pub struct Placed {
-    /// Primary placement of each stage (indices of the view).
-    pub assign: Vec<Assignment>,
-    /// Shadow of each stage.
-    pub shadow: Vec<Option<Assignment>>,
-    /// The digest that names the plan in every booking.
-    pub digest: u64,
-}
-
-/// A plan's placements as indices of `view`, with the digest that names
-/// the plan in every booking (a shadow whose node left the view is
-/// dropped). Shared by both actuators and the many-agent simulator.
-pub fn placed(view: &FabricView, job_id: &str, plan: &crate::plan::Plan) -> Result<Placed, String> {
-    let idx = |node: &str, format: Format| {
-        view.node_index(node)
-            .map(|n| Assignment { node: n, format })
-            .ok_or_else(|| format!("node '{node}' of the plan is not in the fabric"))
-    };
-    let assign = plan.placements.iter().map(|p| idx(&p.node, p.format)).collect::<Result<Vec<_>, _>>()?;
-    let shadow = plan.shadow.iter().map(|s| s.as_ref().and_then(|p| idx(&p.node, p.format).ok())).collect();
-    let digest = plan_digest(job_id, plan.placements.iter().map(|p| (p.node.as_str(), p.format)));
-    Ok(Placed { assign, shadow, digest })
-}
-
-/// A digest of a plan's placements, naming it in [`RunKey`]s: two plans of
-/// the same job that differ anywhere get different digests.
-pub fn plan_digest<'a>(job_id: &str, placements: impl IntoIterator<Item = (&'a str, Format)>) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325_u64;
-    let mut eat = |b: &[u8]| {
-        for &x in b {
-            h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
-        }
-        h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
-    };
-    eat(job_id.as_bytes());
-    for (node, f) in placements {
-        eat(node.as_bytes());
-        eat(&[f.index() as u8]);
-    }
-    h
-}
+mod placed;
+pub use placed::{Placed, placed, plan_digest};
+mod replica;
 
 #[cfg(test)]
 mod tests;

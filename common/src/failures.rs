@@ -8,6 +8,13 @@
 //! * **threshold** — sustained CPU at or above a threshold, or a
 //!   temperature above one, triggers a `thermal_throttle`.
 //!
+//! A node heading for a failure that takes it down (`node_down`,
+//! `system_crash`) shows it first with probability `precursor_prob`: it
+//! throttles (a `thermal_throttle` event) `precursor_lead_ms` before it
+//! goes down — what forecasts (`crate::forecast`) catch. Throttling and
+//! network trouble also come on their own, with no failure after them:
+//! the false alarms.
+//!
 //! The generator is sans-IO: the caller passes `now` and the node states,
 //! and gets events back.
 
@@ -106,6 +113,7 @@ pub fn down_nodes<'a>(events: impl IntoIterator<Item = &'a FailureEvent>, now_ms
 
 /// Generator settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FailureConfig {
     /// Mean time between failures of a node with resiliency 0.5 (ms); the
     /// rate scales with (1 − resiliency).
@@ -120,6 +128,10 @@ pub struct FailureConfig {
     pub temperature_threshold_c: f64,
     /// How long the CPU must stay above threshold (ms).
     pub sustain_ms: u64,
+    /// Share of failures that take a node down announced by a precursor.
+    pub precursor_prob: f64,
+    /// How long before such a failure its precursor shows (ms).
+    pub precursor_lead_ms: u64,
 }
 
 impl Default for FailureConfig {
@@ -131,6 +143,8 @@ impl Default for FailureConfig {
             cpu_threshold_pct: 95.0,
             temperature_threshold_c: 90.0,
             sustain_ms: 30_000,
+            precursor_prob: 0.7,
+            precursor_lead_ms: 10_000,
         }
     }
 }
@@ -157,6 +171,8 @@ pub struct FailureGenerator {
     last_step_ms: Option<u64>,
     last_failure_ms: HashMap<String, u64>,
     hot_since_ms: HashMap<String, u64>,
+    /// Announced failures still to come: (node, kind, when).
+    pending: Vec<(String, FailureKind, u64)>,
 }
 
 impl FailureGenerator {
@@ -169,6 +185,7 @@ impl FailureGenerator {
             last_step_ms: None,
             last_failure_ms: HashMap::new(),
             hot_since_ms: HashMap::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -178,7 +195,21 @@ impl FailureGenerator {
         let dt = self.last_step_ms.map_or(0, |t| now_ms.saturating_sub(t)) as f64;
         self.last_step_ms = Some(now_ms);
         let mut out = Vec::new();
+        // Announced failures whose time has come.
+        let mut k = 0;
+        while k < self.pending.len() {
+            if self.pending[k].2 <= now_ms {
+                let (node, kind, at) = self.pending.swap_remove(k);
+                self.last_failure_ms.insert(node.clone(), at);
+                out.push(self.event(node, kind, at, self.cfg.duration_ms));
+            } else {
+                k += 1;
+            }
+        }
         for n in nodes {
+            if self.pending.iter().any(|p| p.0 == n.name) {
+                continue;
+            }
             if let Some(&last) = self.last_failure_ms.get(n.name) {
                 if now_ms < last + self.cfg.min_interval_ms {
                     continue;
@@ -209,19 +240,30 @@ impl FailureGenerator {
                 }
             };
             if let Some(kind) = kind {
-                self.seq += 1;
                 self.last_failure_ms.insert(n.name.to_string(), now_ms);
                 self.hot_since_ms.remove(n.name);
-                out.push(FailureEvent {
-                    id: FailureId { reporter: self.reporter.clone(), seq: self.seq },
-                    node: n.name.to_string(),
-                    kind,
-                    at_ms: now_ms,
-                    duration_ms: self.cfg.duration_ms,
-                });
+                if kind.makes_unavailable() && rng.random::<f64>() < self.cfg.precursor_prob {
+                    // It heats up first; the failure follows after the lead.
+                    let lead = self.cfg.precursor_lead_ms;
+                    self.pending.push((n.name.to_string(), kind, now_ms + lead));
+                    out.push(self.event(n.name.to_string(), FailureKind::ThermalThrottle, now_ms, lead));
+                } else {
+                    out.push(self.event(n.name.to_string(), kind, now_ms, self.cfg.duration_ms));
+                }
             }
         }
         out
+    }
+
+    fn event(&mut self, node: String, kind: FailureKind, at_ms: u64, duration_ms: u64) -> FailureEvent {
+        self.seq += 1;
+        FailureEvent {
+            id: FailureId { reporter: self.reporter.clone(), seq: self.seq },
+            node,
+            kind,
+            at_ms,
+            duration_ms,
+        }
     }
 }
 
@@ -236,7 +278,10 @@ mod tests {
 
     #[test]
     fn flaky_nodes_fail_more_and_perfect_nodes_never() {
-        let mut g = FailureGenerator::new("me", FailureConfig { min_interval_ms: 0, ..Default::default() });
+        let mut g = FailureGenerator::new(
+            "me",
+            FailureConfig { min_interval_ms: 0, precursor_prob: 0.0, ..Default::default() },
+        );
         let mut rng = seeded(3);
         let mut counts = HashMap::new();
         for step in 0..2_000u64 {
@@ -255,7 +300,10 @@ mod tests {
 
     #[test]
     fn minimum_interval_is_honoured_and_sequences_grow() {
-        let mut g = FailureGenerator::new("me", FailureConfig { mtbf_at_half_ms: 1.0, ..Default::default() });
+        let mut g = FailureGenerator::new(
+            "me",
+            FailureConfig { mtbf_at_half_ms: 1.0, precursor_prob: 0.0, ..Default::default() },
+        );
         let mut rng = seeded(1);
         let mut times = Vec::new();
         let mut seqs = Vec::new();
@@ -268,6 +316,51 @@ mod tests {
         assert!(times.len() >= 2);
         assert!(times.windows(2).all(|w| w[1] - w[0] >= 60_000), "{times:?}");
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+
+    // Rule: with precursor_prob 1 every failure that takes a node down is
+    // announced by a thermal throttle exactly the lead before it, on the
+    // same node; with 0 none is; throttles with no failure after them (false
+    // alarms) happen either way.
+    #[test]
+    fn failures_are_announced_by_precursors() {
+        let run = |prob: f64| {
+            let cfg = FailureConfig {
+                min_interval_ms: 0,
+                precursor_prob: prob,
+                precursor_lead_ms: 10_000,
+                ..FailureConfig::default()
+            };
+            let mut g = FailureGenerator::new("me", cfg);
+            let mut rng = seeded(7);
+            let mut all = Vec::new();
+            for step in 0..20_000u64 {
+                all.extend(g.step(step * 1_000, &[sample("flaky", 0.3), sample("other", 0.6)], &mut rng));
+            }
+            all
+        };
+        let announced = |ev: &[FailureEvent], f: &FailureEvent| {
+            ev.iter().any(|p| p.node == f.node && p.kind == FailureKind::ThermalThrottle && p.at_ms + 10_000 == f.at_ms)
+        };
+        let always = run(1.0);
+        let downs: Vec<&FailureEvent> = always.iter().filter(|e| e.kind.makes_unavailable()).collect();
+        assert!(downs.len() >= 20, "{}", downs.len());
+        assert!(downs.iter().all(|f| announced(&always, f)));
+        let never = run(0.0);
+        let downs: Vec<&FailureEvent> = never.iter().filter(|e| e.kind.makes_unavailable()).collect();
+        assert!(downs.len() >= 20 && !downs.iter().any(|f| announced(&never, f)));
+        let false_alarms = always
+            .iter()
+            .filter(|p| p.kind == FailureKind::ThermalThrottle)
+            .filter(|p| {
+                !always.iter().any(|f| f.kind.makes_unavailable() && f.node == p.node && f.at_ms == p.at_ms + 10_000)
+            })
+            .count();
+        assert!(false_alarms > 0);
+        // Sequences stay unique.
+        let mut seqs: Vec<u64> = always.iter().map(|e| e.id.seq).collect();
+        seqs.dedup();
+        assert_eq!(seqs.len(), always.len());
     }
 
     #[test]

@@ -97,6 +97,43 @@ pub fn node_risk<'a>(
     move |n, until| p_fail(NodeSigns { resiliency: resiliency[n], precursor_at: precursor_at[n] }, now, until, cfg)
 }
 
+/// How often precursors came true, from the failure history: of the
+/// precursors (thermal throttling, network degradation) whose window of
+/// `lead_ms` has passed by `now_ms`, how many a failure that took the node
+/// down followed within the window. Returns (judged, came true).
+pub fn precursor_record<'a>(
+    events: impl IntoIterator<Item = &'a crate::failures::FailureEvent>,
+    lead_ms: u64,
+    now_ms: u64,
+) -> (usize, usize) {
+    use crate::failures::FailureKind;
+    let events: Vec<&crate::failures::FailureEvent> = events.into_iter().collect();
+    let mut downs: Vec<(&str, u64)> =
+        events.iter().filter(|e| e.kind.makes_unavailable()).map(|e| (e.node.as_str(), e.at_ms)).collect();
+    downs.sort_unstable();
+    let (mut judged, mut came_true) = (0, 0);
+    for p in &events {
+        if !matches!(p.kind, FailureKind::ThermalThrottle | FailureKind::NetworkDegradation)
+            || p.at_ms.saturating_add(lead_ms) >= now_ms
+        {
+            continue;
+        }
+        judged += 1;
+        let from = downs.partition_point(|&(n, t)| (n, t) < (p.node.as_str(), p.at_ms));
+        came_true += usize::from(
+            downs[from..].first().is_some_and(|&(n, t)| n == p.node && t <= p.at_ms.saturating_add(lead_ms)),
+        );
+    }
+    (judged, came_true)
+}
+
+/// The precision to forecast with: what the record says, starting from
+/// `prior` as if two precursors had been judged at that rate (so one
+/// alarm does not swing it to 0 or 1).
+pub fn learned_precision(judged: usize, came_true: usize, prior: f64) -> f64 {
+    (2.0 * prior.clamp(0.0, 1.0) + came_true as f64) / (2.0 + judged as f64)
+}
+
 /// Settings of the ground truth's failures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutageConfig {
@@ -214,6 +251,36 @@ impl Outages {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Rule: a precursor counts as come true when a failure that took its
+    // node down followed within the lead; precursors whose window is still
+    // open are not judged; the learned precision starts at the prior.
+    #[test]
+    fn precision_is_learned_from_the_failure_history() {
+        use crate::failures::{FailureEvent, FailureKind};
+        let ev = |seq: u64, node: &str, kind, at_ms| FailureEvent {
+            id: crate::twin::FailureId { reporter: "r".into(), seq },
+            node: node.into(),
+            kind,
+            at_ms,
+            duration_ms: 1_000,
+        };
+        let events = [
+            ev(1, "a", FailureKind::ThermalThrottle, 1_000),
+            ev(2, "a", FailureKind::NodeDown, 9_000), // within 10 s: came true
+            ev(3, "b", FailureKind::NetworkDegradation, 2_000),
+            ev(4, "b", FailureKind::NodeDown, 30_000), // too late: a false alarm
+            ev(5, "c", FailureKind::ThermalThrottle, 3_000), // nothing after it
+            ev(6, "a", FailureKind::SystemCrash, 50_000),
+            ev(7, "d", FailureKind::ThermalThrottle, 55_000), // window still open
+            ev(8, "c", FailureKind::NodeDown, 1_000),         // before its precursor
+        ];
+        assert_eq!(precursor_record(&events, 10_000, 60_000), (3, 1));
+        assert_eq!(precursor_record(&events, 10_000, 66_000), (4, 1));
+        assert!((learned_precision(0, 0, 0.6) - 0.6).abs() < 1e-12);
+        assert!((learned_precision(3, 1, 0.6) - 2.2 / 5.0).abs() < 1e-12);
+        assert!((learned_precision(1_000, 900, 0.6) - 0.8992).abs() < 1e-3);
+    }
     use crate::rng::seeded;
 
     fn cfg() -> ForecastConfig {

@@ -33,6 +33,7 @@ use crate::view::{FabricView, allowed_by_arch};
 
 /// The rules' settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PreemptConfig {
     /// A stage moves only when its node's failure risk before it ends is at
     /// least this.
@@ -45,6 +46,8 @@ pub struct PreemptConfig {
     pub min_interval_ms: f64,
     /// At most this many actions per minute from one planner.
     pub budget_per_minute: usize,
+    /// Whether hot replicas may be started (else stages only move).
+    pub replicate: bool,
 }
 
 impl Default for PreemptConfig {
@@ -55,6 +58,7 @@ impl Default for PreemptConfig {
             migrate_cost_ms: 200.0,
             min_interval_ms: 2_000.0,
             budget_per_minute: 120,
+            replicate: true,
         }
     }
 }
@@ -71,6 +75,25 @@ pub enum Action {
         /// Where it goes.
         to: Assignment,
     },
+    /// Run a hot replica of a running stage on `on` beside its run on
+    /// `from`; the first to finish wins ([`Execution::replicate`]).
+    Replicate {
+        /// Stage index.
+        stage: usize,
+        /// Its node now (it keeps running there).
+        from: usize,
+        /// Where the replica runs.
+        on: Assignment,
+    },
+}
+
+impl Action {
+    /// The stage acted on.
+    pub fn stage(&self) -> usize {
+        match *self {
+            Action::Migrate { stage, .. } | Action::Replicate { stage, .. } => stage,
+        }
+    }
 }
 
 /// An action with its numbers and reason.
@@ -82,6 +105,9 @@ pub struct Decision {
     pub gain_ms: f64,
     /// What the action costs (ms).
     pub cost_ms: f64,
+    /// Core-ms of work it may spend for nothing: the work a restart throws
+    /// away, or the time a replica and the run it races both run.
+    pub work_core_ms: f64,
     /// Failure risk of the stage where it is.
     pub risk_before: f64,
     /// ... and where it goes.
@@ -150,7 +176,7 @@ pub fn consider_migrations(
     let mut out = Vec::new();
     for s in 0..exec.stage_count() {
         let t = exec.timing(s);
-        if !matches!(t.state, StageState::Waiting | StageState::Booked) {
+        if !matches!(t.state, StageState::Waiting | StageState::Booked) || exec.replica_of(s).is_some() {
             continue;
         }
         let running = t.state == StageState::Booked && t.start <= now;
@@ -182,11 +208,11 @@ pub fn consider_migrations(
         }
         let Some((to, moved, p_to, finish_to)) = best else { continue };
         let gain = stay - moved;
-        if gain < cfg.min_gain_ms {
+        if gain < cfg.min_gain_ms || gain < cfg.migrate_cost_ms {
             continue;
         }
         let reason = format!(
-            "{} '{}': node '{}' fails before the stage ends with p={:.2} (budget {:.2}); on '{}' p={:.2}, expected finish {:.0} ms earlier (predicted end {:.0} → {:.0} ms)",
+            "{} '{}': node '{}' fails before the stage ends with p={:.2} (budget {:.2}); on '{}' p={:.2}, expected finish {:.0} ms earlier (ends in {:.0} → {:.0} ms)",
             if running { "restart running stage" } else { "move stage" },
             job.stages[s].id,
             view.nodes.name[from],
@@ -195,13 +221,14 @@ pub fn consider_migrations(
             view.nodes.name[to.node],
             p_to,
             gain,
-            fin[s],
-            finish_to,
+            fin[s] - now,
+            finish_to - now,
         );
         out.push(Decision {
             action: Action::Migrate { stage: s, from, to },
             gain_ms: gain,
             cost_ms: cfg.migrate_cost_ms,
+            work_core_ms: if running { c.cpu * (now - t.start).max(0.0) } else { 0.0 },
             risk_before: p_stay,
             risk_after: p_to,
             reason,
@@ -225,7 +252,20 @@ pub fn next_action(
     cfg: &PreemptConfig,
     admit: &mut dyn FnMut(f64) -> bool,
 ) -> Option<Decision> {
-    let d = consider_migrations(job, exec, view, now, risk, exec_cfg, cfg).into_iter().next()?;
+    let moves = consider_migrations(job, exec, view, now, risk, exec_cfg, cfg);
+    let mut all = Vec::with_capacity(moves.len() + 1);
+    if cfg.replicate {
+        // A replica spends the work of two runs: it is taken over moving
+        // the same stage only when it gains the margin more.
+        for r in consider_replicas(job, exec, view, now, risk, exec_cfg, cfg) {
+            let s = r.action.stage();
+            if !moves.iter().any(|m| m.action.stage() == s && m.gain_ms + cfg.min_gain_ms > r.gain_ms) {
+                all.push(r);
+            }
+        }
+    }
+    all.extend(moves);
+    let d = all.into_iter().max_by(|a, b| a.gain_ms.total_cmp(&b.gain_ms))?;
     admit(now).then_some(d)
 }
 
@@ -256,5 +296,75 @@ impl Guard {
     }
 }
 
+mod replicate;
+pub use replicate::consider_replicas;
+
 #[cfg(test)]
 mod tests;
+
+/// An action as an agent records it: what, why, the numbers it was
+/// decided on, and — once the job ended — how it turned out. Stored with
+/// the job (`GET /v1/jobs/{id}`, `GET /v1/actions`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// The job.
+    pub job: String,
+    /// Its number among the job's actions, from 1.
+    pub seq: u32,
+    /// When it was decided (Unix ms).
+    pub at_ms: u64,
+    /// `migrate` (a stage not yet started moved), `restart` (a running
+    /// stage moved) or `replicate` (a hot replica started).
+    pub action: String,
+    /// The stage.
+    pub stage: String,
+    /// Its node.
+    pub from: String,
+    /// Where it went (or where the replica runs).
+    pub to: String,
+    /// Expected finish gained (ms).
+    pub gain_ms: f64,
+    /// What the action costs (ms).
+    pub cost_ms: f64,
+    /// Core-ms it may spend for nothing.
+    pub work_core_ms: f64,
+    /// The stage's failure risk where it was.
+    pub risk_before: f64,
+    /// ... and after.
+    pub risk_after: f64,
+    /// Why, in words.
+    pub reason: String,
+    /// Wall ms from the latest precursor's arrival to this decision, when
+    /// one arrived within its lead time.
+    pub reaction_ms: Option<f64>,
+    /// How the job ended: `on_time`, `late` or `failed` (none while it
+    /// runs).
+    pub outcome: Option<String>,
+}
+
+impl ActionRecord {
+    /// The record of decision `d` on `job`, made on `view`.
+    pub fn of(job: &Job, id: &str, view: &FabricView, d: &Decision, action: &str) -> ActionRecord {
+        let (stage, from, to) = match d.action {
+            Action::Migrate { stage, from, to } => (stage, from, to.node),
+            Action::Replicate { stage, from, on } => (stage, from, on.node),
+        };
+        ActionRecord {
+            job: id.to_string(),
+            seq: 0,
+            at_ms: 0,
+            action: action.to_string(),
+            stage: job.stages[stage].id.clone(),
+            from: view.nodes.name[from].clone(),
+            to: view.nodes.name[to].clone(),
+            gain_ms: d.gain_ms,
+            cost_ms: d.cost_ms,
+            work_core_ms: d.work_core_ms,
+            risk_before: d.risk_before,
+            risk_after: d.risk_after,
+            reason: d.reason.clone(),
+            reaction_ms: None,
+            outcome: None,
+        }
+    }
+}

@@ -5,16 +5,17 @@
 //! failures and deadline hits, so every policy is measured against the
 //! kube-scheduler-like baseline on identical arrivals and identical luck.
 //!
-//! `twinmesh-sims preempt` runs one job stream over one timeline of node
-//! failures twice: failing over after the fact, and also moving stages
-//! ahead of forecast failures.
+//! `twinmesh-sims preemptive` runs each job stream over one timeline of
+//! node failures once per arm: failing over after the fact, also moving
+//! stages ahead of forecast failures, and also racing hot replicas — across
+//! offered load and precursor reliability.
 //!
 //! `twinmesh-sims mesh` runs N agents' protocol (`common::replica`, the
 //! code the agent runs) on a virtual clock and a simulated network.
 
 mod mesh;
 mod policies;
-mod preempt;
+mod preemptive;
 
 use clap::{Parser, Subcommand};
 
@@ -32,15 +33,17 @@ enum Command {
     /// Many agents' protocol on a simulated network: convergence, traffic,
     /// liveness, routing.
     Mesh(mesh::Args),
-    /// Preemptive migration against reactive failover on the same node
-    /// failures (with precursors and false alarms).
-    Preempt(preempt::Args),
+    /// Preemptive actions (migrate, replicate) against reactive failover on
+    /// the same node failures (with precursors and false alarms), across
+    /// load and precursor reliability.
+    #[command(alias = "preempt")]
+    Preemptive(preemptive::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Policies(a) => policies::run(a),
         Command::Mesh(a) => mesh::run(a),
-        Command::Preempt(a) => preempt::run(a),
+        Command::Preemptive(a) => preemptive::run(a),
     }
 }

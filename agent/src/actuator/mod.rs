@@ -15,10 +15,10 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use twinmesh_common::execution::{ExecAction, ExecConfig, Execution, Refusal, RunKey, StageState};
 use twinmesh_common::failures::FailureKind;
-use twinmesh_common::forecast::{ForecastConfig, node_risk};
+use twinmesh_common::forecast::node_risk;
 use twinmesh_common::job::Job;
 use twinmesh_common::plan::Plan;
-use twinmesh_common::preempt::{Action, PreemptConfig, next_action};
+use twinmesh_common::preempt::{Action, ActionRecord, PreemptConfig, next_action};
 use twinmesh_common::truth;
 use twinmesh_common::view::FabricView;
 use twinmesh_common::wire::{StageRun, StageSlot};
@@ -47,19 +47,21 @@ pub trait Host: Send + Sync {
     /// Adds a note to the job's record.
     fn note<'a>(&'a self, job: &'a str, note: String) -> BoxFuture<'a, ()>;
     /// When each node of `view` last showed a precursor of failure (fabric
-    /// ms), for the forecast that preemptive actions act on.
-    fn precursors(&self, view: &Arc<FabricView>) -> Arc<Vec<Option<f64>>>;
+    /// ms), and the forecast's settings with the precision learned from the
+    /// failure history: what preemptive actions act on.
+    fn precursors(&self, view: &Arc<FabricView>) -> crate::node::Precursors;
     /// Whether this agent's guard rails let job `job` act at fabric time
     /// `now` (one budget for all its jobs); counts the action when they do.
     fn admit_action(&self, job: &str, now: f64, cfg: &twinmesh_common::preempt::PreemptConfig) -> bool;
     /// Why a run on `node` should fail over now: its owner has been
     /// unreachable for longer than the agent's failover grace.
     fn owner_lost(&self, node: &str) -> Option<String>;
-    /// A preemptive action was taken (counted in the metrics by action:
-    /// `migrate` or `restart`).
-    fn acted(&self, action: &str);
+    /// A preemptive action was taken: recorded with the job (durably) and
+    /// counted in the metrics by action (`migrate`, `restart`,
+    /// `replicate`).
+    fn acted(&self, record: ActionRecord) -> BoxFuture<'_, ()>;
     /// Changes whenever a precursor of failure arrives.
-    fn precursor_changes(&self) -> tokio::sync::watch::Receiver<u64>;
+    fn precursor_changes(&self) -> tokio::sync::watch::Receiver<crate::node::Warned>;
 }
 
 /// What an execution did, for verification and calibration.
@@ -139,23 +141,27 @@ pub(crate) async fn preempt(
 ) {
     let view = host.view();
     let seen = host.precursors(&view);
-    let mine = (0..exec.stage_count()).any(|s| seen.get(exec.timing(s).at.node).is_some_and(Option::is_some));
+    let mine = (0..exec.stage_count()).any(|s| seen.at.get(exec.timing(s).at.node).is_some_and(Option::is_some));
     if !mine {
         return;
     }
-    let fcfg = ForecastConfig::default();
-    let risk = node_risk(&view.nodes.resiliency, &seen, now, &fcfg);
+    let risk = node_risk(&view.nodes.resiliency, &seen.at, now, &seen.forecast);
     let pcfg = PreemptConfig::default();
     let mut admit = |t: f64| host.admit_action(id, t, &pcfg);
     let Some(d) = next_action(job, exec, &view, now, &risk, &ExecConfig::default(), &pcfg, &mut admit) else {
         return;
     };
-    let Action::Migrate { stage, to, .. } = d.action;
-    let was = exec.timing(stage);
-    let action = if was.state == StageState::Booked && was.start <= now { "restart" } else { "migrate" };
-    if exec.migrate(job, &view, now, stage, to, out) {
+    let (action, done) = match d.action {
+        Action::Migrate { stage, to, .. } => {
+            let was = exec.timing(stage);
+            let action = if was.state == StageState::Booked && was.start <= now { "restart" } else { "migrate" };
+            (action, exec.migrate(job, &view, now, stage, to, out))
+        }
+        Action::Replicate { stage, on, .. } => ("replicate", exec.replicate(job, &view, now, stage, on, out)),
+    };
+    if done {
         tracing::info!(job = id, action, reason = %d.reason, gain_ms = d.gain_ms, "preemptive action");
-        host.acted(action);
+        host.acted(ActionRecord::of(job, id, &view, &d, action)).await;
         host.note(id, format!("preemptive: {} (gain {:.0} ms, cost {:.0} ms)", d.reason, d.gain_ms, d.cost_ms)).await;
     }
 }

@@ -44,7 +44,7 @@ pub(super) async fn metrics(State(ctx): State<Ctx>) -> Response {
     gauge(&mut s, "twinmesh_jobs_held", "Job records held (memory and disk).", a.jobs_held());
     let _ = writeln!(
         s,
-        "# HELP twinmesh_preemptive_actions_total Actions taken ahead of a forecast failure, by action (migrate: a stage not yet started moved; restart: a running stage moved).\n# TYPE twinmesh_preemptive_actions_total counter"
+        "# HELP twinmesh_preemptive_actions_total Actions taken ahead of a forecast failure, by action (migrate: a stage not yet started moved; restart: a running stage moved; replicate: a hot replica started).\n# TYPE twinmesh_preemptive_actions_total counter"
     );
     for (i, action) in PREEMPTIVE_ACTIONS.iter().enumerate() {
         let _ = writeln!(
@@ -53,6 +53,24 @@ pub(super) async fn metrics(State(ctx): State<Ctx>) -> Response {
             m.preemptive[i].load(Ordering::Relaxed)
         );
     }
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_preemptive_outcomes_total Preemptive actions by how their job ended (on_time: by its deadline or with none; late; failed).\n# TYPE twinmesh_preemptive_outcomes_total counter"
+    );
+    for (i, action) in PREEMPTIVE_ACTIONS.iter().enumerate() {
+        for (k, outcome) in crate::node::ACTION_OUTCOMES.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "twinmesh_preemptive_outcomes_total{{action=\"{action}\",outcome=\"{outcome}\"}} {}",
+                m.preemptive_outcomes[i][k].load(Ordering::Relaxed)
+            );
+        }
+    }
+    m.reaction_seconds.write(
+        &mut s,
+        "twinmesh_preempt_reaction_seconds",
+        "From a precursor of failure arriving at this agent to a preemptive action decided on it (wall s).",
+    );
     let _ = writeln!(
         s,
         "# HELP twinmesh_jobs_reconciled_total Jobs planned on both sides of a partition, settled after the heal, by outcome here (kept, superseded).\n# TYPE twinmesh_jobs_reconciled_total counter"

@@ -73,6 +73,7 @@ pub fn router(agent: Arc<Agent>, token: Option<String>) -> Router {
     let v1 = Router::new()
         .route("/v1/jobs", post(submit).get(ui::list))
         .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/actions", get(get_actions))
         .route("/v1/plans/{id}", get(get_plan))
         .route("/v1/plans/{id}/verify", get(get_verification))
         .route("/v1/twin", get(get_twin))
@@ -166,7 +167,28 @@ async fn get_job(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Respo
         .agent
         .job(&id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no job '{id}' on this agent")))?;
-    Ok(Json(j).into_response())
+    let actions =
+        ctx.agent.store.actions_of(&id).map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let mut v =
+        serde_json::to_value(&j).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    v["actions"] = serde_json::to_value(actions).unwrap_or_default();
+    Ok(Json(v).into_response())
+}
+
+/// `GET /v1/actions`: the preemptive actions this agent took (what, why,
+/// the numbers, how the job ended), newest first; `?limit=` (default 100,
+/// at most 500). They are kept as long as their job.
+async fn get_actions(
+    State(ctx): State<Ctx>,
+    q: Result<axum::extract::Query<ui::ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let axum::extract::Query(q) = q.map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e.body_text(), "query"))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let (mut all, _) =
+        ctx.agent.store.actions().map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    all.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then(b.seq.cmp(&a.seq)));
+    all.truncate(limit);
+    Ok(Json(json!({ "actions": all })).into_response())
 }
 
 async fn get_plan(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -74,7 +74,7 @@ pub(super) fn cookie_token(headers: &axum::http::HeaderMap) -> Option<&str> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
-    limit: Option<usize>,
+    pub(super) limit: Option<usize>,
 }
 
 /// `GET /v1/jobs`: the most recent jobs, newest first (unfinished ones

@@ -127,6 +127,25 @@ pub struct AgentArgs {
     /// node, no room) before the stage moves to another node.
     #[arg(long, env = "TWINMESH_KUBE_UNSCHEDULABLE_GRACE", default_value_t = 20.0)]
     pub kube_unschedulable_grace: f64,
+    /// Virtual fabric: the nodes this agent owns fail by themselves, as
+    /// often as their resiliency says, and a failure that takes a node down
+    /// is announced by a thermal throttle first (--precursor-prob,
+    /// --precursor-lead); throttling and network trouble also come with
+    /// nothing after them (false alarms). A ground truth for the forecast.
+    #[arg(long, env = "TWINMESH_CHAOS")]
+    pub chaos: bool,
+    /// With --chaos: mean fabric seconds between failures of a node of
+    /// resiliency 0.5 (the rate scales with 1 − resiliency).
+    #[arg(long, env = "TWINMESH_CHAOS_MTBF", default_value_t = 600.0)]
+    pub chaos_mtbf: f64,
+    /// With --chaos: share of failures that take a node down announced by
+    /// a precursor.
+    #[arg(long, env = "TWINMESH_PRECURSOR_PROB", default_value_t = 0.7)]
+    pub precursor_prob: f64,
+    /// With --chaos: fabric seconds between a precursor and the failure it
+    /// announces.
+    #[arg(long, env = "TWINMESH_PRECURSOR_LEAD", default_value_t = 10.0)]
+    pub precursor_lead: f64,
 }
 
 /// Where an agent runs stages.
@@ -418,6 +437,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         }
     });
     let mut tasks = Vec::new();
+    let virtual_fabric = kube.is_none();
     // Mesh events.
     let a = agent.clone();
     let mut events = std::mem::replace(&mut m.events, tokio::sync::mpsc::channel(1).1);
@@ -462,6 +482,19 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
             .await;
         }
     }));
+    if args.chaos {
+        if virtual_fabric {
+            let cfg = twinmesh_common::failures::FailureConfig {
+                mtbf_at_half_ms: args.chaos_mtbf.max(1.0) * 1000.0,
+                precursor_prob: args.precursor_prob.clamp(0.0, 1.0),
+                precursor_lead_ms: (args.precursor_lead.max(0.0) * 1000.0) as u64,
+                ..twinmesh_common::failures::FailureConfig::default()
+            };
+            tasks.push(tokio::spawn(agent.clone().run_chaos(cfg)));
+        } else {
+            warn!("--chaos applies to the virtual fabric only; on Kubernetes inject failures with POST /v1/inject");
+        }
+    }
     // Resume what a restart interrupted.
     for id in agent.unfinished_jobs() {
         info!(job = %id, "resuming job");

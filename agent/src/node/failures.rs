@@ -4,15 +4,38 @@
 use std::sync::Arc;
 
 use tracing::warn;
-use twinmesh_common::failures::{FailureEvent, FailureKind};
+use twinmesh_common::failures::{FailureConfig, FailureEvent, FailureGenerator, FailureKind, NodeSample};
+use twinmesh_common::forecast::{ForecastConfig, learned_precision, precursor_record};
 use twinmesh_common::replica::Output;
 use twinmesh_common::twin::{FailureId, NodeRecord};
 use twinmesh_common::view::FabricView;
 
 use super::{Agent, now_ms};
 
-/// When each node of a view last showed a precursor (fabric ms).
-pub type Precursors = Arc<Vec<Option<f64>>>;
+/// What the forecast reads: when each node of a view last showed a
+/// precursor (fabric ms), and the forecast's settings with the precision
+/// learned from this twin's failure history.
+#[derive(Debug)]
+pub struct Signs {
+    /// Per node of the view, its latest precursor (fabric ms).
+    pub at: Vec<Option<f64>>,
+    /// The forecast's settings (precision learned).
+    pub forecast: ForecastConfig,
+    /// Precursors judged so far, and how many came true.
+    pub record: (usize, usize),
+}
+
+/// The latest precursor's arrival here: changes with every precursor.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Warned {
+    /// Precursors arrived so far.
+    pub epoch: u64,
+    /// When the latest arrived.
+    pub at: Option<std::time::Instant>,
+}
+
+/// [`Signs`] of one view, shared.
+pub type Precursors = Arc<Signs>;
 
 impl Agent {
     /// Records a failure (or recovery) observed or injected here and
@@ -57,6 +80,10 @@ impl Agent {
                 return p.clone();
             }
         }
+        let mut forecast = ForecastConfig::default();
+        let lead_wall = (forecast.lead_ms * scale) as u64;
+        let record = precursor_record(st.replica.twin().failures(), lead_wall, now_ms());
+        forecast.precursor_precision = learned_precision(record.0, record.1, forecast.precursor_precision);
         for f in st.replica.twin().failures() {
             if !matches!(f.kind, FailureKind::ThermalThrottle | FailureKind::NetworkDegradation) {
                 continue;
@@ -75,7 +102,7 @@ impl Agent {
                 }
             }
         }
-        let out = Arc::new(out);
+        let out = Arc::new(Signs { at: out, forecast, record });
         st.precursors = Some((view.clone(), out.clone()));
         out
     }
@@ -87,12 +114,54 @@ impl Agent {
             failures.iter().any(|f| matches!(f.kind, FailureKind::ThermalThrottle | FailureKind::NetworkDegradation))
                 || records.iter().any(|r| twinmesh_common::forecast::precursor_in(&r.node.telemetry).is_some());
         if warned {
-            self.precursor_epoch.send_modify(|e| *e += 1);
+            self.precursor_epoch.send_modify(|w| {
+                w.epoch += 1;
+                w.at = Some(std::time::Instant::now());
+            });
         }
     }
 
     /// Changes whenever a precursor of failure arrives.
-    pub fn precursor_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub fn precursor_changes(&self) -> tokio::sync::watch::Receiver<Warned> {
         self.precursor_epoch.subscribe()
+    }
+}
+
+impl Agent {
+    /// The ground truth of the virtual fabric for the nodes this agent
+    /// owns: each fabric second, a failure generator
+    /// (`common::failures`) draws failures from the nodes' resiliency and
+    /// telemetry, announced by precursors as configured; every event enters
+    /// the twin as if observed here. Runs until the agent stops.
+    pub async fn run_chaos(self: Arc<Self>, cfg: FailureConfig) {
+        let mut generator = FailureGenerator::new(self.cfg.name.clone(), cfg);
+        let mut rng = twinmesh_common::rng::seeded(now_ms() ^ 0x00c4_a05e);
+        let scale = self.cfg.time_scale.max(1e-6);
+        let tick = std::time::Duration::from_secs_f64(scale.clamp(0.01, 1.0));
+        loop {
+            tokio::time::sleep(tick).await;
+            let view = self.view();
+            let twin = self.twin();
+            let samples: Vec<(String, f64, f64, Option<f64>)> = self
+                .cfg
+                .owned
+                .iter()
+                .map(|n| {
+                    let r = view.node_index(&n.name).map_or(1.0, |i| view.nodes.resiliency[i]);
+                    let t = twin.record(&n.name).map_or(n.telemetry, |rec| rec.node.telemetry);
+                    (n.name.clone(), r, t.cpu_pct, t.temperature_c)
+                })
+                .collect();
+            let nodes: Vec<NodeSample<'_>> = samples
+                .iter()
+                .map(|(name, r, cpu, temp)| NodeSample { name, resiliency: *r, cpu_pct: *cpu, temperature_c: *temp })
+                .collect();
+            let fabric_now = self.fabric_now().max(0.0) as u64;
+            for ev in generator.step(fabric_now, &nodes, &mut rng) {
+                let wall = (ev.duration_ms as f64 * scale).round() as u64;
+                tracing::info!(node = %ev.node, kind = ?ev.kind, "ground truth: failure drawn (--chaos)");
+                self.observe_failure(&ev.node, ev.kind, wall.max(1)).await;
+            }
+        }
     }
 }

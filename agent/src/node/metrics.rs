@@ -111,8 +111,14 @@ pub struct Metrics {
     /// Another agent claimed a node this agent publishes.
     pub ownership_conflicts: AtomicU64,
     /// Preemptive actions taken, by action: migrate (a stage not yet
-    /// started), restart (a running stage moved).
-    pub preemptive: [AtomicU64; 2],
+    /// started), restart (a running stage moved), replicate (a hot replica
+    /// started).
+    pub preemptive: [AtomicU64; 3],
+    /// Jobs that had preemptive actions, by action and how the job ended
+    /// (on time, late, failed): one count per action.
+    pub preemptive_outcomes: [[AtomicU64; 3]; 3],
+    /// From a precursor's arrival to an action decided on it (wall s).
+    pub reaction_seconds: Histogram,
     /// Jobs planned on both sides of a partition, settled: kept here,
     /// superseded here.
     pub reconciled: [AtomicU64; 2],
@@ -129,7 +135,10 @@ pub struct Metrics {
 }
 
 /// Labels of [`Metrics::preemptive`].
-pub const PREEMPTIVE_ACTIONS: [&str; 2] = ["migrate", "restart"];
+pub const PREEMPTIVE_ACTIONS: [&str; 3] = ["migrate", "restart", "replicate"];
+
+/// Outcome labels of [`Metrics::preemptive_outcomes`].
+pub const ACTION_OUTCOMES: [&str; 3] = ["on_time", "late", "failed"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -147,6 +156,8 @@ impl Default for Metrics {
             probes: AtomicU64::new(0),
             ownership_conflicts: AtomicU64::new(0),
             preemptive: Default::default(),
+            preemptive_outcomes: Default::default(),
+            reaction_seconds: Histogram::new(PEER_SECONDS),
             reconciled: Default::default(),
             plan_seconds: Histogram::new(PLAN_SECONDS),
             api_seconds: Histogram::new(API_SECONDS),

@@ -32,6 +32,7 @@ use twinmesh_common::wire::{self, Message};
 use crate::jobs::JobRecord;
 
 mod failures;
+pub use failures::{Precursors, Signs, Warned};
 mod metrics;
 mod owner;
 mod peers;
@@ -72,7 +73,7 @@ pub struct AgentConfig {
 
 pub use records::Retention;
 
-pub use metrics::{Histogram, Metrics, PREEMPTIVE_ACTIONS};
+pub use metrics::{ACTION_OUTCOMES, Histogram, Metrics, PREEMPTIVE_ACTIONS};
 
 pub use planner::{SubmitError, SubmitResponse};
 
@@ -133,7 +134,7 @@ pub struct Agent {
     /// Set while the agent waits for something before it is ready.
     waiting_for: Mutex<Option<String>>,
     /// Bumped when a precursor of failure arrives (`failures.rs`).
-    precursor_epoch: tokio::sync::watch::Sender<u64>,
+    precursor_epoch: tokio::sync::watch::Sender<failures::Warned>,
     /// Guard rails of preemptive actions, one budget for all jobs here.
     preempt_guard: Mutex<twinmesh_common::preempt::Guard>,
 }
@@ -229,7 +230,7 @@ impl Agent {
             running: Mutex::new(HashMap::new()),
             reconcile_due: Mutex::new(std::collections::HashSet::new()),
             waiting_for: Mutex::new(None),
-            precursor_epoch: tokio::sync::watch::Sender::new(0),
+            precursor_epoch: tokio::sync::watch::Sender::new(Default::default()),
             preempt_guard: Mutex::new(Default::default()),
         }))
     }

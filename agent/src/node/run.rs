@@ -9,12 +9,14 @@ use std::sync::atomic::Ordering;
 use futures::future::BoxFuture;
 use tracing::{info, warn};
 use twinmesh_common::execution::{Refusal, RunKey};
+use twinmesh_common::forecast::ForecastConfig;
+use twinmesh_common::preempt::ActionRecord;
 use twinmesh_common::spec;
 use twinmesh_common::verify::{Observed, Thresholds, verify};
 use twinmesh_common::view::FabricView;
 use twinmesh_common::wire::{StageRun, StageSlot};
 
-use super::Agent;
+use super::{Agent, now_ms};
 use crate::actuator::{Actuator, Host};
 use crate::jobs::JobState;
 
@@ -49,18 +51,52 @@ impl Host for Arc<Agent> {
             self.update_job(job, |r| r.notes.push(note)).await;
         })
     }
-    fn precursors(&self, view: &Arc<FabricView>) -> Arc<Vec<Option<f64>>> {
+    fn precursors(&self, view: &Arc<FabricView>) -> super::failures::Precursors {
         Agent::precursors(self, view)
     }
-    fn precursor_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn precursor_changes(&self) -> tokio::sync::watch::Receiver<super::Warned> {
         Agent::precursor_changes(self)
     }
     fn admit_action(&self, job: &str, now: f64, cfg: &twinmesh_common::preempt::PreemptConfig) -> bool {
         self.preempt_guard.lock().unwrap_or_else(|e| e.into_inner()).admit(job, now, cfg).is_ok()
     }
-    fn acted(&self, action: &str) {
-        let i = super::metrics::PREEMPTIVE_ACTIONS.iter().position(|a| *a == action).unwrap_or(0);
-        self.metrics.preemptive[i].fetch_add(1, Ordering::Relaxed);
+    fn acted(&self, mut record: ActionRecord) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let i = super::metrics::PREEMPTIVE_ACTIONS.iter().position(|a| *a == record.action).unwrap_or(0);
+            self.metrics.preemptive[i].fetch_add(1, Ordering::Relaxed);
+            // A reaction to the latest precursor when it came within its
+            // lead time.
+            let lead = std::time::Duration::from_secs_f64(
+                ForecastConfig::default().lead_ms / 1000.0 * self.cfg.time_scale.max(1e-9),
+            );
+            if let Some(at) = self.precursor_epoch.borrow().at {
+                let d = at.elapsed();
+                if d <= lead {
+                    self.metrics.reaction_seconds.observe_duration(d);
+                    record.reaction_ms = Some(d.as_secs_f64() * 1000.0);
+                }
+            }
+            record.at_ms = now_ms();
+            record.seq = self.store.actions_of(&record.job).map_or(0, |a| a.len() as u32) + 1;
+            if let Err(e) = self.store.put_action(&record).await {
+                warn!(job = %record.job, error = %e, "storing a preemptive action");
+            }
+        })
+    }
+}
+
+/// Once job `id` ended: how each of its preemptive actions turned out
+/// (`on_time`, `late`, `failed`), stored and counted.
+async fn settle_actions(agent: &Agent, id: &str, outcome: &str) {
+    let Ok(actions) = agent.store.actions_of(id) else { return };
+    let k = super::ACTION_OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(2);
+    for mut a in actions.into_iter().filter(|a| a.outcome.is_none()) {
+        let i = super::PREEMPTIVE_ACTIONS.iter().position(|x| *x == a.action).unwrap_or(0);
+        agent.metrics.preemptive_outcomes[i][k].fetch_add(1, Ordering::Relaxed);
+        a.outcome = Some(outcome.to_string());
+        if let Err(e) = agent.store.put_action(&a).await {
+            warn!(job = id, error = %e, "storing a preemptive action's outcome");
+        }
     }
 }
 
@@ -104,6 +140,8 @@ pub(super) async fn run_job(agent: Arc<Agent>, actuator: Arc<dyn Actuator>, id: 
                 agent.calibrate(o);
             }
             agent.metrics.jobs_succeeded.fetch_add(1, Ordering::Relaxed);
+            let late = job.deadline_ms.is_some_and(|d| done.latency_ms > d);
+            settle_actions(&agent, &id, if late { "late" } else { "on_time" }).await;
             agent
                 .update_job(&id, |r| {
                     r.state = JobState::Succeeded;
@@ -121,6 +159,7 @@ pub(super) async fn run_job(agent: Arc<Agent>, actuator: Arc<dyn Actuator>, id: 
 
 async fn fail(agent: &Agent, id: &str, why: String) {
     warn!(job = id, error = %why, "job failed");
+    settle_actions(agent, id, "failed").await;
     agent.metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
     agent
         .update_job(id, |r| {

@@ -28,6 +28,11 @@ impl Execution {
         StageProgress { state: st.state, at: st.at, ready: st.ready, start: st.start, finish: st.finish }
     }
 
+    /// Stage `s`'s shadow placement, if the plan gave it one.
+    pub fn shadow_of(&self, s: usize) -> Option<Assignment> {
+        self.stages.get(s)?.shadow
+    }
+
     /// Stages of the job.
     pub fn stage_count(&self) -> usize {
         self.stages.len()
@@ -59,7 +64,7 @@ impl Execution {
     /// already running, that is a restart: the work done so far is lost
     /// (its energy counted). A move is an attempt but not a failure: it
     /// does not count against `max_attempts`. A stage being booked, done
-    /// or abandoned does not move. Returns whether the stage moved.
+    /// or abandoned, or one with a replica running, does not move. Returns whether the stage moved.
     pub fn migrate(
         &mut self,
         job: &Job,
@@ -69,7 +74,8 @@ impl Execution {
         to: Assignment,
         out: &mut Vec<ExecAction>,
     ) -> bool {
-        if self.done || s >= self.stages.len() || self.stages[s].at.node == to.node {
+        if self.done || s >= self.stages.len() || self.stages[s].at.node == to.node || self.stages[s].replica.is_some()
+        {
             return false;
         }
         if !view.hosts(to.node, &job.stages[s].compute) || !view.nodes.runtimes[to.node].contains(to.format) {
@@ -84,10 +90,8 @@ impl Execution {
                 true
             }
             StageState::Booked => {
-                let from = st.at.node;
-                if st.start < now {
-                    self.energy += view.energy_j(from, &job.stages[s].compute, now - st.start);
-                }
+                let (from, start) = (st.at.node, st.start);
+                self.spent(job, view, s, from, start, now);
                 let st = &mut self.stages[s];
                 out.push(ExecAction::Release { key, node: from, at: now });
                 st.state = StageState::Waiting;
@@ -101,6 +105,6 @@ impl Execution {
     }
 
     fn key(&self, s: usize) -> super::RunKey {
-        super::RunKey { plan: self.plan, stage: s as u16, attempt: self.stages[s].attempt }
+        super::RunKey { plan: self.plan, stage: s as u16, attempt: self.stages[s].run }
     }
 }
