@@ -269,6 +269,13 @@ pub fn next_action(
     admit(now).then_some(d)
 }
 
+/// Whether any stage of `exec` is placed on a node that showed a precursor
+/// (`precursors[node]` set): the rules are asked only then — a node's
+/// resiliency alone is what planning weighs, not a reason to act.
+pub fn warned(exec: &Execution, precursors: &[Option<f64>]) -> bool {
+    (0..exec.stage_count()).any(|s| precursors.get(exec.timing(s).at.node).is_some_and(Option::is_some))
+}
+
 /// Guard rails: a minimum interval per job and a budget per minute, for
 /// one planner (all its jobs).
 #[derive(Clone, Debug, Default)]
@@ -298,6 +305,8 @@ impl Guard {
 
 mod replicate;
 pub use replicate::consider_replicas;
+mod whatif;
+pub use whatif::{Candidate, StageAt, WhatIf, what_if};
 
 #[cfg(test)]
 mod tests;

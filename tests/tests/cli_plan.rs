@@ -58,3 +58,55 @@ fn unknown_origin_and_missing_file_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
+
+// Rule: `plan --what-if` runs the plan on the twin to the scenario's moment
+// and shows what the twin would do: a precursor on the running stage's node
+// (given in the scenario, or found in a twin snapshot) makes it act on
+// that stage; without one it takes no action; a scenario naming a node the
+// twin lacks is refused, naming it.
+#[test]
+fn what_if_shows_the_action_the_twin_would_take() {
+    let dir = twinmesh_tests::tempdir();
+    let job = dir.path().join("job.yaml");
+    std::fs::write(
+        &job,
+        "apiVersion: twinmesh.io/v1\nmetadata: {name: long, origin: {cluster: dc-core}}\nspec: {stages: [{id: long, compute: {cpu: 2, mem_gb: 2, duration_ms: 60000}}]}\n",
+    )
+    .unwrap();
+    let plan = run_twinmesh(&["plan", job.to_str().unwrap(), "-o", "json"], None, LIMIT);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let node = plan["placements"][0]["node"].as_str().unwrap().to_string();
+    let ask = |scenario: &str| {
+        let sc = dir.path().join("scenario.yaml");
+        std::fs::write(&sc, scenario).unwrap();
+        run_twinmesh(&["plan", job.to_str().unwrap(), "--what-if", sc.to_str().unwrap(), "-o", "json"], None, LIMIT)
+    };
+    let out = ask(&format!("at_ms: 5000\nprecursors: [{{node: {node}, at_ms: 4500}}]\n"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w = &v["what_if"];
+    assert_eq!(w["stages"][0]["state"], "running", "{w}");
+    assert_eq!(w["action"]["from"], node.as_str(), "{w}");
+    assert_eq!(w["action"]["stage"], "long", "{w}");
+    assert!(w["action"]["gain_ms"].as_f64().unwrap() > w["action"]["cost_ms"].as_f64().unwrap(), "{w}");
+    // The same precursor, from a twin snapshot (GET /v1/twin's shape).
+    std::fs::write(
+        dir.path().join("twin.json"),
+        format!(
+            r#"{{"nodes": [], "failures": [{{"id": {{"reporter": "a", "seq": 1}}, "node": "{node}", "kind": "thermal_throttle", "at_ms": 1000, "duration_ms": 30000}}]}}"#
+        ),
+    )
+    .unwrap();
+    let out = ask("at_ms: 5000\ntwin: twin.json\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["what_if"]["action"]["from"], node.as_str(), "{v}");
+    let out = ask("at_ms: 5000\n");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["what_if"]["action"].is_null() && v["what_if"]["candidates"].as_array().unwrap().is_empty(), "{v}");
+    let out = ask("at_ms: 5000\nprecursors: [{node: no-such-node, at_ms: 1}]\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-node") && err.contains("not in the twin"), "{err}");
+}

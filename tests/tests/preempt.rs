@@ -102,3 +102,49 @@ fn a_precursor_moves_a_running_stage_before_its_node_fails() {
         assert!(!c["notes"].to_string().contains("preemptive"), "{c}");
     }
 }
+
+// Rule: with --chaos the embedded fabric's ground truth fails the agent's
+// own node by itself, and (precursor probability 1) every failure that
+// takes it down is announced by a thermal throttle the lead time before;
+// the agent learns the precursors' precision from that history.
+#[test]
+fn chaos_failures_are_announced_and_precision_is_learned() {
+    let dir = tempdir();
+    // Time scale 0.1: the 2 s lead is 200 ms of wall time; a failure of
+    // dc-x86-01 every few fabric seconds.
+    let a = AgentProc::start(
+        "dc-x86-01",
+        "dc-core",
+        dir.path(),
+        &["--time-scale", "0.1", "--chaos", "--chaos-mtbf", "0.2", "--precursor-prob", "1", "--precursor-lead", "2"],
+    );
+    let twin = wait_for(Duration::from_secs(90), || {
+        let (_, t) = a.get("/v1/twin");
+        let downs = t["failures"]
+            .as_array()?
+            .iter()
+            .filter(|f| f["kind"] == "node_down" || f["kind"] == "system_crash")
+            .count();
+        (downs >= 2).then_some(t)
+    })
+    .expect("the ground truth fails the node by itself");
+    let failures = twin["failures"].as_array().unwrap();
+    for f in failures.iter().filter(|f| f["kind"] == "node_down" || f["kind"] == "system_crash") {
+        let at = f["at_ms"].as_u64().unwrap();
+        let announced = failures.iter().any(|p| {
+            p["kind"] == "thermal_throttle"
+                && p["node"] == f["node"]
+                && p["at_ms"].as_u64().is_some_and(|t| t + 100 <= at && at <= t + 1_500)
+        });
+        assert!(announced, "{f} without a precursor ~200 ms before in {failures:?}");
+    }
+    let learned = wait_for(Duration::from_secs(30), || {
+        let text = reqwest::blocking::get(format!("{}/metrics", a.api)).ok()?.text().ok()?;
+        let value = |name: &str| {
+            text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.parse::<f64>().ok()))
+        };
+        (value("twinmesh_precursors_judged")? >= 2.0).then(|| value("twinmesh_precursor_precision"))?
+    })
+    .expect("precursors judged");
+    assert!(learned > 0.6, "every precursor came true: precision {learned} above the 0.6 prior");
+}

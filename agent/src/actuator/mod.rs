@@ -141,8 +141,7 @@ pub(crate) async fn preempt(
 ) {
     let view = host.view();
     let seen = host.precursors(&view);
-    let mine = (0..exec.stage_count()).any(|s| seen.at.get(exec.timing(s).at.node).is_some_and(Option::is_some));
-    if !mine {
+    if !twinmesh_common::preempt::warned(exec, &seen.at) {
         return;
     }
     let risk = node_risk(&view.nodes.resiliency, &seen.at, now, &seen.forecast);

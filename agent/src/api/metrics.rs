@@ -42,6 +42,19 @@ pub(super) async fn metrics(State(ctx): State<Ctx>) -> Response {
         &m.jobs_evicted,
     );
     gauge(&mut s, "twinmesh_jobs_held", "Job records held (memory and disk).", a.jobs_held());
+    let signs = a.precursors(&a.view());
+    gauge(
+        &mut s,
+        "twinmesh_precursor_precision",
+        "Share of precursors of failure a failure followed within the lead time, learned from the failure history (0.6 before any); what the forecast uses.",
+        signs.forecast.precursor_precision,
+    );
+    gauge(
+        &mut s,
+        "twinmesh_precursors_judged",
+        "Precursors whose lead time has passed, judged for the precision.",
+        signs.record.0,
+    );
     let _ = writeln!(
         s,
         "# HELP twinmesh_preemptive_actions_total Actions taken ahead of a forecast failure, by action (migrate: a stage not yet started moved; restart: a running stage moved; replicate: a hot replica started).\n# TYPE twinmesh_preemptive_actions_total counter"

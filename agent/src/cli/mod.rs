@@ -8,6 +8,7 @@ pub mod config;
 mod demo;
 mod plan;
 mod soak;
+mod whatif;
 pub mod work;
 
 use clap::{Parser, Subcommand, ValueEnum};

@@ -32,6 +32,11 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Text, env = "TWINMESH_OUTPUT")]
     output: Output,
+    /// Also show the preemptive actions the twin would take on the plan at
+    /// a moment of its run, given precursors of failure (and optionally a
+    /// twin snapshot): a scenario file, described in docs/preemptive.md.
+    #[arg(long, value_name = "SCENARIO")]
+    what_if: Option<PathBuf>,
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
@@ -57,6 +62,17 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     let mut plans = Vec::new();
     for p in &policies {
         plans.push(p.plan(&view, &job, &cfg).with_context(|| format!("{p} cannot place job '{}'", job.name))?);
+    }
+    if let Some(sc) = &args.what_if {
+        let w = super::whatif::run(sc, &fabric, &job, &plans[0])
+            .with_context(|| format!("what-if scenario {}", sc.display()))?;
+        match args.output {
+            Output::Json => {
+                println!("{}", serde_json::to_string(&serde_json::json!({ "plan": plans[0], "what_if": w }))?)
+            }
+            Output::Text => print!("{}{}", render(&plans[0]), super::whatif::render(&w)),
+        }
+        return Ok(());
     }
     match args.output {
         Output::Json if plans.len() == 1 => println!("{}", serde_json::to_string(&plans[0])?),
