@@ -269,11 +269,15 @@ pub fn next_action(
     admit(now).then_some(d)
 }
 
-/// Whether any stage of `exec` is placed on a node that showed a precursor
-/// (`precursors[node]` set): the rules are asked only then — a node's
-/// resiliency alone is what planning weighs, not a reason to act.
-pub fn warned(exec: &Execution, precursors: &[Option<f64>]) -> bool {
-    (0..exec.stage_count()).any(|s| precursors.get(exec.timing(s).at.node).is_some_and(Option::is_some))
+/// Whether any stage of `exec` not yet done is placed on a node whose
+/// latest precursor (`precursors[node]`) is less than `lead_ms` before
+/// `now`: the rules are asked only then — a node's resiliency alone is
+/// what planning weighs, not a reason to act.
+pub fn warned(exec: &Execution, precursors: &[Option<f64>], now: f64, lead_ms: f64) -> bool {
+    (0..exec.stage_count()).any(|s| {
+        let t = exec.timing(s);
+        t.state != StageState::Done && precursors.get(t.at.node).copied().flatten().is_some_and(|p| now < p + lead_ms)
+    })
 }
 
 /// Guard rails: a minimum interval per job and a budget per minute, for

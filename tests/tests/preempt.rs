@@ -106,7 +106,8 @@ fn a_precursor_moves_a_running_stage_before_its_node_fails() {
 // Rule: with --chaos the embedded fabric's ground truth fails the agent's
 // own node by itself, and (precursor probability 1) every failure that
 // takes it down is announced by a thermal throttle the lead time before;
-// the agent learns the precursors' precision from that history.
+// the agent learns the precursors' precision from that history (the
+// rule itself is unit-tested in common::forecast).
 #[test]
 fn chaos_failures_are_announced_and_precision_is_learned() {
     let dir = tempdir();
@@ -143,8 +144,11 @@ fn chaos_failures_are_announced_and_precision_is_learned() {
         let value = |name: &str| {
             text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.parse::<f64>().ok()))
         };
-        (value("twinmesh_precursors_judged")? >= 2.0).then(|| value("twinmesh_precursor_precision"))?
+        (value("twinmesh_precursors_judged")? >= 4.0).then(|| value("twinmesh_precursor_precision"))?
     })
     .expect("precursors judged");
-    assert!(learned > 0.6, "every precursor came true: precision {learned} above the 0.6 prior");
+    // Failures that take the node down are all announced; throttles and
+    // network trouble drawn on their own are false alarms: the precision
+    // moves off the 0.6 prior towards what this history shows.
+    assert!((learned - 0.6).abs() > 1e-6 && (0.2..=1.0).contains(&learned), "precision {learned}");
 }

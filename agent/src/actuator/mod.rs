@@ -141,7 +141,7 @@ pub(crate) async fn preempt(
 ) {
     let view = host.view();
     let seen = host.precursors(&view);
-    if !twinmesh_common::preempt::warned(exec, &seen.at) {
+    if !twinmesh_common::preempt::warned(exec, &seen.at, now, seen.forecast.lead_ms) {
         return;
     }
     let risk = node_risk(&view.nodes.resiliency, &seen.at, now, &seen.forecast);

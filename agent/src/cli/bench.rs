@@ -81,6 +81,13 @@ enum What {
         #[arg(long, default_value = "soak.svg")]
         plot: PathBuf,
     },
+    /// From a precursor of failure to the preemptive action, against a
+    /// default agent: the agent's own figure and the client's.
+    Reaction {
+        /// Rounds (one job and one precursor each).
+        #[arg(long, default_value_t = 100)]
+        rounds: usize,
+    },
     /// Resident memory and CPU of an idle agent whose twin holds a
     /// synthetic fabric, with peers gossiping telemetry.
     Idle {
@@ -113,6 +120,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         What::Idle { nodes, agents, seconds } => idle(nodes, agents, seconds).await?,
         What::Soak { rate, seconds, every, plot } => super::soak::run(rate, seconds, every, &plot).await?,
         What::Core { nodes } => core(nodes)?,
+        What::Reaction { rounds } => super::reaction::run(rounds).await?,
     };
     match a.output {
         Output::Json => println!("{}", serde_json::to_string(&result)?),

@@ -7,6 +7,7 @@ mod client;
 pub mod config;
 mod demo;
 mod plan;
+mod reaction;
 mod soak;
 mod whatif;
 pub mod work;

@@ -165,3 +165,25 @@ impl Agent {
         }
     }
 }
+
+impl Agent {
+    /// The planning view without the nodes whose latest precursor is
+    /// within the forecast's lead time (they take no new work), and their
+    /// names; `None` when no node is warned.
+    pub(super) fn avoiding_warned(&self, view: &Arc<FabricView>) -> Option<(FabricView, Vec<String>)> {
+        let signs = self.precursors(view);
+        let now = self.fabric_now();
+        let lead = signs.forecast.lead_ms;
+        let warned: Vec<usize> = (0..view.nodes.len())
+            .filter(|&n| view.nodes.ready[n] && signs.at[n].is_some_and(|t| now < t + lead))
+            .collect();
+        if warned.is_empty() {
+            return None;
+        }
+        let mut calm = (**view).clone();
+        for &n in &warned {
+            calm.nodes.ready[n] = false;
+        }
+        Some((calm, warned.iter().map(|&n| view.nodes.name[n].clone()).collect()))
+    }
+}

@@ -190,7 +190,24 @@ impl Agent {
             seed: id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
             ..PolicyConfig::default()
         };
-        let plan = policy.plan(&view, &job, &cfg).map_err(|e| SubmitError::Unplaceable(e.to_string()))?;
+        // Placement is preemptive too: nothing new on a node whose
+        // precursor's window is open, unless nothing else can take the job.
+        let mut notes = notes;
+        let plan = match self.avoiding_warned(&view) {
+            Some((calm, warned)) => match policy.plan(&calm, &job, &cfg) {
+                Ok(p) => {
+                    let used: Vec<&String> =
+                        warned.iter().filter(|w| p.placements.iter().any(|x| &x.node == *w)).collect();
+                    if used.is_empty() {
+                        notes.push(format!("avoided node(s) showing a precursor of failure: {}", warned.join(", ")));
+                    }
+                    Ok(p)
+                }
+                Err(_) => policy.plan(&view, &job, &cfg),
+            },
+            None => policy.plan(&view, &job, &cfg),
+        }
+        .map_err(|e| SubmitError::Unplaceable(e.to_string()))?;
         self.metrics.observe_plan(t0.elapsed());
         let submitted_to = forwarded_from.unwrap_or_else(|| self.cfg.name.clone());
         let mut rec = JobRecord::accepted(id.clone(), canonical, policy.to_string(), dry_run, submitted_to, now_ms());

@@ -116,7 +116,7 @@ pub fn what_if(
         }
     };
     let mut all = Vec::new();
-    if !super::warned(exec, precursors) {
+    if !super::warned(exec, precursors, at_ms, forecast.lead_ms) {
         return Ok(WhatIf { at_ms, stages, candidates: Vec::new(), action: None });
     }
     all.extend(consider_migrations(job, exec, view, at_ms, &risk, &x, cfg));
