@@ -43,6 +43,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod autoscale;
 pub mod calibrate;
 pub mod capacity;
 pub mod des;

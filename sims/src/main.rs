@@ -10,9 +10,14 @@
 //! stages ahead of forecast failures, and also racing hot replicas — across
 //! offered load and precursor reliability.
 //!
+//! `twinmesh-sims autoscale` scales a service through KubeTwin's scenario:
+//! a fixed minimum, the reactive HPA rule, and the twin's predictive
+//! scaling.
+//!
 //! `twinmesh-sims mesh` runs N agents' protocol (`common::replica`, the
 //! code the agent runs) on a virtual clock and a simulated network.
 
+mod autoscale;
 mod mesh;
 mod policies;
 mod preemptive;
@@ -38,6 +43,9 @@ enum Command {
     /// load and precursor reliability.
     #[command(alias = "preempt")]
     Preemptive(preemptive::Args),
+    /// KubeTwin's autoscaling scenario: fixed, reactive HPA and predictive
+    /// scaling of a service (replicas over time, latency, replica-seconds).
+    Autoscale(autoscale::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Command::Policies(a) => policies::run(a),
         Command::Mesh(a) => mesh::run(a),
         Command::Preemptive(a) => preemptive::run(a),
+        Command::Autoscale(a) => autoscale::run(a),
     }
 }
