@@ -7,8 +7,8 @@
 //!
 //! **Reactive** scaling applies it to the utilisation observed over the
 //! last period. **Predictive** scaling applies it to the utilisation the
-//! twin forecasts for when a new replica would be ready (now + cold start
-//! + a period, the arrival rate extrapolated from the last two periods),
+//! twin forecasts for when a new replica would be ready (now, plus the cold
+//! start and a period; the arrival rate extrapolated from the last two periods),
 //! then *simulates* the next period at that rate in the service DES
 //! ([`simulate`]) and adds replicas until the latency objective is met —
 //! first simulated, then applied.
