@@ -272,11 +272,12 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let half = errs.len() / 2;
     let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
     let accepted = finals.values().filter(|j| j["verification"]["accepted"] == true).count();
-    let preemptive = finals
-        .values()
-        .flat_map(|j| j["notes"].as_array().cloned().unwrap_or_default())
-        .filter(|n| n.as_str().is_some_and(|n| n.starts_with("preemptive:")))
-        .count();
+    let actions: Vec<serde_json::Value> =
+        finals.values().flat_map(|j| j["actions"].as_array().cloned().unwrap_or_default()).collect();
+    let preemptive = actions.len();
+    let by_kind = |k: &str| actions.iter().filter(|a| a["action"] == k).count();
+    let kinds =
+        format!("{} moved, {} restarted, {} replicated", by_kind("migrate"), by_kind("restart"), by_kind("replicate"));
     let acceptance = if finals.is_empty() { 0.0 } else { accepted as f64 / finals.len() as f64 };
     let summary = json!({
         "agents": agents.iter().map(|r| json!({"name": r.agent.cfg.name, "cluster": r.agent.cfg.cluster, "api": format!("http://{}", r.api)})).collect::<Vec<_>>(),
@@ -292,6 +293,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         "latency_error_second_half": mean(&errs[half..]),
         "injected_failures": injected,
         "preemptive_moves": preemptive,
+        "preemptive_actions": {"migrate": by_kind("migrate"), "restart": by_kind("restart"), "replicate": by_kind("replicate")},
         "errors": finals.iter().filter(|(_, j)| j["state"] == "failed").map(|(id, j)| (id.clone(), j["error"].clone())).collect::<BTreeMap<_, _>>(),
     });
     if text {
@@ -300,7 +302,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         println!("  routing         {near_origin} of {} planned by an agent in the origin's cluster", finals.len());
         println!("  placements      {per_cluster:?}");
         println!("  verification    {:.0}% within ±10% latency and ±20% energy", acceptance * 100.0);
-        println!("  preemptive      {preemptive} stage(s) moved off a node ahead of its forecast failure");
+        println!("  preemptive      {preemptive} action(s) ahead of a forecast failure ({kinds})");
         for (id, j) in finals.iter().filter(|(_, j)| j["state"] == "failed") {
             println!("  failed          {id}: {}", j["error"].as_str().unwrap_or("?"));
         }
