@@ -88,6 +88,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// Its name in records and metrics: `migrate` (a stage not yet
+    /// started moves), `restart` (a running stage moves) or `replicate`.
+    pub fn kind(&self, exec: &Execution, now: f64) -> &'static str {
+        match *self {
+            Action::Migrate { stage, .. } => {
+                let t = exec.timing(stage);
+                if t.state == StageState::Booked && t.start <= now { "restart" } else { "migrate" }
+            }
+            Action::Replicate { .. } => "replicate",
+        }
+    }
+
     /// The stage acted on.
     pub fn stage(&self) -> usize {
         match *self {
@@ -267,6 +279,13 @@ pub fn next_action(
     all.extend(moves);
     let d = all.into_iter().max_by(|a, b| a.gain_ms.total_cmp(&b.gain_ms))?;
     admit(now).then_some(d)
+}
+
+/// Nodes whose latest precursor is less than `lead_ms` before `now`: they
+/// take no new work while the window is open (placement is preemptive
+/// too), and jobs on them are what the rules look at.
+pub fn warned_nodes(precursors: &[Option<f64>], now: f64, lead_ms: f64) -> impl Iterator<Item = usize> + '_ {
+    precursors.iter().enumerate().filter(move |(_, p)| p.is_some_and(|p| now < p + lead_ms)).map(|(n, _)| n)
 }
 
 /// Whether any stage of `exec` not yet done is placed on a node whose

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use twinmesh_common::execution::{ExecAction, ExecConfig, Execution, Refusal, RunKey, StageState};
+use twinmesh_common::execution::{ExecAction, ExecConfig, Execution, Refusal, RunKey};
 use twinmesh_common::failures::FailureKind;
 use twinmesh_common::forecast::node_risk;
 use twinmesh_common::job::Job;
@@ -150,13 +150,10 @@ pub(crate) async fn preempt(
     let Some(d) = next_action(job, exec, &view, now, &risk, &ExecConfig::default(), &pcfg, &mut admit) else {
         return;
     };
-    let (action, done) = match d.action {
-        Action::Migrate { stage, to, .. } => {
-            let was = exec.timing(stage);
-            let action = if was.state == StageState::Booked && was.start <= now { "restart" } else { "migrate" };
-            (action, exec.migrate(job, &view, now, stage, to, out))
-        }
-        Action::Replicate { stage, on, .. } => ("replicate", exec.replicate(job, &view, now, stage, on, out)),
+    let action = d.action.kind(exec, now);
+    let done = match d.action {
+        Action::Migrate { stage, to, .. } => exec.migrate(job, &view, now, stage, to, out),
+        Action::Replicate { stage, on, .. } => exec.replicate(job, &view, now, stage, on, out),
     };
     if done {
         tracing::info!(job = id, action, reason = %d.reason, gain_ms = d.gain_ms, "preemptive action");

@@ -173,9 +173,8 @@ impl Agent {
     pub(super) fn avoiding_warned(&self, view: &Arc<FabricView>) -> Option<(FabricView, Vec<String>)> {
         let signs = self.precursors(view);
         let now = self.fabric_now();
-        let lead = signs.forecast.lead_ms;
-        let warned: Vec<usize> = (0..view.nodes.len())
-            .filter(|&n| view.nodes.ready[n] && signs.at[n].is_some_and(|t| now < t + lead))
+        let warned: Vec<usize> = twinmesh_common::preempt::warned_nodes(&signs.at, now, signs.forecast.lead_ms)
+            .filter(|&n| view.nodes.ready[n])
             .collect();
         if warned.is_empty() {
             return None;

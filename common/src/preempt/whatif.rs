@@ -96,13 +96,10 @@ pub fn what_if(
         })
         .collect();
     let describe = |d: &Decision| {
-        let (action, s, from, to) = match d.action {
-            super::Action::Migrate { stage, from, to } => {
-                let t = exec.timing(stage);
-                let running = t.state == StageState::Booked && t.start <= at_ms;
-                (if running { "restart" } else { "migrate" }, stage, from, to.node)
-            }
-            super::Action::Replicate { stage, from, on } => ("replicate", stage, from, on.node),
+        let action = d.action.kind(exec, at_ms);
+        let (s, from, to) = match d.action {
+            super::Action::Migrate { stage, from, to } => (stage, from, to.node),
+            super::Action::Replicate { stage, from, on } => (stage, from, on.node),
         };
         Candidate {
             action,

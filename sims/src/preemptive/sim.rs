@@ -6,7 +6,7 @@ use twinmesh_common::fabric::Fabric;
 use twinmesh_common::forecast::{ForecastConfig, OutageConfig, Outages, Signal, node_risk};
 use twinmesh_common::job::Job;
 use twinmesh_common::policy::{Policy, PolicyConfig};
-use twinmesh_common::preempt::{Action, Guard, PreemptConfig, next_action};
+use twinmesh_common::preempt::{Action, Guard, PreemptConfig, next_action, warned_nodes};
 use twinmesh_common::rng::seeded;
 use twinmesh_common::view::FabricView;
 
@@ -135,7 +135,6 @@ pub fn simulate(fabric: &Fabric, cell: &Cell, arm: Arm) -> anyhow::Result<Row> {
     // While a precursor's window is open, its node's jobs are looked at
     // again every tick (stages booked there since, runs that go on).
     let mut next_tick = f64::INFINITY;
-    let warned = |seen: &[Option<f64>], n: usize, now: f64| seen[n].is_some_and(|t| now < t + cell.lead_ms);
     while ai < jobs.len() || si < signals.len() {
         let t_arrival = jobs.get(ai).map_or(f64::INFINITY, |j| j.1);
         let t_signal = signals.get(si).map_or(f64::INFINITY, |s| s.at);
@@ -143,7 +142,7 @@ pub fn simulate(fabric: &Fabric, cell: &Cell, arm: Arm) -> anyhow::Result<Row> {
             let now = next_tick;
             sim.run_until(now);
             refresh(&mut planning, &sim, &outages, now);
-            let nodes: Vec<usize> = (0..seen.len()).filter(|&n| warned(&seen, n, now)).collect();
+            let nodes: Vec<usize> = warned_nodes(&seen, now, cell.lead_ms).collect();
             next_tick = if nodes.is_empty() { f64::INFINITY } else { now + TICK_MS };
             let fcfg = learned.config(cell.lead_ms);
             act_on(&mut sim, &planning, &seen, &nodes, now, &fcfg, &exec_cfg, &pcfg, &mut guard, &signals, &mut tally);
@@ -157,10 +156,8 @@ pub fn simulate(fabric: &Fabric, cell: &Cell, arm: Arm) -> anyhow::Result<Row> {
             if act {
                 // Placement is preemptive too: nothing new on a node
                 // forecast to fail.
-                for n in 0..seen.len() {
-                    if warned(&seen, n, *at) {
-                        planning.nodes.ready[n] = false;
-                    }
+                for n in warned_nodes(&seen, *at, cell.lead_ms) {
+                    planning.nodes.ready[n] = false;
                 }
             }
             let Ok(plan) = Policy::Greedy
