@@ -1,5 +1,6 @@
 //! Durable state in redb: jobs (with their plans, observations and
-//! verification), twin records and failure events.
+//! verification), twin records, failure events, and the preemptive
+//! actions taken on jobs (kept and dropped with their job).
 //!
 //! An accepted job is committed before the API answers. Writes go through
 //! one writer thread that commits whatever has queued up in a single

@@ -141,17 +141,21 @@ impl Agent {
         loop {
             tokio::time::sleep(tick).await;
             let view = self.view();
-            let twin = self.twin();
-            let samples: Vec<(String, f64, f64, Option<f64>)> = self
-                .cfg
-                .owned
-                .iter()
-                .map(|n| {
-                    let r = view.node_index(&n.name).map_or(1.0, |i| view.nodes.resiliency[i]);
-                    let t = twin.record(&n.name).map_or(n.telemetry, |rec| rec.node.telemetry);
-                    (n.name.clone(), r, t.cpu_pct, t.temperature_c)
-                })
-                .collect();
+            // The owned nodes' telemetry, read under the lock (the twin is
+            // not copied each tick).
+            let samples: Vec<(String, f64, f64, Option<f64>)> = {
+                let st = self.lock();
+                let twin = st.replica.twin();
+                self.cfg
+                    .owned
+                    .iter()
+                    .map(|n| {
+                        let r = view.node_index(&n.name).map_or(1.0, |i| view.nodes.resiliency[i]);
+                        let t = twin.record(&n.name).map_or(n.telemetry, |rec| rec.node.telemetry);
+                        (n.name.clone(), r, t.cpu_pct, t.temperature_c)
+                    })
+                    .collect()
+            };
             let nodes: Vec<NodeSample<'_>> = samples
                 .iter()
                 .map(|(name, r, cpu, temp)| NodeSample { name, resiliency: *r, cpu_pct: *cpu, temperature_c: *temp })
@@ -169,8 +173,9 @@ impl Agent {
 impl Agent {
     /// The planning view without the nodes whose latest precursor is
     /// within the forecast's lead time (they take no new work), and their
-    /// names; `None` when no node is warned.
-    pub(super) fn avoiding_warned(&self, view: &Arc<FabricView>) -> Option<(FabricView, Vec<String>)> {
+    /// names; `None` when no node is warned. Built once per view and
+    /// warned set (admission asks this for every job).
+    pub(super) fn avoiding_warned(&self, view: &Arc<FabricView>) -> Option<(Arc<FabricView>, Vec<String>)> {
         let signs = self.precursors(view);
         let now = self.fabric_now();
         let warned: Vec<usize> = twinmesh_common::preempt::warned_nodes(&signs.at, now, signs.forecast.lead_ms)
@@ -179,10 +184,19 @@ impl Agent {
         if warned.is_empty() {
             return None;
         }
+        let names = warned.iter().map(|&n| view.nodes.name[n].clone()).collect();
+        let mut st = self.lock();
+        if let Some((v, w, calm)) = &st.calm {
+            if Arc::ptr_eq(v, view) && *w == warned {
+                return Some((calm.clone(), names));
+            }
+        }
         let mut calm = (**view).clone();
         for &n in &warned {
             calm.nodes.ready[n] = false;
         }
-        Some((calm, warned.iter().map(|&n| view.nodes.name[n].clone()).collect()))
+        let calm = Arc::new(calm);
+        st.calm = Some((view.clone(), warned, calm.clone()));
+        Some((calm, names))
     }
 }

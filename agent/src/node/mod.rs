@@ -85,6 +85,8 @@ struct State {
     view: Option<Arc<FabricView>>,
     /// Precursors per node of a view (`stages::precursors`), with it.
     precursors: Option<(Arc<FabricView>, failures::Precursors)>,
+    /// The planning view without warned nodes, for a view and its warned set.
+    calm: Option<(Arc<FabricView>, Vec<usize>, Arc<FabricView>)>,
     calibration: Calibration,
     /// Placements made here that owners' records do not show yet.
     inflight: twinmesh_common::inflight::InFlight,
@@ -209,6 +211,7 @@ impl Agent {
                 view: None,
                 inflight: Default::default(),
                 precursors: None,
+                calm: None,
                 calibration,
                 jobs,
                 finished: finished.into(),
