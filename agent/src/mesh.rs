@@ -259,9 +259,15 @@ pub async fn start(cfg: MeshConfig) -> Result<Mesh, MeshError> {
             let identify = identify::Behaviour::new(
                 identify::Config::new("/twinmesh/id/1".into(), key.public()).with_agent_version(agent_version.clone()),
             );
+            // The transport's cap on a request, well above the callers'
+            // own timeouts (probes 0.6 s, forwards ≤ 5 s): a request whose
+            // caller gave up still reaches a peer that was only slow (a
+            // paused or throttled agent), so a late forward is planned
+            // there and settled (`common::reconcile`) rather than lost in
+            // a reset stream.
             let rpc = request_response::Behaviour::new(
                 [(StreamProtocol::new(RPC_PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
             );
             let mdns = if cfg.mdns {
                 Some(

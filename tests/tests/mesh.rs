@@ -428,12 +428,18 @@ fn a_late_forward_planned_on_both_ends_is_reconciled() {
     assert!(code == 202 || code == 200, "{code} {r}");
     assert_eq!(r["planner"], "dc-x86-01", "the forward timed out and it was planned here: {r}");
     let id = r["job"]["id"].as_str().unwrap().to_string();
-    std::thread::sleep(Duration::from_secs(1));
+    // Resumed at once: the forward is already late (its caller gave up),
+    // and it must reach the target within the transport's cap.
     signal("-CONT");
     // The target plans the late forward; then the two settle: the target
     // is in the origin's cluster, so its copy stays.
     let planned_there = wait_for(LIMIT, || (b.get(&format!("/v1/jobs/{id}")).0 == 200).then_some(()));
-    assert!(planned_there.is_some(), "the late forward was not planned by its target; log:\n{}", b.log());
+    assert!(
+        planned_there.is_some(),
+        "the late forward was not planned by its target; answer {r}\ntarget's log:\n{}\nforwarder's log:\n{}",
+        b.log(),
+        a.log()
+    );
     let superseded = wait_for(LIMIT, || {
         let (_, j) = a.get(&format!("/v1/jobs/{id}"));
         (j["state"] == "superseded").then_some(j)
