@@ -226,6 +226,15 @@ impl Outages {
         Outages { down, signals }
     }
 
+    /// Given outages, without precursors: per node, (down from, up again)
+    /// spans (sorted here); for experiments that fail chosen nodes.
+    pub fn from_spans(mut down: Vec<Vec<(f64, f64)>>) -> Self {
+        for d in &mut down {
+            d.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        Outages { down, signals: Vec::new() }
+    }
+
     /// Every precursor, in time order.
     pub fn signals(&self) -> &[Signal] {
         &self.signals

@@ -14,10 +14,15 @@
 //! a fixed minimum, the reactive HPA rule, and the twin's predictive
 //! scaling.
 //!
+//! `twinmesh-sims run <name>|all` runs the experiments of
+//! docs/experiments.md (the seed's V1–V6, E7–E12) with replications and
+//! summary statistics.
+//!
 //! `twinmesh-sims mesh` runs N agents' protocol (`common::replica`, the
 //! code the agent runs) on a virtual clock and a simulated network.
 
 mod autoscale;
+mod experiments;
 mod mesh;
 mod policies;
 mod preemptive;
@@ -46,6 +51,9 @@ enum Command {
     /// KubeTwin's autoscaling scenario: fixed, reactive HPA and predictive
     /// scaling of a service (replicas over time, latency, replica-seconds).
     Autoscale(autoscale::Args),
+    /// Run an experiment (or `all`, or `list` them) with replications:
+    /// raw CSV, summary statistics, a plot and its verdict on the targets.
+    Run(experiments::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +62,6 @@ fn main() -> anyhow::Result<()> {
         Command::Mesh(a) => mesh::run(a),
         Command::Preemptive(a) => preemptive::run(a),
         Command::Autoscale(a) => autoscale::run(a),
+        Command::Run(a) => experiments::run(a),
     }
 }

@@ -208,7 +208,6 @@ impl Mesh {
     }
 
     /// Runs to the end and reports.
-    #[cfg(test)]
     pub fn run(mut self) -> Report {
         self.simulate()
     }

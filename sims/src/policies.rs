@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Serialize;
 use twinmesh_common::des::{SimConfig, Simulator};
+use twinmesh_common::execution::placed;
 use twinmesh_common::fabric::{self, Fabric};
 use twinmesh_common::job::Job;
 use twinmesh_common::policy::{Policy, PolicyConfig};
-use twinmesh_common::predict::Assignment;
 use twinmesh_common::rng::seeded;
 use twinmesh_common::spec::parse_job;
 
@@ -152,7 +152,11 @@ pub(crate) fn stream(fabric: &Fabric, jobs: usize, interarrival_ms: f64, seed: u
 
 /// Closed loop: the planner sees what runs and waits at `now`, as agents
 /// publish it (free resources and backlog).
-pub(crate) fn observe(planning: &mut twinmesh_common::view::FabricView, sim: &Simulator<'_>, now: f64) {
+pub(crate) fn observe<R: twinmesh_common::des::RunTimes>(
+    planning: &mut twinmesh_common::view::FabricView,
+    sim: &Simulator<'_, R>,
+    now: f64,
+) {
     for n in 0..planning.nodes.len() {
         let (cpu, mem) = sim.assigned(n);
         let t = &mut planning.nodes;
@@ -183,15 +187,8 @@ fn simulate(fabric: &Fabric, jobs: &[(Job, f64)], policy: Policy, seed: u64) -> 
                 }
             },
         };
-        let idx = |name: &str| truth.node_index(name).expect("planned node exists");
-        let assign: Vec<Assignment> =
-            plan.placements.iter().map(|p| Assignment { node: idx(&p.node), format: p.format }).collect();
-        let shadow: Vec<Option<Assignment>> = plan
-            .shadow
-            .iter()
-            .map(|s| s.as_ref().map(|p| Assignment { node: idx(&p.node), format: p.format }))
-            .collect();
-        let h = sim.submit(job, truth.origin(job).expect("origin"), &assign, &shadow, *at);
+        let p = placed(&truth, &job.name, &plan).expect("planned nodes are in the fabric");
+        let h = sim.submit(job, truth.origin(job).expect("origin"), &p.assign, &p.shadow, *at);
         predicted.push((h, plan.predicted.latency_ms, job.deadline_ms));
     }
     sim.run();

@@ -11,7 +11,7 @@
 //! deterministic for its seed.
 
 mod plot;
-mod sim;
+pub(crate) mod sim;
 
 use std::io::Write;
 use std::path::PathBuf;

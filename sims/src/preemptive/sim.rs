@@ -77,22 +77,28 @@ pub struct Row {
 }
 
 /// Nominal work of a job: Σ cores × duration (core-ms at speed 1).
-fn work(job: &Job) -> f64 {
+pub fn work(job: &Job) -> f64 {
     job.stages.iter().map(|s| s.compute.cpu * s.compute.duration_ms).sum()
 }
 
 /// Nominal core-ms per ms the fabric can do.
-fn capacity(view: &FabricView) -> f64 {
+pub fn capacity(view: &FabricView) -> f64 {
     (0..view.nodes.len()).map(|n| view.nodes.alloc_cpu[n] / view.nodes.inv_speed[n]).sum()
 }
 
 /// The job stream of a cell: the templates of `policies`, Poisson arrivals
 /// spaced for the cell's load.
 pub fn stream(fabric: &Fabric, cell: &Cell) -> anyhow::Result<Vec<(Job, f64)>> {
-    let probe = crate::policies::stream(fabric, cell.jobs, 1.0, cell.seed)?;
+    stream_at(fabric, cell.jobs, cell.load, cell.seed)
+}
+
+/// `jobs` jobs of `policies`' templates, Poisson arrivals spaced for an
+/// offered `load` of the fabric's capacity.
+pub fn stream_at(fabric: &Fabric, jobs: usize, load: f64, seed: u64) -> anyhow::Result<Vec<(Job, f64)>> {
+    let probe = crate::policies::stream(fabric, jobs, 1.0, seed)?;
     let mean = probe.iter().map(|(j, _)| work(j)).sum::<f64>() / probe.len().max(1) as f64;
-    let interarrival = mean / (cell.load * capacity(&fabric.view()));
-    crate::policies::stream(fabric, cell.jobs, interarrival, cell.seed)
+    let interarrival = mean / (load * capacity(&fabric.view()));
+    crate::policies::stream(fabric, jobs, interarrival, seed)
 }
 
 /// How often jobs on warned nodes are looked at again (ms).
