@@ -48,6 +48,10 @@ pub struct PreemptConfig {
     pub budget_per_minute: usize,
     /// Whether hot replicas may be started (else stages only move).
     pub replicate: bool,
+    /// Whether a stage queued behind work moves when its job is forecast
+    /// to miss its deadline ([`consider_requeues`]), not only ahead of a
+    /// forecast failure.
+    pub requeue: bool,
 }
 
 impl Default for PreemptConfig {
@@ -59,6 +63,7 @@ impl Default for PreemptConfig {
             min_interval_ms: 2_000.0,
             budget_per_minute: 120,
             replicate: true,
+            requeue: true,
         }
     }
 }
@@ -153,7 +158,15 @@ pub fn predicted_finishes(job: &Job, exec: &Execution, view: &FabricView, now: f
 
 /// When stage `s` could start on node `n`: its inputs there (predicted for
 /// predecessors still running), not before `now`, after `n`'s wait.
-fn start_on(job: &Job, exec: &Execution, view: &FabricView, fin: &[f64], s: usize, n: usize, now: f64) -> f64 {
+pub(crate) fn start_on(
+    job: &Job,
+    exec: &Execution,
+    view: &FabricView,
+    fin: &[f64],
+    s: usize,
+    n: usize,
+    now: f64,
+) -> f64 {
     let preds = &job.stages[s].predecessors;
     let ready = if preds.is_empty() {
         exec.submitted() + view.origin_latency(exec.origin(), n)
@@ -167,6 +180,71 @@ fn start_on(job: &Job, exec: &Execution, view: &FabricView, fin: &[f64], s: usiz
             .fold(f64::NEG_INFINITY, f64::max)
     };
     ready.max(now).max(now + view.wait_ms(n, &job.stages[s].compute))
+}
+
+/// The other node where stage `s` is expected to end earliest if it moved
+/// now — the move's delay, its inputs there, the node's wait, its run,
+/// and with the node's risk a failover and the run again: (where, expected
+/// finish, risk, finish without failure).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn best_elsewhere(
+    job: &Job,
+    exec: &Execution,
+    view: &FabricView,
+    fin: &[f64],
+    s: usize,
+    now: f64,
+    risk: &dyn Fn(usize, f64) -> f64,
+    exec_cfg: &ExecConfig,
+    cfg: &PreemptConfig,
+) -> Option<(Assignment, f64, f64, f64)> {
+    let c = &job.stages[s].compute;
+    let from = exec.timing(s).at.node;
+    let allowed = allowed_by_arch(&job.stages[s].constraints);
+    let mut best: Option<(Assignment, f64, f64, f64)> = None;
+    for n in 0..view.nodes.len() {
+        if n == from || !view.hosts(n, c) {
+            continue;
+        }
+        let Some((format, _)) = view.best_format(n, &allowed) else { continue };
+        let run = view.compute_ms(n, c, format);
+        let finish = start_on(job, exec, view, fin, s, n, now + cfg.migrate_cost_ms) + run;
+        let p = risk(n, finish);
+        let expected = (1.0 - p) * finish + p * (finish + exec_cfg.failover_delay_ms + run);
+        if expected.is_finite() && best.is_none_or(|b| expected < b.1) {
+            best = Some((Assignment { node: n, format }, expected, p, finish));
+        }
+    }
+    best
+}
+
+/// A move of stage `s` from `from` (expected finish `stay` there, risk
+/// `p_stay`) to the best other node, when it gains at least the margin and
+/// its own cost; `reason(to, risk there, gain, finish there)` says why.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decide_move(
+    s: usize,
+    from: usize,
+    stay: f64,
+    p_stay: f64,
+    (to, moved, p_to, finish_to): (Assignment, f64, f64, f64),
+    work_core_ms: f64,
+    cfg: &PreemptConfig,
+    reason: impl FnOnce(usize, f64, f64, f64) -> String,
+) -> Option<Decision> {
+    let gain = stay - moved;
+    if gain < cfg.min_gain_ms || gain < cfg.migrate_cost_ms {
+        return None;
+    }
+    Some(Decision {
+        action: Action::Migrate { stage: s, from, to },
+        gain_ms: gain,
+        cost_ms: cfg.migrate_cost_ms,
+        work_core_ms,
+        risk_before: p_stay,
+        risk_after: p_to,
+        reason: reason(to.node, p_to, gain, finish_to),
+    })
 }
 
 /// Stages of `exec` that should move ahead of a forecast failure, best
@@ -203,48 +281,23 @@ pub fn consider_migrations(
         // stage fails on average halfway through what is left of it.
         let fails_at = if running { (now + fin[s]) / 2.0 } else { fin[s] };
         let stay = (1.0 - p_stay) * fin[s] + p_stay * (fails_at + exec_cfg.failover_delay_ms + run_from);
-        let allowed = allowed_by_arch(&job.stages[s].constraints);
-        let mut best: Option<(Assignment, f64, f64, f64)> = None;
-        for n in 0..view.nodes.len() {
-            if n == from || !view.hosts(n, c) {
-                continue;
-            }
-            let Some((format, _)) = view.best_format(n, &allowed) else { continue };
-            let run = view.compute_ms(n, c, format);
-            let finish = start_on(job, exec, view, &fin, s, n, now + cfg.migrate_cost_ms) + run;
-            let p = risk(n, finish);
-            let expected = (1.0 - p) * finish + p * (finish + exec_cfg.failover_delay_ms + run);
-            if expected.is_finite() && best.is_none_or(|b| expected < b.1) {
-                best = Some((Assignment { node: n, format }, expected, p, finish));
-            }
-        }
-        let Some((to, moved, p_to, finish_to)) = best else { continue };
-        let gain = stay - moved;
-        if gain < cfg.min_gain_ms || gain < cfg.migrate_cost_ms {
-            continue;
-        }
-        let reason = format!(
-            "{} '{}': node '{}' fails before the stage ends with p={:.2} (budget {:.2}); on '{}' p={:.2}, expected finish {:.0} ms earlier (ends in {:.0} → {:.0} ms)",
-            if running { "restart running stage" } else { "move stage" },
-            job.stages[s].id,
-            view.nodes.name[from],
-            p_stay,
-            cfg.risk_budget,
-            view.nodes.name[to.node],
-            p_to,
-            gain,
-            fin[s] - now,
-            finish_to - now,
-        );
-        out.push(Decision {
-            action: Action::Migrate { stage: s, from, to },
-            gain_ms: gain,
-            cost_ms: cfg.migrate_cost_ms,
-            work_core_ms: if running { c.cpu * (now - t.start).max(0.0) } else { 0.0 },
-            risk_before: p_stay,
-            risk_after: p_to,
-            reason,
-        });
+        let Some(best) = best_elsewhere(job, exec, view, &fin, s, now, risk, exec_cfg, cfg) else { continue };
+        let work = if running { c.cpu * (now - t.start).max(0.0) } else { 0.0 };
+        out.extend(decide_move(s, from, stay, p_stay, best, work, cfg, |to, p_to, gain, finish_to| {
+            format!(
+                "{} '{}': node '{}' fails before the stage ends with p={:.2} (budget {:.2}); on '{}' p={:.2}, expected finish {:.0} ms earlier (ends in {:.0} → {:.0} ms)",
+                if running { "restart running stage" } else { "move stage" },
+                job.stages[s].id,
+                view.nodes.name[from],
+                p_stay,
+                cfg.risk_budget,
+                view.nodes.name[to],
+                p_to,
+                gain,
+                fin[s] - now,
+                finish_to - now,
+            )
+        }));
     }
     out.sort_by(|a, b| b.gain_ms.total_cmp(&a.gain_ms));
     out
@@ -264,7 +317,10 @@ pub fn next_action(
     cfg: &PreemptConfig,
     admit: &mut dyn FnMut(f64) -> bool,
 ) -> Option<Decision> {
-    let moves = consider_migrations(job, exec, view, now, risk, exec_cfg, cfg);
+    let mut moves = consider_migrations(job, exec, view, now, risk, exec_cfg, cfg);
+    if cfg.requeue {
+        moves.extend(consider_requeues(job, exec, view, now, risk, exec_cfg, cfg));
+    }
     let mut all = Vec::with_capacity(moves.len() + 1);
     if cfg.replicate {
         // A replica spends the work of two runs: it is taken over moving
@@ -326,6 +382,8 @@ impl Guard {
     }
 }
 
+mod queue;
+pub use queue::{consider_requeues, forecast_finish, late};
 mod replicate;
 pub use replicate::consider_replicas;
 mod whatif;

@@ -58,8 +58,9 @@ pub trait Host: Send + Sync {
     fn owner_lost(&self, node: &str) -> Option<String>;
     /// A preemptive action was taken: recorded with the job (durably) and
     /// counted in the metrics by action (`migrate`, `restart`,
-    /// `replicate`).
-    fn acted(&self, record: ActionRecord) -> BoxFuture<'_, ()>;
+    /// `replicate`); `on_precursor` when it was taken on a precursor (its
+    /// reaction time is measured), not for a job forecast late.
+    fn acted(&self, record: ActionRecord, on_precursor: bool) -> BoxFuture<'_, ()>;
     /// Changes whenever a precursor of failure arrives.
     fn precursor_changes(&self) -> tokio::sync::watch::Receiver<crate::node::Warned>;
 }
@@ -127,9 +128,10 @@ pub(crate) fn observations(
         .collect()
 }
 
-/// Reads the forecast for the job's nodes and carries out the migration
-/// rule's decisions (`common::preempt`), each noted on the job with its
-/// reason.
+/// Reads the forecast for the job's nodes and carries out the rules'
+/// decisions (`common::preempt`: move ahead of a forecast failure, race a
+/// hot replica, move a queued stage of a job forecast to be late), each
+/// noted on the job with its reason.
 /// `now` is in the execution's time base (absolute fabric ms).
 pub(crate) async fn preempt(
     host: &Arc<dyn Host>,
@@ -141,7 +143,11 @@ pub(crate) async fn preempt(
 ) {
     let view = host.view();
     let seen = host.precursors(&view);
-    if !twinmesh_common::preempt::warned(exec, &seen.at, now, seen.forecast.lead_ms) {
+    // Asked when a stage sits on a node that shows a precursor, or when the
+    // job is forecast to miss its deadline (a stage queued behind work).
+    if !(twinmesh_common::preempt::warned(exec, &seen.at, now, seen.forecast.lead_ms)
+        || twinmesh_common::preempt::late(job, exec, &view, now))
+    {
         return;
     }
     let risk = node_risk(&view.nodes.resiliency, &seen.at, now, &seen.forecast);
@@ -157,7 +163,13 @@ pub(crate) async fn preempt(
     };
     if done {
         tracing::info!(job = id, action, reason = %d.reason, gain_ms = d.gain_ms, "preemptive action");
-        host.acted(ActionRecord::of(job, id, &view, &d, action)).await;
+        // A reaction to a precursor when the node it leaves shows one; a
+        // queued stage of a late job moves without any.
+        let from = match d.action {
+            Action::Migrate { from, .. } | Action::Replicate { from, .. } => from,
+        };
+        let on_precursor = seen.at.get(from).copied().flatten().is_some_and(|p| now < p + seen.forecast.lead_ms);
+        host.acted(ActionRecord::of(job, id, &view, &d, action), on_precursor).await;
         host.note(id, format!("preemptive: {} (gain {:.0} ms, cost {:.0} ms)", d.reason, d.gain_ms, d.cost_ms)).await;
     }
 }

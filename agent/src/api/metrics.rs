@@ -57,7 +57,7 @@ pub(super) async fn metrics(State(ctx): State<Ctx>) -> Response {
     );
     let _ = writeln!(
         s,
-        "# HELP twinmesh_preemptive_actions_total Actions taken ahead of a forecast failure, by action (migrate: a stage not yet started moved; restart: a running stage moved; replicate: a hot replica started).\n# TYPE twinmesh_preemptive_actions_total counter"
+        "# HELP twinmesh_preemptive_actions_total Actions taken ahead of a forecast failure or a forecast missed deadline, by action (migrate: a stage not yet started moved; restart: a running stage moved; replicate: a hot replica started).\n# TYPE twinmesh_preemptive_actions_total counter"
     );
     for (i, action) in PREEMPTIVE_ACTIONS.iter().enumerate() {
         let _ = writeln!(

@@ -508,10 +508,17 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
 /// gracefully ([`Running::shutdown`]).
 pub async fn run(args: AgentArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let r = start(args).await?;
-    // One line each, for scripts and tests that start agents.
-    println!("api http://{}", r.api);
-    for a in &r.mesh {
-        println!("mesh {a}");
+    // One line each, for scripts and tests that start agents; a reader
+    // that closed stdout after the line it wanted must not stop the agent
+    // (println! would panic on the broken pipe).
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "api http://{}", r.api);
+        for a in &r.mesh {
+            let _ = writeln!(out, "mesh {a}");
+        }
+        let _ = out.flush();
     }
     shutdown.await;
     info!("shutting down");

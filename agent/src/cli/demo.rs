@@ -302,7 +302,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         println!("  routing         {near_origin} of {} planned by an agent in the origin's cluster", finals.len());
         println!("  placements      {per_cluster:?}");
         println!("  verification    {:.0}% within ±10% latency and ±20% energy", acceptance * 100.0);
-        println!("  preemptive      {preemptive} action(s) ahead of a forecast failure ({kinds})");
+        println!("  preemptive      {preemptive} action(s) ahead of a forecast failure or missed deadline ({kinds})");
         for (id, j) in finals.iter().filter(|(_, j)| j["state"] == "failed") {
             println!("  failed          {id}: {}", j["error"].as_str().unwrap_or("?"));
         }

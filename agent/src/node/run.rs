@@ -60,16 +60,16 @@ impl Host for Arc<Agent> {
     fn admit_action(&self, job: &str, now: f64, cfg: &twinmesh_common::preempt::PreemptConfig) -> bool {
         self.preempt_guard.lock().unwrap_or_else(|e| e.into_inner()).admit(job, now, cfg).is_ok()
     }
-    fn acted(&self, mut record: ActionRecord) -> BoxFuture<'_, ()> {
+    fn acted(&self, mut record: ActionRecord, on_precursor: bool) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let i = super::metrics::PREEMPTIVE_ACTIONS.iter().position(|a| *a == record.action).unwrap_or(0);
             self.metrics.preemptive[i].fetch_add(1, Ordering::Relaxed);
-            // A reaction to the latest precursor when it came within its
-            // lead time.
+            // A reaction to the latest precursor when the action was taken
+            // on one and it came within its lead time.
             let lead = std::time::Duration::from_secs_f64(
                 ForecastConfig::default().lead_ms / 1000.0 * self.cfg.time_scale.max(1e-9),
             );
-            if let Some(at) = self.precursor_epoch.borrow().at {
+            if let Some(at) = self.precursor_epoch.borrow().at.filter(|_| on_precursor) {
                 let d = at.elapsed();
                 if d <= lead {
                     self.metrics.reaction_seconds.observe_duration(d);

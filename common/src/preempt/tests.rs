@@ -329,3 +329,39 @@ fn the_first_run_to_finish_wins() {
     assert_eq!(out, vec![ExecAction::Release { key: rk, node: fast(&v).node, at: 8_001.0 }, ExecAction::Done]);
     assert!((e.outcome().wasted_core_ms - 3_800.0).abs() < 1e-9);
 }
+
+// Rule: a stage queued behind work (booked on a-slow-01 to start at 1,000:
+// ends at 3,000) whose job is forecast to miss its 2,500 ms deadline moves
+// to where it ends earliest: b-fast-01 (speed 2), inputs there after 20 ms,
+// the move's 200 ms, then 500 ms — ends at 700, 2,300 ms earlier. With a
+// deadline it meets (3,500) nothing moves; no deadline, nothing moves.
+#[test]
+fn a_queued_stage_of_a_late_job_moves_where_it_ends_sooner() {
+    let (f, mut j, e, _) = booked_on_slow();
+    let v = view_of(&f);
+    let calm = |_: usize, _: f64| 0.0;
+    let x = ExecConfig::default();
+    let cfg = PreemptConfig::default();
+    j.deadline_ms = Some(2_500.0);
+    assert!(late(&j, &e, &v, 0.0));
+    assert_eq!(forecast_finish(&j, &e, &v, 0.0), 3_000.0);
+    let d = consider_requeues(&j, &e, &v, 0.0, &calm, &x, &cfg);
+    assert_eq!(d.len(), 1, "{d:?}");
+    let Action::Migrate { stage, from, to } = d[0].action else { panic!("{d:?}") };
+    assert_eq!((stage, from, to.node), (0, v.node_index("a-slow-01").unwrap(), v.node_index("b-fast-01").unwrap()));
+    assert_eq!(d[0].gain_ms, 2_300.0);
+    assert!(d[0].reason.contains("500 ms after its deadline"), "{}", d[0].reason);
+    // next_action takes it (no precursor anywhere), unless requeues are off.
+    let mut yes = |_: f64| true;
+    assert_eq!(next_action(&j, &e, &v, 0.0, &calm, &x, &cfg, &mut yes).map(|d| d.gain_ms), Some(2_300.0));
+    let off = PreemptConfig { requeue: false, ..cfg.clone() };
+    assert!(next_action(&j, &e, &v, 0.0, &calm, &x, &off, &mut yes).is_none());
+    j.deadline_ms = Some(3_500.0);
+    assert!(!late(&j, &e, &v, 0.0));
+    assert!(consider_requeues(&j, &e, &v, 0.0, &calm, &x, &cfg).is_empty());
+    j.deadline_ms = None;
+    assert!(consider_requeues(&j, &e, &v, 0.0, &calm, &x, &cfg).is_empty());
+    // Started by now (1,000 ≤ now + the move's cost): not queued any more.
+    j.deadline_ms = Some(2_500.0);
+    assert!(consider_requeues(&j, &e, &v, 900.0, &calm, &x, &cfg).is_empty());
+}

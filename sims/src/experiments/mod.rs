@@ -10,6 +10,8 @@
 //! experiment's verdict on its targets.
 
 mod accuracy;
+mod api;
+mod formats;
 mod oracle;
 mod quality;
 mod scale;
@@ -113,6 +115,8 @@ pub struct Experiment {
 /// Every experiment, in the order `all` runs them.
 pub fn registry() -> Vec<Experiment> {
     let mut v = seed::experiments();
+    v.insert(2, formats::experiments().remove(0));
+    v.insert(4, api::experiments().remove(0));
     v.extend(quality::experiments());
     v.extend(oracle::experiments());
     v.extend(accuracy::experiments());

@@ -8,7 +8,82 @@ use super::{Ctx, Experiment, Row, SummaryRow, find, met};
 use crate::mesh::{Args, Mesh, Output_};
 
 pub fn experiments() -> Vec<Experiment> {
-    vec![Experiment {
+    vec![experiment(), partition()]
+}
+
+fn partition() -> Experiment {
+    Experiment {
+        name: "e10-partition",
+        title: "E10 partition cost: 30 % of the agents cut off for 30 s, jobs submitted throughout",
+        run: partition_run,
+        charts: || {
+            vec![
+                Chart::bars("after the heal: every replica has it (ms)", "agents", Some("cut"), "heal_converge_max_ms"),
+                Chart::bars("jobs succeeded (%)", "agents", Some("cut"), "succeeded_pct"),
+                Chart::bars("mean job latency (ms)", "agents", Some("cut"), "job_latency_ms"),
+            ]
+        },
+        verdict: partition_verdict,
+    }
+}
+
+fn partition_run(ctx: Ctx, seed: u64) -> anyhow::Result<Vec<Row>> {
+    let sizes: &[usize] = if ctx.quick { &[100] } else { &[100, 1000] };
+    let mut rows = Vec::new();
+    for &agents in sizes {
+        for cut in [None, Some("0.3@10-40")] {
+            let args = Args {
+                agents,
+                nodes: None,
+                seconds: 60.0,
+                loss: 0.0,
+                partition: cut.map(str::to_string),
+                degree: 6,
+                updates_per_s: 2.0,
+                jobs_per_s: 3.0,
+                settle: 15.0,
+                seed,
+                output: Output_::Text,
+            };
+            let r = Mesh::new(args)?.run();
+            let submitted = r.jobs_submitted.max(1) as f64;
+            rows.push(
+                Row::new(vec![("agents", agents.to_string()), ("cut", cut.map_or("none", |_| "30 % for 30 s").into())])
+                    .with("cut_detect_ms", r.cut_detect_ms)
+                    .with("heal_converge_mean_ms", r.heal_converge_mean_ms)
+                    .with("heal_converge_max_ms", r.heal_converge_max_ms)
+                    .with("heal_unconverged", r.heal_unconverged as f64)
+                    .with("succeeded_pct", 100.0 * r.jobs_succeeded as f64 / submitted)
+                    .with("jobs_final_twice", r.jobs_final_twice as f64)
+                    .with("planned_locally_after_lost_forward", r.jobs_fell_back as f64)
+                    .with("job_latency_ms", r.job_latency_ms)
+                    .with("false_deaths", r.false_deaths as f64),
+            );
+        }
+    }
+    Ok(rows)
+}
+
+fn partition_verdict(sum: &[SummaryRow]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in sum.iter().filter(|r| r.metric == "heal_converge_max_ms" && r.stats.n > 0) {
+        let agents = &r.group.iter().find(|(k, _)| k == "agents").expect("grouped by agents").1;
+        let get = |m: &str, cut: &str| find(sum, m, &[("agents", agents), ("cut", cut)]).map(|x| x.stats.mean);
+        out.push(format!(
+            "{agents} agents: updates made during the cut reached every replica {:.0} ms mean / {:.0} ms worst after the heal (≤ 5 s: {}); jobs succeeded {:.1} % with the cut, {:.1} % without; {:.0} ended twice",
+            get("heal_converge_mean_ms", "30 % for 30 s").unwrap_or(f64::NAN),
+            r.stats.max,
+            met(r.stats.max <= 5000.0),
+            get("succeeded_pct", "30 % for 30 s").unwrap_or(f64::NAN),
+            get("succeeded_pct", "none").unwrap_or(f64::NAN),
+            get("jobs_final_twice", "30 % for 30 s").unwrap_or(f64::NAN),
+        ));
+    }
+    out
+}
+
+fn experiment() -> Experiment {
+    Experiment {
         name: "e9-mesh-scale",
         title: "E9 mesh scale: update dissemination and traffic per agent",
         run,
@@ -20,7 +95,7 @@ pub fn experiments() -> Vec<Experiment> {
             ]
         },
         verdict,
-    }]
+    }
 }
 
 pub fn sizes(quick: bool) -> &'static [usize] {

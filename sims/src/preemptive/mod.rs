@@ -6,7 +6,8 @@
 //! resiliency rate, `reliability` of them announced by a precursor
 //! `lead_ms` before, false alarms besides) and runs it once per arm:
 //! reactive (failover only), migrate (stages moved ahead of a forecast
-//! failure, `common::preempt`) and migrate+replicate (hot replicas on idle
+//! failure, and queued stages of jobs forecast late, `common::preempt`)
+//! and migrate+replicate (hot replicas on idle
 //! capacity as well). Replications run in parallel, each one
 //! deterministic for its seed.
 

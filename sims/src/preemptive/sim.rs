@@ -6,7 +6,7 @@ use twinmesh_common::fabric::Fabric;
 use twinmesh_common::forecast::{ForecastConfig, OutageConfig, Outages, Signal, node_risk};
 use twinmesh_common::job::Job;
 use twinmesh_common::policy::{Policy, PolicyConfig};
-use twinmesh_common::preempt::{Action, Guard, PreemptConfig, next_action, warned_nodes};
+use twinmesh_common::preempt::{Action, Guard, PreemptConfig, late, next_action, warned_nodes};
 use twinmesh_common::rng::seeded;
 use twinmesh_common::view::FabricView;
 
@@ -15,7 +15,8 @@ use twinmesh_common::view::FabricView;
 pub enum Arm {
     /// Failover after a node failed, nothing before.
     Reactive,
-    /// Also move stages ahead of a forecast failure (restarts included).
+    /// Also move stages ahead of a forecast failure (restarts included), and
+    /// queued stages of jobs forecast to miss their deadline.
     Migrate,
     /// Also move, and race hot replicas on idle capacity.
     Replicate,
@@ -149,7 +150,8 @@ pub fn simulate(fabric: &Fabric, cell: &Cell, arm: Arm) -> anyhow::Result<Row> {
             sim.run_until(now);
             refresh(&mut planning, &sim, &outages, now);
             let nodes: Vec<usize> = warned_nodes(&seen, now, cell.lead_ms).collect();
-            next_tick = if nodes.is_empty() { f64::INFINITY } else { now + TICK_MS };
+            // Jobs forecast to miss their deadline are looked at too.
+            next_tick = now + TICK_MS;
             let fcfg = learned.config(cell.lead_ms);
             act_on(&mut sim, &planning, &seen, &nodes, now, &fcfg, &exec_cfg, &pcfg, &mut guard, &signals, &mut tally);
             continue;
@@ -160,6 +162,9 @@ pub fn simulate(fabric: &Fabric, cell: &Cell, arm: Arm) -> anyhow::Result<Row> {
             sim.run_until(*at);
             refresh(&mut planning, &sim, &outages, *at);
             if act {
+                if next_tick.is_infinite() {
+                    next_tick = *at + TICK_MS;
+                }
                 // Placement is preemptive too: nothing new on a node
                 // forecast to fail.
                 for n in warned_nodes(&seen, *at, cell.lead_ms) {
@@ -307,7 +312,10 @@ fn act_on(
     let risk = node_risk(&planning.nodes.resiliency, seen, now, fcfg);
     for j in 0..sim.job_count() {
         let (job, exec) = sim.job(j);
-        if exec.is_done() || !(0..exec.stage_count()).any(|s| nodes.contains(&exec.timing(s).at.node)) {
+        if exec.is_done()
+            || !((0..exec.stage_count()).any(|s| nodes.contains(&exec.timing(s).at.node))
+                || late(job, exec, planning, now))
+        {
             continue;
         }
         let key = j.to_string();
@@ -325,7 +333,7 @@ fn act_on(
                 (from, ok)
             }
         };
-        if done {
+        if done && nodes.contains(&from) {
             // The alarm acted on: the latest precursor of the node.
             let alarm = signals.iter().rev().find(|s| s.node == from && s.at <= now);
             tally.false_alarms += u64::from(alarm.is_some_and(|s| !s.true_alarm));
