@@ -179,7 +179,17 @@ impl OneOrMany {
 /// Parses a job document (JSON if it starts with `{`, YAML otherwise) and
 /// validates it.
 pub fn parse_job(text: &str) -> Result<Job, SpecError> {
-    parse_document(text)?.validate()
+    match parse_document(text) {
+        Ok(doc) => doc.validate(),
+        // Another kind of document fails on its own fields; say what it is.
+        Err(e) => match document_kind(text).filter(|k| k != "Job") {
+            Some(k) => Err(SpecError::invalid(
+                "kind",
+                format!("expected 'Job', got '{k}' (a service is simulated with `twinmesh plan`)"),
+            )),
+            None => Err(e),
+        },
+    }
 }
 
 /// Longest name a node or cluster reference may have.
@@ -189,12 +199,20 @@ pub const MAX_REF_NAME: usize = 253;
 /// a few kilobytes; the bound keeps what the agent stores per job small.
 pub const MAX_DOCUMENT: usize = 64 * 1024;
 
+mod service;
 mod shape;
+pub use service::{LoadPhase, ReplicaDoc, ReplicasDoc, ServiceDocument, ServiceSpec, document_kind, parse_service};
 use shape::check_shape;
 pub use shape::{MAX_INDENT, MAX_NESTING};
 
 /// Parses a job document without validating it.
 pub fn parse_document(text: &str) -> Result<JobDocument, SpecError> {
+    deserialize(text)
+}
+
+/// Any document of the API (JSON if it starts with `{`, YAML otherwise),
+/// bounded in size and shape before it is parsed; errors name the field.
+pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, SpecError> {
     if text.len() > MAX_DOCUMENT {
         return Err(SpecError::Parse {
             field: ".".into(),
@@ -204,7 +222,7 @@ pub fn parse_document(text: &str) -> Result<JobDocument, SpecError> {
     check_shape(text)?;
     if text.trim_start().starts_with('{') {
         let mut de = serde_json::Deserializer::from_str(text);
-        let doc: JobDocument = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let doc: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = path_or_root(e.path().to_string());
             let inner = e.into_inner();
             SpecError::Parse { field: path, reason: format!("{inner}") }

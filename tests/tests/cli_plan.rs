@@ -110,3 +110,41 @@ fn what_if_shows_the_action_the_twin_would_take() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-node") && err.contains("not in the twin"), "{err}");
 }
+
+// Rule: a service document is run through the twin's service DES under
+// each scaling mode on its declared load: the mode it asks for is marked,
+// scaling beats a fixed size on late requests, every mode stays within
+// [min, max], and a replica's node is planned from the origin.
+#[test]
+fn a_service_is_simulated_under_each_scaling_mode() {
+    let out = run_twinmesh(&["plan", "docs/examples/web-service.yaml", "-o", "json"], None, LIMIT);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["service"].as_str(), v["scaling"].as_str()), (Some("web"), Some("predictive (twin)")));
+    assert_eq!(v["replica_cluster"], "edge-microdc");
+    let modes = v["modes"].as_array().unwrap();
+    let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(names, ["fixed", "reactive HPA", "predictive (twin)"]);
+    assert_eq!(modes.iter().filter(|m| m["chosen"] == true).count(), 1);
+    for m in modes {
+        assert_eq!(m["requests"], 5100, "{m}");
+        for step in m["replicas"].as_array().unwrap() {
+            let n = step[1].as_u64().unwrap();
+            assert!((3..=12).contains(&n), "{m}");
+        }
+    }
+    let late = |i: usize| modes[i]["late_pct"].as_f64().unwrap();
+    assert!(late(1) < late(0) && late(2) < late(0), "scaling must beat a fixed size: {names:?}");
+    assert_eq!(modes[0]["actions"], 0);
+    // A bad service names its field; a service sent as a job says what it is.
+    let bad = std::fs::read_to_string(twinmesh_tests::repo_root().join("docs/examples/web-service.yaml"))
+        .unwrap()
+        .replace("min: 3, max: 12", "min: 13, max: 12");
+    let out = run_twinmesh(&["plan", "-"], Some(&bad), LIMIT);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("spec.replicas.min"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -8,6 +8,7 @@ pub mod config;
 mod demo;
 mod plan;
 mod reaction;
+mod service;
 mod soak;
 mod whatif;
 pub mod work;

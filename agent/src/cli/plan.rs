@@ -17,7 +17,9 @@ use super::Output;
 /// Arguments of `twinmesh plan`.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Job document (YAML or JSON); `-` reads standard input.
+    /// Job document (YAML or JSON); `-` reads standard input. A service
+    /// document (`kind: Service`) is run through the twin's service DES
+    /// under each scaling mode instead.
     job: PathBuf,
     /// Placement policy: baseline, greedy, resilient, cvar, or `all` to
     /// compare them.
@@ -41,7 +43,12 @@ pub struct PlanArgs {
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     let text = read_input(&args.job)?;
-    let job = spec::parse_job(&text).with_context(|| format!("invalid job document {}", args.job.display()))?;
+    let service = spec::document_kind(&text).is_some_and(|k| k == "Service");
+    let job = if service {
+        None
+    } else {
+        Some(spec::parse_job(&text).with_context(|| format!("invalid job document {}", args.job.display()))?)
+    };
     let (fabric, fabric_name) = match &args.fabric {
         Some(path) => {
             let t = std::fs::read_to_string(path).with_context(|| format!("cannot read fabric {}", path.display()))?;
@@ -51,6 +58,9 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
             )
         }
         None => (fabric::reference(), "reference".to_string()),
+    };
+    let Some(job) = job else {
+        return super::service::run(&text, &args.job.display().to_string(), &fabric, args.seed, args.output);
     };
     let view = fabric.view();
     let cfg = PolicyConfig { seed: args.seed, ..PolicyConfig::default() };
