@@ -29,6 +29,8 @@ const TWIN: TableDefinition<&str, &[u8]> = TableDefinition::new("twin");
 const FAILURES: TableDefinition<&str, &[u8]> = TableDefinition::new("failures");
 /// Preemptive actions, keyed `job/seq` (kept and dropped with their job).
 const ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("actions");
+/// Services, by name (`node::services::ServiceRecord`).
+const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -87,6 +89,8 @@ enum Write {
     Twin(Vec<u8>, String),
     Failure(Vec<u8>, String),
     Action(Vec<u8>, String),
+    Service(Vec<u8>, String),
+    DeleteService(String),
 }
 
 struct Request {
@@ -136,7 +140,7 @@ impl Store {
             .map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
         // Make sure the tables exist so reads never fail on a new file.
         let w = db.begin_write().map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
-        for t in [JOBS, TWIN, FAILURES, ACTIONS] {
+        for t in [JOBS, TWIN, FAILURES, ACTIONS, SERVICES] {
             w.open_table(t).map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
         }
         w.commit().map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
@@ -208,6 +212,21 @@ impl Store {
             }
             Ok(out)
         })
+    }
+
+    /// Stores a service's record; returns once durable.
+    pub async fn put_service<T: Serialize>(&self, name: &str, record: &T) -> Result<(), StoreError> {
+        self.write(vec![Write::Service(encode(record), name.to_string())]).await
+    }
+
+    /// Forgets a service; returns once durable.
+    pub async fn delete_service(&self, name: &str) -> Result<(), StoreError> {
+        self.write(vec![Write::DeleteService(name.to_string())]).await
+    }
+
+    /// Every stored service, and the entries that did not decode.
+    pub fn services<T: DeserializeOwned>(&self) -> Result<(Vec<T>, Vec<Corrupt>), StoreError> {
+        self.load(SERVICES, "services")
     }
 
     /// Every stored action, and the entries that did not decode.
@@ -354,6 +373,7 @@ fn commit(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
         let mut twin = w.open_table(TWIN)?;
         let mut failures = w.open_table(FAILURES)?;
         let mut actions = w.open_table(ACTIONS)?;
+        let mut services = w.open_table(SERVICES)?;
         for r in batch {
             for op in &r.writes {
                 match op {
@@ -371,6 +391,8 @@ fn commit(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
                         jobs.remove(k.as_str())?
                     }
                     Write::Action(v, k) => actions.insert(k.as_str(), v.as_slice())?,
+                    Write::Service(v, k) => services.insert(k.as_str(), v.as_slice())?,
+                    Write::DeleteService(k) => services.remove(k.as_str())?,
                     Write::Twin(v, k) => twin.insert(k.as_str(), v.as_slice())?,
                     Write::Failure(v, k) => failures.insert(k.as_str(), v.as_slice())?,
                 };

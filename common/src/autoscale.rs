@@ -300,27 +300,8 @@ pub fn simulate(case: &ServiceCase, mode: Scaling) -> ServiceRun {
             Ev::Period => {
                 let util = period_busy / (f64::from(ready.max(1)) * period);
                 let rate_now = arrivals_this as f64 * 1000.0 / period;
-                let next = match mode {
-                    Scaling::Fixed => lo,
-                    Scaling::Reactive => desired(target, util, &case.scale),
-                    Scaling::Predictive => {
-                        // The rate when a replica asked for now is ready
-                        // and has served a period: the last two periods'
-                        // trend, never below the slower of them.
-                        let prev = arrivals_prev.map_or(rate_now, |p| p as f64 * 1000.0 / period);
-                        let ahead = (case.cold_start_ms + period) / period;
-                        let rate = (rate_now + (rate_now - prev) * ahead).max(rate_now.min(prev)).max(0.0);
-                        let forecast = rate * case.service_ms / 1000.0 / f64::from(target.max(1));
-                        let mut n = desired(target, forecast, &case.scale);
-                        // First simulated: replicas are added until the
-                        // DES says a period at that rate meets the
-                        // objective.
-                        while n < hi && !meets(case, rate, n, case.seed ^ u64::from(actions)) {
-                            n += 1;
-                        }
-                        n
-                    }
-                };
+                let prev = arrivals_prev.map(|p| p as f64 * 1000.0 / period);
+                let next = decide(case, mode, target, util, rate_now, prev, u64::from(actions));
                 if next != target {
                     actions += 1;
                     while next > ready + starting {
@@ -372,6 +353,44 @@ pub fn simulate(case: &ServiceCase, mode: Scaling) -> ServiceRun {
         replicas,
         p99_windows,
         end_ms: now,
+    }
+}
+
+/// The replicas a service should have after a period, by `mode`:
+/// `current` replicas wanted so far, `util` the utilisation observed over
+/// the period, `rate_now` its arrival rate (requests/s) and `rate_prev` the
+/// period's before (none at the first); `salt` varies the DES check's seed.
+/// The one rule the service DES and the agents scale with.
+pub fn decide(
+    case: &ServiceCase,
+    mode: Scaling,
+    current: u32,
+    util: f64,
+    rate_now: f64,
+    rate_prev: Option<f64>,
+    salt: u64,
+) -> u32 {
+    let hi = case.scale.max.max(case.scale.min);
+    match mode {
+        Scaling::Fixed => case.scale.min,
+        Scaling::Reactive => desired(current, util, &case.scale),
+        Scaling::Predictive => {
+            // The rate when a replica asked for now is ready and has served
+            // a period: the last two periods' trend, never below the slower
+            // of them.
+            let period = case.scale.period_ms;
+            let prev = rate_prev.unwrap_or(rate_now);
+            let ahead = (case.cold_start_ms + period) / period;
+            let rate = (rate_now + (rate_now - prev) * ahead).max(rate_now.min(prev)).max(0.0);
+            let forecast = rate * case.service_ms / 1000.0 / f64::from(current.max(1));
+            let mut n = desired(current, forecast, &case.scale);
+            // First simulated: replicas are added until the DES says a
+            // period at that rate meets the objective.
+            while n < hi && !meets(case, rate, n, case.seed ^ salt) {
+                n += 1;
+            }
+            n
+        }
     }
 }
 

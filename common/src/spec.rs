@@ -185,7 +185,7 @@ pub fn parse_job(text: &str) -> Result<Job, SpecError> {
         Err(e) => match document_kind(text).filter(|k| k != "Job") {
             Some(k) => Err(SpecError::invalid(
                 "kind",
-                format!("expected 'Job', got '{k}' (a service is simulated with `twinmesh plan`)"),
+                format!("expected 'Job', got '{k}' (services go to POST /v1/services; `twinmesh plan` simulates one)"),
             )),
             None => Err(e),
         },

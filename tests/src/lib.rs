@@ -249,6 +249,13 @@ impl AgentProc {
         (status, r.json().unwrap_or(serde_json::Value::Null))
     }
 
+    /// DELETE `path`.
+    pub fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = http().delete(format!("{}{path}", self.api)).send().expect("DELETE");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
     /// This agent's log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -643,12 +643,7 @@ fn agent_reaches_an_https_api_server_by_ip_with_tls_server_name() {
 #[test]
 fn a_precursor_moves_or_replicates_a_running_pod() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let a = rt.block_on(async {
-        let a =
-            ApiDouble::start(vec![k3s_node("kc-a-01", "alpha", "amd64"), k3s_node("kc-a-02", "alpha", "amd64")]).await;
-        a.with_kubelet(Kubelet { bind_ms: 20, start_ms: 20, slowdown: 1.0 });
-        a
-    });
+    let a = rt.block_on(two_alpha_nodes());
     let dir = tempdir();
     let agent = kube_agent("kc-a-02", dir.path(), &[("alpha", &a)], &[]);
     // 60 s of work at time scale 0.05: the pod runs 3 s.
@@ -714,4 +709,57 @@ fn a_precursor_moves_or_replicates_a_running_pod() {
         }
         other => panic!("unexpected action {other}: {done}"),
     }
+}
+
+/// The double of cluster alpha with its two nodes and a quick kubelet.
+async fn two_alpha_nodes() -> ApiDouble {
+    let a = ApiDouble::start(vec![k3s_node("kc-a-01", "alpha", "amd64"), k3s_node("kc-a-02", "alpha", "amd64")]).await;
+    a.with_kubelet(Kubelet { bind_ms: 20, start_ms: 20, slowdown: 1.0 });
+    a
+}
+
+/// A service scaled by an agent with `--actuator kube`: each replica is a
+/// pod with a deterministic name on its node; scaling out adds pods,
+/// stopping the service deletes them.
+#[test]
+fn a_service_s_replicas_are_pods_added_and_removed() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let a = rt.block_on(two_alpha_nodes());
+    let dir = tempdir();
+    let agent = kube_agent("kc-a-01", dir.path(), &[("alpha", &a)], &[]);
+    // 5 rps at 100 ms each is half a replica (the minimum, 2, holds), then
+    // 30 rps: three replicas' worth at full load, more at the 0.6 target.
+    let svc = "apiVersion: twinmesh.io/v1
+kind: Service
+metadata: { name: web, origin: { cluster: alpha } }
+spec:
+  replica: { cpu: 2, mem_gb: 1 }
+  replicas: { min: 2, max: 5 }
+  service_ms: 100
+  objective_ms: 400
+  period_s: 5
+  scaling: reactive
+  load:
+    - { from_s: 0, rps: 5, requests: 100 }
+    - { from_s: 20, rps: 30, requests: 6000 }
+";
+    let (code, r) = agent.post("/v1/services", svc, None);
+    assert_eq!(code, 201, "{r}");
+    let pods = |n: usize| (0..n).map(|i| format!("tm-svc-web-replica-{i}")).collect::<Vec<_>>();
+    let two = wait_for(Duration::from_secs(20), || pods(2).iter().all(|p| a.pod(p).is_some()).then_some(()));
+    assert!(two.is_some(), "no replica pods: {:?}; log:\n{}", a.pod_names(), agent.log());
+    let p0 = a.pod("tm-svc-web-replica-0").unwrap();
+    // The replica's size, scaled as a stage of the same size would be.
+    let (cpu, _) =
+        Scaler::default().to_pod(&Compute { cpu: 2.0, mem_gb: 1.0, duration_ms: 1.0, gpu_vram_gb: 0.0 }).quantities();
+    assert_eq!(p0["spec"]["containers"][0]["resources"]["requests"]["cpu"], cpu.as_str(), "{p0}");
+    assert!(p0["spec"]["nodeSelector"]["kubernetes.io/hostname"].as_str().unwrap().starts_with("kc-a-"));
+    let grown = wait_for(Duration::from_secs(40), || pods(4).iter().all(|p| a.pod(p).is_some()).then_some(()));
+    assert!(grown.is_some(), "never scaled out: {:?}; {}", a.pod_names(), agent.get("/v1/services/web").1);
+    assert!(a.pod("tm-svc-web-replica-5").is_none(), "past the maximum: {:?}", a.pod_names());
+    let (code, _) = agent.delete("/v1/services/web");
+    assert_eq!(code, 200);
+    let gone =
+        wait_for(Duration::from_secs(20), || a.pod_names().iter().all(|p| !p.starts_with("tm-svc-web-")).then_some(()));
+    assert!(gone.is_some(), "replica pods left after the stop: {:?}", a.pod_names());
 }

@@ -98,6 +98,20 @@ pub trait Actuator: Send + Sync {
         kind: FailureKind,
         duration_ms: u64,
     ) -> BoxFuture<'a, Result<String, String>>;
+
+    /// Makes a service's replicas real: replica `i` on `now[i]` (node,
+    /// cluster), none beyond; `before` is where they were. The embedded
+    /// fabric holds replicas as leases with their nodes' owners alone, so
+    /// by default there is nothing more to do.
+    fn scale<'a>(
+        &'a self,
+        _service: &'a str,
+        _replica: &'a twinmesh_common::job::Compute,
+        _now: &'a [(String, String)],
+        _before: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 pub use twinmesh_common::execution::{Placed, placed};

@@ -80,6 +80,8 @@ pub fn router(agent: Arc<Agent>, token: Option<String>) -> Router {
         .route("/v1/observe", post(observe))
         .route("/v1/inject", post(inject))
         .route("/v1/events", get(ui::events))
+        .route("/v1/services", post(submit_service).get(list_services))
+        .route("/v1/services/{name}", get(get_service).delete(delete_service))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), auth));
     Router::new()
         .merge(v1)
@@ -160,6 +162,37 @@ async fn submit(
     let resp = ctx.agent.submit(&body, q.policy.as_deref(), q.dry_run, None).await?;
     let status = if resp.created { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((status, Json(resp)).into_response())
+}
+
+/// `POST /v1/services`: a service document, accepted (201) once stored
+/// and then scaled by this agent every period.
+async fn submit_service(
+    State(ctx): State<Ctx>,
+    body: Result<String, axum::extract::rejection::StringRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let r = ctx.agent.submit_service(&body).await?;
+    Ok((StatusCode::CREATED, Json(r)).into_response())
+}
+
+async fn list_services(State(ctx): State<Ctx>) -> Response {
+    Json(json!({ "services": ctx.agent.service_list() })).into_response()
+}
+
+async fn get_service(State(ctx): State<Ctx>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let s = ctx
+        .agent
+        .service(&name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no service '{name}' on this agent")))?;
+    Ok(Json(s).into_response())
+}
+
+async fn delete_service(State(ctx): State<Ctx>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    if ctx.agent.stop_service(&name).await? {
+        Ok(Json(json!({ "stopped": name })).into_response())
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, format!("no service '{name}' on this agent")))
+    }
 }
 
 async fn get_job(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -414,6 +414,7 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         }
     };
     agent.publish_own(true, |_| {}).await;
+    agent.resume_services();
     if kube.is_none() {
         agent.probe_own_speed().await;
     }

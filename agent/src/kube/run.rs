@@ -50,6 +50,50 @@ impl Actuator for KubeActuator {
         Box::pin(execute(host, &self.kube, id, job, plan))
     }
 
+    /// A service's replicas as pods `tm-svc-<name>-replica-<i>` on their
+    /// nodes (deterministic names: one pod per replica index), holding the
+    /// replica's scaled resources; replicas scaled away are deleted, and a
+    /// replica moved to another node is recreated there.
+    fn scale<'a>(
+        &'a self,
+        service: &'a str,
+        replica: &'a twinmesh_common::job::Compute,
+        now: &'a [(String, String)],
+        before: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let k = &self.kube;
+            let job = format!("svc-{service}");
+            for (i, (node, cluster)) in before.iter().enumerate() {
+                if now.get(i) != Some(&(node.clone(), cluster.clone())) {
+                    let name = pod_name(&job, &format!("replica-{i}"), 1);
+                    k.delete_pod(cluster, &name).await.map_err(|e| e.to_string())?;
+                }
+            }
+            for (i, (node, cluster)) in now.iter().enumerate() {
+                let stage = format!("replica-{i}");
+                let pod = stage_pod(&StagePod {
+                    job: &job,
+                    plan: "service",
+                    stage: &stage,
+                    attempt: 1,
+                    node,
+                    cluster,
+                    format: Format::Native,
+                    compute: replica,
+                    // Serves until scaled away (a day at a time): the pod
+                    // holds its replica's share of the node.
+                    cpu_ms: 86_400_000,
+                    image: &k.settings.image,
+                    namespace: &k.settings.namespace,
+                    scaler: Scaler::default(),
+                });
+                k.ensure_pod(cluster, &pod).await.map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+    }
+
     /// Node down / crash: cordon; thermal throttling: a NoSchedule taint;
     /// both reverted after the duration (and by the node's agent from the
     /// annotation, should this one be gone by then).

@@ -39,6 +39,7 @@ mod peers;
 mod planner;
 mod records;
 mod run;
+pub mod services;
 mod stages;
 use crate::mesh;
 use crate::store::Store;
@@ -128,6 +129,8 @@ pub struct Agent {
     actuator: std::sync::OnceLock<Arc<dyn crate::actuator::Actuator>>,
     /// Serialises the updates of each running job.
     job_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Services scaled here, by name (`services`).
+    services: Mutex<std::collections::BTreeMap<String, services::ServiceRecord>>,
     /// Jobs running here, to stop one that lost a reconciliation.
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// Peers a reconciliation is scheduled with (after a forward to them
@@ -230,6 +233,7 @@ impl Agent {
             loopback_rx: Mutex::new(Some(loopback_rx)),
             actuator: std::sync::OnceLock::new(),
             job_locks: Mutex::new(HashMap::new()),
+            services: Mutex::new(Default::default()),
             running: Mutex::new(HashMap::new()),
             reconcile_due: Mutex::new(std::collections::HashSet::new()),
             waiting_for: Mutex::new(None),

@@ -145,7 +145,7 @@ impl Agent {
 
     /// The origin must name a cluster of the fabric and, when it names a
     /// node, a node the twin knows in that cluster.
-    fn check_origin(&self, origin: &twinmesh_common::job::Origin) -> Result<(), SubmitError> {
+    pub(super) fn check_origin(&self, origin: &twinmesh_common::job::Origin) -> Result<(), SubmitError> {
         let bad = |field: &str, reason: String| SubmitError::Spec(SpecError::Invalid { field: field.into(), reason });
         let view = self.view();
         let names = view.latency.names();
