@@ -319,7 +319,8 @@ mod tests {
     use super::*;
 
     // Rule: the offered rate over a window is what the phases send in it:
-    // 20 rps for 30 s (600 requests), then 60 rps from 30 s.
+    // 20 rps for 30 s (600 requests), then 60 rps from 30 s until its 600
+    // requests are sent (40 s).
     #[test]
     fn the_offered_rate_follows_the_phases() {
         let case = ServiceCase {
@@ -335,7 +336,8 @@ mod tests {
             seed: 1,
         };
         assert_eq!(offered_rps(&case, 0.0, 15_000.0), 20.0);
-        assert_eq!(offered_rps(&case, 15_000.0, 45_000.0), 40.0);
+        // 15 s of 20 rps (300) and 10 s of 60 rps (600, all it sends) in 30 s.
+        assert_eq!(offered_rps(&case, 15_000.0, 45_000.0), 30.0);
         // The second phase has sent its 600 by 40 s.
         assert_eq!(offered_rps(&case, 40_000.0, 50_000.0), 0.0);
         assert_eq!(offered_rps(&case, 5.0, 5.0), 0.0);
