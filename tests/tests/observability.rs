@@ -95,11 +95,14 @@ fn the_exposition_passes_promtool_and_feeds_the_dashboard() {
         if path == "/v1/events" {
             continue; // an endless stream: tests/tests/ui.rs reads it
         }
-        let url = format!("{}{}", a.api, path.replace("{id}", "no-such-job"));
+        let url = format!("{}{}", a.api, path.replace("{id}", "no-such-job").replace("{name}", "no-such-service"));
         for method in ops.as_object().unwrap().keys() {
             let r = match method.as_str() {
                 "get" => client.get(&url).send().unwrap(),
                 "post" => client.post(&url).body("{}").send().unwrap(),
+                "delete" => client.delete(&url).send().unwrap(),
+                // The path's own parameters, not an operation.
+                "parameters" => continue,
                 other => panic!("undocumented method {other}"),
             };
             let status = r.status().as_u16();
