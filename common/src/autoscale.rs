@@ -356,6 +356,25 @@ pub fn simulate(case: &ServiceCase, mode: Scaling) -> ServiceRun {
     }
 }
 
+impl ServiceCase {
+    /// Offered requests per second over `[a, b)` ms of the service's time:
+    /// what the phases send in that window.
+    pub fn offered_rps(&self, a: f64, b: f64) -> f64 {
+        if b <= a {
+            return 0.0;
+        }
+        let sent: f64 = self
+            .phases
+            .iter()
+            .map(|p| {
+                let end = p.from_ms + p.count as f64 / p.rps.max(1e-12) * 1000.0;
+                (end.min(b) - p.from_ms.max(a)).max(0.0) / 1000.0 * p.rps
+            })
+            .sum();
+        sent * 1000.0 / (b - a)
+    }
+}
+
 /// The replicas a service should have after a period, by `mode`:
 /// `current` replicas wanted so far, `util` the utilisation observed over
 /// the period, `rate_now` its arrival rate (requests/s) and `rate_prev` the

@@ -8,7 +8,8 @@
 //! `twinmesh-sims preemptive` runs each job stream over one timeline of
 //! node failures once per arm: failing over after the fact, also moving
 //! stages ahead of forecast failures and off queues when a job is forecast
-//! late, and also racing hot replicas — across
+//! late, also racing hot replicas, and also scaling a hosted service on the
+//! twin's forecast — across
 //! offered load and precursor reliability.
 //!
 //! `twinmesh-sims autoscale` scales a service through KubeTwin's scenario:

@@ -60,22 +60,6 @@ pub struct ServiceRecord {
     pub history: Vec<ScaleStep>,
 }
 
-/// Offered requests per second over `[a, b)` ms of the service's time.
-pub fn offered_rps(case: &ServiceCase, a: f64, b: f64) -> f64 {
-    if b <= a {
-        return 0.0;
-    }
-    let sent: f64 = case
-        .phases
-        .iter()
-        .map(|p| {
-            let end = p.from_ms + p.count as f64 / p.rps.max(1e-12) * 1000.0;
-            (end.min(b) - p.from_ms.max(a)).max(0.0) / 1000.0 * p.rps
-        })
-        .sum();
-    sent * 1000.0 / (b - a)
-}
-
 fn seed_of(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
@@ -191,7 +175,7 @@ impl Agent {
             let (replicas, rate, util) = if rec.nodes.is_empty() {
                 (case.initial, 0.0, 0.0)
             } else {
-                let rate = offered_rps(&case, t - period, t);
+                let rate = case.offered_rps(t - period, t);
                 let util = (rate * case.service_ms / 1000.0 / f64::from(rec.replicas.max(1))).min(1.0);
                 (decide(&case, mode, rec.replicas, util, rate, prev_rate, k), rate, util)
             };
@@ -309,37 +293,5 @@ impl Agent {
         let view = self.view();
         let plan = Policy::Greedy.plan(&view, &job, &PolicyConfig::default()).ok()?;
         Some(plan.placements[0].node.clone())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use twinmesh_common::autoscale::{Phase, ScaleConfig};
-
-    use super::*;
-
-    // Rule: the offered rate over a window is what the phases send in it:
-    // 20 rps for 30 s (600 requests), then 60 rps from 30 s until its 600
-    // requests are sent (40 s).
-    #[test]
-    fn the_offered_rate_follows_the_phases() {
-        let case = ServiceCase {
-            service_ms: 60.0,
-            phases: vec![
-                Phase { from_ms: 0.0, rps: 20.0, count: 600 },
-                Phase { from_ms: 30_000.0, rps: 60.0, count: 600 },
-            ],
-            cold_start_ms: 0.0,
-            objective_ms: 250.0,
-            initial: 1,
-            scale: ScaleConfig::default(),
-            seed: 1,
-        };
-        assert_eq!(offered_rps(&case, 0.0, 15_000.0), 20.0);
-        // 15 s of 20 rps (300) and 10 s of 60 rps (600, all it sends) in 30 s.
-        assert_eq!(offered_rps(&case, 15_000.0, 45_000.0), 30.0);
-        // The second phase has sent its 600 by 40 s.
-        assert_eq!(offered_rps(&case, 40_000.0, 50_000.0), 0.0);
-        assert_eq!(offered_rps(&case, 5.0, 5.0), 0.0);
     }
 }

@@ -83,3 +83,25 @@ fn kubetwin_scenario_reactive_and_predictive() {
     assert!(predictive.late <= reactive.late, "{} vs {}", predictive.late, reactive.late);
     assert!(fixed.replica_s < reactive.replica_s);
 }
+
+// Rule: the offered rate over a window is what the phases send in it:
+// 20 rps for 30 s (600 requests), then 60 rps from 30 s until its 600
+// requests are sent (40 s).
+#[test]
+fn the_offered_rate_follows_the_phases() {
+    let case = ServiceCase {
+        service_ms: 60.0,
+        phases: vec![Phase { from_ms: 0.0, rps: 20.0, count: 600 }, Phase { from_ms: 30_000.0, rps: 60.0, count: 600 }],
+        cold_start_ms: 0.0,
+        objective_ms: 250.0,
+        initial: 1,
+        scale: ScaleConfig::default(),
+        seed: 1,
+    };
+    assert_eq!(case.offered_rps(0.0, 15_000.0), 20.0);
+    // 15 s of 20 rps (300) and 10 s of 60 rps (600, all it sends) in 30 s.
+    assert_eq!(case.offered_rps(15_000.0, 45_000.0), 30.0);
+    // The second phase has sent its 600 by 40 s.
+    assert_eq!(case.offered_rps(40_000.0, 50_000.0), 0.0);
+    assert_eq!(case.offered_rps(5.0, 5.0), 0.0);
+}

@@ -16,13 +16,13 @@ pub fn experiments() -> Vec<Experiment> {
     vec![
         Experiment {
             name: "e11-preemptive",
-            title: "E11 preemptive actions against reactive failover (precursors 10 s ahead, 70 % announced)",
+            title: "E11 preemptive actions and scaling against reactive failover and the HPA (precursors 10 s ahead, 70 % announced)",
             run: preemptive,
             charts: || {
                 vec![
                     Chart::lines("SLO violations (% of jobs)", "load", "arm", "slo_violation_pct"),
                     Chart::lines("runs lost to node failures", "load", "arm", "runs_lost"),
-                    Chart::lines("core-seconds wasted", "load", "arm", "wasted_core_s"),
+                    Chart::lines("hosted service: requests late (%)", "load", "arm", "service_late_pct"),
                 ]
             },
             verdict: preemptive_verdict,
@@ -68,7 +68,9 @@ fn preemptive(ctx: Ctx, seed: u64) -> anyhow::Result<Vec<Row>> {
                     .with("runs_lost", r.stage_failures as f64)
                     .with("actions", (r.migrations + r.replicas) as f64)
                     .with("false_alarm_actions", r.false_alarm_actions as f64)
-                    .with("utilisation", r.utilisation),
+                    .with("utilisation", r.utilisation)
+                    .with("service_late_pct", r.service_late_pct)
+                    .with("service_core_s", r.service_core_s),
             );
         }
     }
@@ -79,7 +81,7 @@ fn preemptive_verdict(sum: &[SummaryRow]) -> Vec<String> {
     let mut out = Vec::new();
     let get = |arm: &str, m: &str| find(sum, m, &[("arm", arm), ("load", "0.7")]).map(|r| r.stats.mean);
     let Some(reactive) = get("reactive", "slo_violation_pct") else { return out };
-    for arm in ["migrate", "migrate+replicate"] {
+    for arm in ["migrate", "migrate+replicate", "preemptive+scaling"] {
         if let (Some(v), Some(cpu), Some(cpu0)) =
             (get(arm, "slo_violation_pct"), get(arm, "core_s"), get("reactive", "core_s"))
         {
@@ -91,6 +93,13 @@ fn preemptive_verdict(sum: &[SummaryRow]) -> Vec<String> {
                 met(extra <= 10.0)
             ));
         }
+    }
+    if let (Some(hpa), Some(twin)) =
+        (get("reactive", "service_late_pct"), get("preemptive+scaling", "service_late_pct"))
+    {
+        out.push(format!(
+            "the hosted service: {twin:.1} % of requests late scaled on the twin's forecast, {hpa:.1} % with the reactive HPA rule"
+        ));
     }
     if let Some(floor) = get("no failures", "slo_violation_pct") {
         out.push(format!(

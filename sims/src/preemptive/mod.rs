@@ -6,12 +6,14 @@
 //! resiliency rate, `reliability` of them announced by a precursor
 //! `lead_ms` before, false alarms besides) and runs it once per arm:
 //! reactive (failover only), migrate (stages moved ahead of a forecast
-//! failure, and queued stages of jobs forecast late, `common::preempt`)
-//! and migrate+replicate (hot replicas on idle
-//! capacity as well). Replications run in parallel, each one
-//! deterministic for its seed.
+//! failure, and queued stages of jobs forecast late, `common::preempt`),
+//! migrate+replicate (hot replicas on idle capacity as well), and
+//! preemptive+scaling (also the hosted service — `service` — scaled on the
+//! twin's forecast instead of the HPA rule). Replications run in parallel,
+//! each one deterministic for its seed.
 
 mod plot;
+mod service;
 pub(crate) mod sim;
 
 use std::io::Write;
@@ -77,6 +79,10 @@ pub struct Summary {
     pub actions: f64,
     pub false_alarm_actions: f64,
     pub utilisation: f64,
+    /// The hosted service's requests later than its objective (%).
+    pub service_late_pct: f64,
+    /// Core-seconds its replicas leased (mean per run).
+    pub service_core_s: f64,
 }
 
 pub fn run(mut args: Args) -> anyhow::Result<()> {
@@ -214,6 +220,8 @@ pub fn summarise(rows: &[(Cell, Row)]) -> Vec<Summary> {
                 actions: rs.iter().map(|r| (r.migrations + r.replicas) as f64).sum::<f64>() / n,
                 false_alarm_actions: rs.iter().map(|r| r.false_alarm_actions as f64).sum::<f64>() / n,
                 utilisation: rs.iter().map(|r| r.utilisation).sum::<f64>() / n,
+                service_late_pct: rs.iter().map(|r| r.service_late_pct).sum::<f64>() / n,
+                service_core_s: rs.iter().map(|r| r.service_core_s).sum::<f64>() / n,
             });
         }
     }
@@ -224,12 +232,12 @@ fn write_rows(path: &std::path::Path, rows: &[(Cell, Row)]) -> anyhow::Result<()
     let mut f = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     writeln!(
         f,
-        "load,reliability,lead_ms,seed,arm,jobs,failed,slo_violations,mean_latency_ms,p99_latency_ms,core_s,wasted_core_s,stage_failures,migrations,replicas,false_alarm_actions,outages,utilisation"
+        "load,reliability,lead_ms,seed,arm,jobs,failed,slo_violations,mean_latency_ms,p99_latency_ms,core_s,wasted_core_s,stage_failures,migrations,replicas,false_alarm_actions,outages,utilisation,service_late_pct,service_core_s"
     )?;
     for (c, r) in rows {
         writeln!(
             f,
-            "{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{},{},{},{},{},{:.4}",
+            "{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{},{},{},{},{},{:.4},{:.3},{:.1}",
             c.load,
             c.reliability,
             c.lead_ms,
@@ -247,7 +255,9 @@ fn write_rows(path: &std::path::Path, rows: &[(Cell, Row)]) -> anyhow::Result<()
             r.replicas,
             r.false_alarm_actions,
             r.outages,
-            r.utilisation
+            r.utilisation,
+            r.service_late_pct,
+            r.service_core_s
         )?;
     }
     Ok(())
@@ -257,12 +267,12 @@ fn write_summary(path: &std::path::Path, sums: &[Summary]) -> anyhow::Result<()>
     let mut f = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     writeln!(
         f,
-        "load,reliability,arm,runs,slo_violation_pct,fewer_violations_pct,p99_latency_ms,extra_cpu_pct,wasted_core_s,runs_lost,actions,false_alarm_actions,utilisation"
+        "load,reliability,arm,runs,slo_violation_pct,fewer_violations_pct,p99_latency_ms,extra_cpu_pct,wasted_core_s,runs_lost,actions,false_alarm_actions,utilisation,service_late_pct,service_core_s"
     )?;
     for s in sums {
         writeln!(
             f,
-            "{},{},{},{},{:.3},{:.2},{:.1},{:.3},{:.1},{:.1},{:.1},{:.1},{:.4}",
+            "{},{},{},{},{:.3},{:.2},{:.1},{:.3},{:.1},{:.1},{:.1},{:.1},{:.4},{:.3},{:.1}",
             s.load,
             s.reliability,
             s.arm.name(),
@@ -275,7 +285,9 @@ fn write_summary(path: &std::path::Path, sums: &[Summary]) -> anyhow::Result<()>
             s.runs_lost,
             s.actions,
             s.false_alarm_actions,
-            s.utilisation
+            s.utilisation,
+            s.service_late_pct,
+            s.service_core_s
         )?;
     }
     Ok(())

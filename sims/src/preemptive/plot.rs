@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::{Arm, Summary};
 
-const COLOURS: [&str; 4] = ["#999999", "#e08a1e", "#2a6fdb", "#3a9a48"];
+const COLOURS: [&str; 5] = ["#999999", "#e08a1e", "#2a6fdb", "#b03060", "#3a9a48"];
 
 fn nearest(values: impl Iterator<Item = f64>, to: f64) -> f64 {
     values.fold(f64::NAN, |best, v| if best.is_nan() || (v - to).abs() < (best - to).abs() { v } else { best })

@@ -1,5 +1,6 @@
 //! One arm of the experiment on one job stream and one failure timeline.
 
+use twinmesh_common::autoscale::Scaling;
 use twinmesh_common::des::{SimConfig, Simulator};
 use twinmesh_common::execution::{ExecConfig, placed};
 use twinmesh_common::fabric::Fabric;
@@ -9,6 +10,8 @@ use twinmesh_common::policy::{Policy, PolicyConfig};
 use twinmesh_common::preempt::{Action, Guard, PreemptConfig, late, next_action, warned_nodes};
 use twinmesh_common::rng::seeded;
 use twinmesh_common::view::FabricView;
+
+use super::service::Hosted;
 
 /// How a run answers trouble.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,19 +23,23 @@ pub enum Arm {
     Migrate,
     /// Also move, and race hot replicas on idle capacity.
     Replicate,
+    /// Move and replicate, and scale the hosted service on the twin's
+    /// forecast (the other arms scale it with the reactive HPA rule).
+    Scaling,
     /// The same jobs with no node failing: what no action can beat (the
     /// violations that queueing alone causes).
     Floor,
 }
 
 impl Arm {
-    pub const ALL: [Arm; 4] = [Arm::Reactive, Arm::Migrate, Arm::Replicate, Arm::Floor];
+    pub const ALL: [Arm; 5] = [Arm::Reactive, Arm::Migrate, Arm::Replicate, Arm::Scaling, Arm::Floor];
 
     pub fn name(self) -> &'static str {
         match self {
             Arm::Reactive => "reactive",
             Arm::Migrate => "migrate",
             Arm::Replicate => "migrate+replicate",
+            Arm::Scaling => "preemptive+scaling",
             Arm::Floor => "no failures",
         }
     }
@@ -75,6 +82,10 @@ pub struct Row {
     pub outages: usize,
     /// Nominal work done over capacity × span: the load reached.
     pub utilisation: f64,
+    /// The hosted service's requests later than its objective (%).
+    pub service_late_pct: f64,
+    /// Core-seconds its replicas leased.
+    pub service_core_s: f64,
 }
 
 /// Nominal work of a job: Σ cores × duration (core-ms at speed 1).
@@ -125,10 +136,14 @@ pub fn simulate(fabric: &Fabric, cell: &Cell, arm: Arm) -> anyhow::Result<Row> {
     };
     let signals = outages.signals().to_vec();
     let exec_cfg = ExecConfig::default();
+    let lease = Hosted::lease_job()?;
     let mut sim = Simulator::new(&truth, SimConfig { seed: cell.seed, exec: exec_cfg.clone(), ..SimConfig::default() })
         .with_outages(outages.clone());
-    let pcfg = PreemptConfig { replicate: arm == Arm::Replicate, ..PreemptConfig::default() };
-    let act = matches!(arm, Arm::Migrate | Arm::Replicate);
+    let pcfg = PreemptConfig { replicate: matches!(arm, Arm::Replicate | Arm::Scaling), ..PreemptConfig::default() };
+    let act = matches!(arm, Arm::Migrate | Arm::Replicate | Arm::Scaling);
+    let span_ms = jobs.last().map_or(0.0, |j| j.1);
+    let mode = if arm == Arm::Scaling { Scaling::Predictive } else { Scaling::Reactive };
+    let mut hosted = Hosted::new(span_ms, cell.seed, mode)?;
     let mut guard = Guard::default();
     let mut seen: Vec<Option<f64>> = vec![None; truth.nodes.len()];
     // What the forecaster has learned: precursors whose window has passed,
@@ -145,6 +160,14 @@ pub fn simulate(fabric: &Fabric, cell: &Cell, arm: Arm) -> anyhow::Result<Row> {
     while ai < jobs.len() || si < signals.len() {
         let t_arrival = jobs.get(ai).map_or(f64::INFINITY, |j| j.1);
         let t_signal = signals.get(si).map_or(f64::INFINITY, |s| s.at);
+        let t_tick = if act { next_tick } else { f64::INFINITY };
+        let t_period = hosted.next_at();
+        if t_period <= t_arrival.min(t_signal).min(t_tick) {
+            sim.run_until(t_period);
+            refresh(&mut planning, &sim, &outages, t_period);
+            hosted.period(&mut sim, &lease, &planning, &truth, &policy_cfg)?;
+            continue;
+        }
         if act && next_tick < t_arrival.min(t_signal) {
             let now = next_tick;
             sim.run_until(now);
@@ -251,6 +274,8 @@ pub fn simulate(fabric: &Fabric, cell: &Cell, arm: Arm) -> anyhow::Result<Row> {
         false_alarm_actions: tally.false_alarms,
         outages: outages.count(),
         utilisation: done_work / (capacity(&truth) * span.max(1.0)),
+        service_late_pct: hosted.late_pct(),
+        service_core_s: hosted.core_s,
     })
 }
 

@@ -36,6 +36,22 @@ fn preemptive_arms_beat_reactive_on_the_same_failures() {
     assert_eq!(simulate(&f, &c, Arm::Replicate).unwrap(), rp, "deterministic for a seed");
 }
 
+// Rule: in "preemptive + scaling" the hosted service is scaled on the
+// twin's forecast instead of the reactive HPA rule: fewer of its requests
+// are late, its replicas lease capacity the jobs compete for, and the jobs
+// still beat reactive failover.
+#[test]
+fn scaling_the_hosted_service_on_the_forecast() {
+    let f = fabric::reference();
+    let c = Cell { jobs: 1200, ..cell(5) };
+    let re = simulate(&f, &c, Arm::Reactive).unwrap();
+    let sc = simulate(&f, &c, Arm::Scaling).unwrap();
+    eprintln!("{re:?}\n{sc:?}");
+    assert!(sc.service_late_pct < re.service_late_pct, "{} vs {}", sc.service_late_pct, re.service_late_pct);
+    assert!(re.service_core_s > 0.0 && sc.service_core_s > 0.0);
+    assert!(sc.slo_violations < re.slo_violations, "{} vs {}", sc.slo_violations, re.slo_violations);
+}
+
 // Rule: the summary compares each arm with reactive on the same cells —
 // checked on hand-made rows.
 #[test]
@@ -55,6 +71,8 @@ fn summary_compares_with_reactive_on_the_same_cells() {
         false_alarm_actions: 1,
         outages: 0,
         utilisation: 0.5,
+        service_late_pct: 1.0,
+        service_core_s: 100.0,
     };
     let rows = vec![
         (cell(1), row(Arm::Reactive, 10, 100.0)),

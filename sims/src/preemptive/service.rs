@@ -1,0 +1,101 @@
+//! The service that shares the fabric with the job stream: a web service
+//! of 2-core replicas near its users (edge-microdc), whose load steps up
+//! 2.5× for the middle third of the run. Every period the replicas are
+//! decided by `common::autoscale::decide` — the reactive HPA rule in the
+//! reactive and preemptive arms, the twin's forecast in "preemptive +
+//! scaling" — and leased as one-period bookings on the nodes a greedy plan
+//! from the origin picks, as the agents lease them: the jobs compete with
+//! them for capacity. Its requests' lateness comes from the service DES
+//! under the same mode.
+
+use twinmesh_common::autoscale::{Phase, ScaleConfig, Scaling, ServiceCase, decide, simulate};
+use twinmesh_common::des::Simulator;
+use twinmesh_common::execution::placed;
+use twinmesh_common::job::Job;
+use twinmesh_common::policy::{Policy, PolicyConfig};
+use twinmesh_common::spec::parse_job;
+use twinmesh_common::view::FabricView;
+
+/// Cores of one replica.
+const REPLICA_CPU: f64 = 2.0;
+
+/// The service and its scaling state.
+pub struct Hosted {
+    case: ServiceCase,
+    mode: Scaling,
+    next: f64,
+    end: f64,
+    replicas: u32,
+    prev: Option<f64>,
+    k: u64,
+    /// Core-seconds leased so far.
+    pub core_s: f64,
+}
+
+impl Hosted {
+    /// Over `[0, span_ms)`: 100 rps, 250 rps in the middle third; 60 ms
+    /// per request, 250 ms objective; 4–40 replicas; 15 s periods.
+    pub fn new(span_ms: f64, seed: u64, mode: Scaling) -> anyhow::Result<Hosted> {
+        let third = (span_ms / 3.0).max(1.0);
+        let phase = |from: f64, rps: f64| Phase { from_ms: from, rps, count: ((rps * third / 1000.0) as u64).max(1) };
+        let case = ServiceCase {
+            service_ms: 60.0,
+            phases: vec![phase(0.0, 100.0), phase(third, 250.0), phase(2.0 * third, 100.0)],
+            cold_start_ms: 5_000.0,
+            objective_ms: 250.0,
+            initial: 10,
+            scale: ScaleConfig { min: 4, max: 40, target: 0.6, tolerance: 0.1, period_ms: 15_000.0 },
+            seed,
+        };
+        Ok(Hosted { case, mode, next: 0.0, end: span_ms, replicas: 10, prev: None, k: 0, core_s: 0.0 })
+    }
+
+    /// One replica's lease: a one-stage job of its size for a period, from
+    /// the service's origin (it must outlive the simulator it is booked in).
+    pub fn lease_job() -> anyhow::Result<Job> {
+        Ok(parse_job(&format!(
+            r#"{{"apiVersion":"twinmesh.io/v1","metadata":{{"name":"web-replica","origin":{{"cluster":"edge-microdc"}}}},"spec":{{"stages":[{{"id":"replica","compute":{{"cpu":{REPLICA_CPU},"mem_gb":1,"duration_ms":15000}}}}]}}}}"#
+        ))?)
+    }
+
+    /// When the next period starts (∞ once the service's load is over).
+    pub fn next_at(&self) -> f64 {
+        if self.next < self.end { self.next } else { f64::INFINITY }
+    }
+
+    /// At a period's start: the replicas for it, each leased where a
+    /// greedy plan from the origin puts it.
+    pub fn period<'a>(
+        &mut self,
+        sim: &mut Simulator<'a>,
+        lease: &'a Job,
+        planning: &FabricView,
+        truth: &FabricView,
+        cfg: &PolicyConfig,
+    ) -> anyhow::Result<()> {
+        let now = self.next;
+        let period = self.case.scale.period_ms;
+        if self.k > 0 {
+            let rate = self.case.offered_rps(now - period, now);
+            let util = (rate * self.case.service_ms / 1000.0 / f64::from(self.replicas.max(1))).min(1.0);
+            self.replicas = decide(&self.case, self.mode, self.replicas, util, rate, self.prev, self.k);
+            self.prev = Some(rate);
+        }
+        for _ in 0..self.replicas {
+            let Ok(plan) = Policy::Greedy.plan(planning, lease, cfg) else { break };
+            let p = placed(truth, &lease.name, &plan).map_err(anyhow::Error::msg)?;
+            sim.submit(lease, truth.origin(lease).expect("origin"), &p.assign, &[None], now);
+        }
+        self.core_s += f64::from(self.replicas) * REPLICA_CPU * period / 1000.0;
+        self.k += 1;
+        self.next += period;
+        Ok(())
+    }
+
+    /// Requests later than the objective (%), from the service DES under
+    /// this mode.
+    pub fn late_pct(&self) -> f64 {
+        let r = simulate(&self.case, self.mode);
+        100.0 * r.late as f64 / r.requests.max(1) as f64
+    }
+}
