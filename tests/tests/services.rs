@@ -72,6 +72,12 @@ fn an_agent_scales_a_service_and_its_replicas_hold_capacity() {
         (total >= 8.0 * 4.0).then_some(total)
     });
     assert!(held.is_some(), "replicas not visible in the twin: {nodes:?}");
+    // And in the metrics.
+    let text = reqwest::blocking::get(format!("{}/metrics", a.api)).unwrap().text().unwrap();
+    let gauge =
+        |series: &str| text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok()).unwrap_or(-1.0);
+    assert!(gauge("twinmesh_service_replicas{service=\"web\"}") >= 4.0, "{text}");
+    assert!(gauge("twinmesh_scaling_actions_total") >= 1.0, "{text}");
     let (_, list) = a.get("/v1/services");
     assert_eq!(list["services"].as_array().unwrap().len(), 1, "{list}");
     // A restart resumes it.

@@ -84,6 +84,19 @@ pub(super) async fn metrics(State(ctx): State<Ctx>) -> Response {
         "twinmesh_preempt_reaction_seconds",
         "From a precursor of failure arriving at this agent to a preemptive action decided on it (wall s).",
     );
+    counter(
+        &mut s,
+        "twinmesh_scaling_actions_total",
+        "Periods in which a service scaled here changed its replicas.",
+        &m.scaling_actions,
+    );
+    let _ = writeln!(
+        s,
+        "# HELP twinmesh_service_replicas Replicas of each service this agent scales.\n# TYPE twinmesh_service_replicas gauge"
+    );
+    for svc in a.service_list() {
+        let _ = writeln!(s, "twinmesh_service_replicas{{service=\"{}\"}} {}", svc.name, svc.replicas);
+    }
     let _ = writeln!(
         s,
         "# HELP twinmesh_jobs_reconciled_total Jobs planned on both sides of a partition, settled after the heal, by outcome here (kept, superseded).\n# TYPE twinmesh_jobs_reconciled_total counter"

@@ -119,6 +119,8 @@ pub struct Metrics {
     pub preemptive_outcomes: [[AtomicU64; 3]; 3],
     /// From a precursor's arrival to an action decided on it (wall s).
     pub reaction_seconds: Histogram,
+    /// Periods in which a service's replicas changed.
+    pub scaling_actions: AtomicU64,
     /// Jobs planned on both sides of a partition, settled: kept here,
     /// superseded here.
     pub reconciled: [AtomicU64; 2],
@@ -158,6 +160,7 @@ impl Default for Metrics {
             preemptive: Default::default(),
             preemptive_outcomes: Default::default(),
             reaction_seconds: Histogram::new(PEER_SECONDS),
+            scaling_actions: AtomicU64::new(0),
             reconciled: Default::default(),
             plan_seconds: Histogram::new(PLAN_SECONDS),
             api_seconds: Histogram::new(API_SECONDS),

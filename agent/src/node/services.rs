@@ -182,9 +182,13 @@ impl Agent {
             if !rec.nodes.is_empty() {
                 prev_rate = Some(rate);
             }
+            let before = rec.replicas;
             held = self.lease(&doc, replicas, &rec.nodes, now, period, k).await;
             rec.nodes = held.iter().map(|(n, _)| n.clone()).collect();
             rec.replicas = rec.nodes.len() as u32;
+            if !rec.history.is_empty() && rec.replicas != before {
+                self.metrics.scaling_actions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let view = self.view();
             let now_placed: Vec<(String, String)> = rec
                 .nodes
