@@ -201,7 +201,9 @@ pub const MAX_DOCUMENT: usize = 64 * 1024;
 
 mod service;
 mod shape;
-pub use service::{LoadPhase, ReplicaDoc, ReplicasDoc, ServiceDocument, ServiceSpec, document_kind, parse_service};
+pub use service::{
+    LoadPhase, ReplicaDoc, ReplicasDoc, ServiceDocument, ServiceSpec, document_kind, parse_service, replica_job,
+};
 use shape::check_shape;
 pub use shape::{MAX_INDENT, MAX_NESTING};
 

@@ -54,15 +54,7 @@ pub fn run(text: &str, source: &str, fabric: &Fabric, seed: u64, output: Output)
     // Where one replica goes: a one-stage job of the replica's size from
     // the service's origin, planned by greedy on the idle fabric.
     let s = &doc.spec;
-    let probe = spec::parse_job(&format!(
-        r#"{{"apiVersion":"twinmesh.io/v1","metadata":{{"name":"{}-replica","origin":{{"cluster":"{}"}}}},"spec":{{"stages":[{{"id":"replica","compute":{{"cpu":{},"mem_gb":{},"duration_ms":{}}}}}]}}}}"#,
-        doc.metadata.name,
-        doc.metadata.origin.cluster,
-        s.replica.cpu,
-        s.replica.mem_gb,
-        s.service_ms
-    ))
-    .context("the replica as a job")?;
+    let probe = doc.replica_job().context("the replica as a job")?;
     let view = fabric.view();
     let place = Policy::Greedy
         .plan(&view, &probe, &PolicyConfig { seed, ..PolicyConfig::default() })

@@ -64,17 +64,19 @@ fn seed_of(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-fn parse(text: &str, name_hint: Option<&str>) -> Result<(ServiceDocument, ServiceCase, Scaling), SubmitError> {
-    let seed = name_hint.map_or(0, seed_of);
-    let (doc, _, _) = spec::parse_service(text, seed)?;
-    Ok(spec::parse_service(text, seed_of(&doc.metadata.name))?)
+/// The document, its DES case (arrivals seeded by the service's name) and
+/// its scaling mode.
+fn parse(text: &str) -> Result<(ServiceDocument, ServiceCase, Scaling), SubmitError> {
+    let (doc, mut case, mode) = spec::parse_service(text, 0)?;
+    case.seed = seed_of(&doc.metadata.name);
+    Ok((doc, case, mode))
 }
 
 impl Agent {
     /// Accepts a service: checked, stored durably, then scaled every
     /// period. A second service of the same name is refused.
     pub async fn submit_service(self: &Arc<Self>, text: &str) -> Result<ServiceRecord, SubmitError> {
-        let (doc, _, mode) = parse(text, None)?;
+        let (doc, _, mode) = parse(text)?;
         self.check_origin(&Origin { cluster: doc.metadata.origin.cluster.clone(), node: None })?;
         let name = doc.metadata.name.clone();
         if self.services.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&name) {
@@ -143,7 +145,7 @@ impl Agent {
 
     async fn scale_loop(self: Arc<Self>, name: String) {
         let Some(first) = self.service(&name) else { return };
-        let Ok((doc, case, mode)) = parse(&first.document, Some(&name)) else {
+        let Ok((doc, case, mode)) = parse(&first.document) else {
             warn!(service = %name, "stored service no longer parses; not scaled");
             return;
         };
@@ -253,7 +255,7 @@ impl Agent {
             for _ in 0..3 {
                 let target = match node.take() {
                     Some(x) => x,
-                    None => match self.place_replica(doc, &compute) {
+                    None => match self.place_replica(doc) {
                         Some(x) => x,
                         None => break,
                     },
@@ -285,15 +287,10 @@ impl Agent {
         nodes
     }
 
-    /// Where a new replica goes: greedy for a one-stage job of its size
-    /// and one request's work from the service's origin (so the clients'
-    /// latency counts as it does per request), on the twin's current view.
-    fn place_replica(&self, doc: &ServiceDocument, c: &Compute) -> Option<String> {
-        let job = spec::parse_job(&format!(
-            r#"{{"apiVersion":"twinmesh.io/v1","metadata":{{"name":"{}","origin":{{"cluster":"{}"}}}},"spec":{{"stages":[{{"id":"replica","compute":{{"cpu":{},"mem_gb":{},"duration_ms":{}}}}}]}}}}"#,
-            doc.metadata.name, doc.metadata.origin.cluster, c.cpu, c.mem_gb, doc.spec.service_ms
-        ))
-        .ok()?;
+    /// Where a new replica goes: where a greedy plan of the service's
+    /// replica job (`spec::replica_job`) goes, on the twin's current view.
+    fn place_replica(&self, doc: &ServiceDocument) -> Option<String> {
+        let job = doc.replica_job().ok()?;
         let view = self.view();
         let plan = Policy::Greedy.plan(&view, &job, &PolicyConfig::default()).ok()?;
         Some(plan.placements[0].node.clone())

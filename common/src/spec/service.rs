@@ -133,6 +133,30 @@ pub struct ServiceSpec {
     pub load: Vec<LoadPhase>,
 }
 
+/// A one-stage job of a replica's size and one request's work from the
+/// service's origin: where a greedy plan puts it is where a new replica
+/// goes (the clients' latency weighs as it does per request). The one rule
+/// the agent, `twinmesh plan` and the simulator place replicas with.
+pub fn replica_job(
+    service: &str,
+    cluster: &str,
+    cpu: f64,
+    mem_gb: f64,
+    service_ms: f64,
+) -> Result<crate::job::Job, SpecError> {
+    super::parse_job(&format!(
+        r#"{{"apiVersion":"{API_VERSION}","metadata":{{"name":"{service}-replica","origin":{{"cluster":"{cluster}"}}}},"spec":{{"stages":[{{"id":"replica","compute":{{"cpu":{cpu},"mem_gb":{mem_gb},"duration_ms":{service_ms}}}}}]}}}}"#
+    ))
+}
+
+impl ServiceDocument {
+    /// This service's [`replica_job`].
+    pub fn replica_job(&self) -> Result<crate::job::Job, SpecError> {
+        let s = &self.spec;
+        replica_job(&self.metadata.name, &self.metadata.origin.cluster, s.replica.cpu, s.replica.mem_gb, s.service_ms)
+    }
+}
+
 /// Most replicas a service may ask for.
 pub const MAX_REPLICAS: u32 = 1_000;
 

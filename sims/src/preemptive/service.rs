@@ -13,11 +13,13 @@ use twinmesh_common::des::Simulator;
 use twinmesh_common::execution::placed;
 use twinmesh_common::job::Job;
 use twinmesh_common::policy::{Policy, PolicyConfig};
-use twinmesh_common::spec::parse_job;
+use twinmesh_common::spec::replica_job;
 use twinmesh_common::view::FabricView;
 
 /// Cores of one replica.
 const REPLICA_CPU: f64 = 2.0;
+/// Where its users are.
+const ORIGIN: &str = "edge-microdc";
 
 /// The service and its scaling state.
 pub struct Hosted {
@@ -30,6 +32,8 @@ pub struct Hosted {
     k: u64,
     /// Core-seconds leased so far.
     pub core_s: f64,
+    /// Where a new replica goes: the service's replica job.
+    probe: Job,
 }
 
 impl Hosted {
@@ -47,15 +51,15 @@ impl Hosted {
             scale: ScaleConfig { min: 4, max: 40, target: 0.6, tolerance: 0.1, period_ms: 15_000.0 },
             seed,
         };
-        Ok(Hosted { case, mode, next: 0.0, end: span_ms, replicas: 10, prev: None, k: 0, core_s: 0.0 })
+        let probe = replica_job("web", ORIGIN, REPLICA_CPU, 1.0, case.service_ms)?;
+        Ok(Hosted { case, mode, next: 0.0, end: span_ms, replicas: 10, prev: None, k: 0, core_s: 0.0, probe })
     }
 
-    /// One replica's lease: a one-stage job of its size for a period, from
-    /// the service's origin (it must outlive the simulator it is booked in).
+    /// One replica's lease: a period of the replica's cores from the
+    /// service's origin (it must outlive the simulator it is booked in);
+    /// placed where its replica job (`spec::replica_job`) would go.
     pub fn lease_job() -> anyhow::Result<Job> {
-        Ok(parse_job(&format!(
-            r#"{{"apiVersion":"twinmesh.io/v1","metadata":{{"name":"web-replica","origin":{{"cluster":"edge-microdc"}}}},"spec":{{"stages":[{{"id":"replica","compute":{{"cpu":{REPLICA_CPU},"mem_gb":1,"duration_ms":15000}}}}]}}}}"#
-        ))?)
+        Ok(replica_job("web", ORIGIN, REPLICA_CPU, 1.0, 15_000.0)?)
     }
 
     /// When the next period starts (∞ once the service's load is over).
@@ -82,7 +86,7 @@ impl Hosted {
             self.prev = Some(rate);
         }
         for _ in 0..self.replicas {
-            let Ok(plan) = Policy::Greedy.plan(planning, lease, cfg) else { break };
+            let Ok(plan) = Policy::Greedy.plan(planning, &self.probe, cfg) else { break };
             let p = placed(truth, &lease.name, &plan).map_err(anyhow::Error::msg)?;
             sim.submit(lease, truth.origin(lease).expect("origin"), &p.assign, &[None], now);
         }
