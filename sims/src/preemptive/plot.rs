@@ -45,21 +45,21 @@ pub fn svg(sums: &[Summary]) -> String {
     axes(&mut s, x0, top, pw, ph, 100.0, "%");
     let slot = pw / rels.len().max(1) as f64;
     for (i, r) in rels.iter().enumerate() {
-        for (k, arm) in [Arm::Migrate, Arm::Replicate].iter().enumerate() {
+        for (k, arm) in [Arm::Migrate, Arm::Replicate, Arm::Scaling].iter().enumerate() {
             let Some(b) = bars.iter().find(|x| x.reliability == *r && x.arm == *arm) else { continue };
             let v = b.fewer_violations_pct.clamp(0.0, 100.0);
             let bh = ph * v / 100.0;
-            let bx = x0 + i as f64 * slot + slot * 0.15 + k as f64 * slot * 0.36;
+            let bx = x0 + i as f64 * slot + slot * 0.08 + k as f64 * slot * 0.28;
             let _ = write!(
                 s,
                 r#"<rect x="{bx:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{:.0} %</text><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="9">cpu {:+.1} %</text>"#,
                 top + ph - bh,
-                slot * 0.33,
+                slot * 0.26,
                 COLOURS[k + 1],
-                bx + slot * 0.165,
+                bx + slot * 0.13,
                 top + ph - bh - 14.0,
                 b.fewer_violations_pct,
-                bx + slot * 0.165,
+                bx + slot * 0.13,
                 top + ph - bh - 3.0,
                 b.extra_cpu_pct
             );
