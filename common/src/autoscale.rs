@@ -375,6 +375,59 @@ impl ServiceCase {
     }
 }
 
+/// What a controller decided at the start of a period.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Step {
+    /// Replicas for the period starting.
+    pub replicas: u32,
+    /// Offered requests per second over the period that ended (0 at the
+    /// first).
+    pub rps: f64,
+    /// Utilisation of the replicas over it, capped at 1 as a CPU's is.
+    pub utilisation: f64,
+}
+
+/// One service's scaling between periods — the sans-IO machine the agent
+/// (`node::services`) and the simulator (`twinmesh-sims preemptive`) both
+/// drive: at each period's start, the offered load of the period that
+/// ended, the utilisation it gave the replicas, and [`decide`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Controller {
+    /// Replicas now.
+    pub replicas: u32,
+    prev_rps: Option<f64>,
+    periods: u64,
+}
+
+impl Controller {
+    /// Before the first period: the case's initial replicas.
+    pub fn new(case: &ServiceCase) -> Controller {
+        Controller { replicas: case.initial, prev_rps: None, periods: 0 }
+    }
+
+    /// Going on after `periods` periods with `replicas` (a restart: the
+    /// trend of the rates is learned again).
+    pub fn resume(replicas: u32, periods: u64) -> Controller {
+        Controller { replicas, prev_rps: None, periods }
+    }
+
+    /// At the start of the period at `t_ms` of the service's time: the
+    /// replicas for it. The first period keeps the initial replicas.
+    pub fn period(&mut self, case: &ServiceCase, mode: Scaling, t_ms: f64) -> Step {
+        let first = self.periods == 0;
+        self.periods += 1;
+        if first {
+            return Step { replicas: self.replicas, rps: 0.0, utilisation: 0.0 };
+        }
+        let period = case.scale.period_ms;
+        let rps = case.offered_rps(t_ms - period, t_ms);
+        let utilisation = (rps * case.service_ms / 1000.0 / f64::from(self.replicas.max(1))).min(1.0);
+        self.replicas = decide(case, mode, self.replicas, utilisation, rps, self.prev_rps, self.periods - 1);
+        self.prev_rps = Some(rps);
+        Step { replicas: self.replicas, rps, utilisation }
+    }
+}
+
 /// The replicas a service should have after a period, by `mode`:
 /// `current` replicas wanted so far, `util` the utilisation observed over
 /// the period, `rate_now` its arrival rate (requests/s) and `rate_prev` the

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
-use twinmesh_common::autoscale::{Scaling, ServiceCase, decide};
+use twinmesh_common::autoscale::{Controller, Scaling, ServiceCase};
 use twinmesh_common::execution::RunKey;
 use twinmesh_common::job::{Compute, Origin};
 use twinmesh_common::policy::{Policy, PolicyConfig};
@@ -151,12 +151,14 @@ impl Agent {
         };
         let period = case.scale.period_ms;
         let wall = Duration::from_secs_f64((period * self.cfg.time_scale / 1000.0).max(0.001));
-        let mut prev_rate = None;
         let mut k = first.history.len() as u64;
+        let mut scaler =
+            if first.history.is_empty() { Controller::new(&case) } else { Controller::resume(first.replicas, k) };
         // The leases of the period under way: given back when the next
         // ones are taken, or when the service stops.
         let mut held: Vec<(String, RunKey)> = Vec::new();
         let job = format!("svc-{name}");
+        // One replica's lease: its cores and memory for a period.
         let replica = Compute {
             cpu: doc.spec.replica.cpu,
             mem_gb: doc.spec.replica.mem_gb,
@@ -174,20 +176,13 @@ impl Agent {
                 return;
             };
             let t = now - rec.started_ms;
-            let (replicas, rate, util) = if rec.nodes.is_empty() {
-                (case.initial, 0.0, 0.0)
-            } else {
-                let rate = case.offered_rps(t - period, t);
-                let util = (rate * case.service_ms / 1000.0 / f64::from(rec.replicas.max(1))).min(1.0);
-                (decide(&case, mode, rec.replicas, util, rate, prev_rate, k), rate, util)
-            };
-            if !rec.nodes.is_empty() {
-                prev_rate = Some(rate);
-            }
+            let step = scaler.period(&case, mode, t);
             let before = rec.replicas;
-            held = self.lease(&doc, replicas, &rec.nodes, now, period, k).await;
+            held = self.lease(&doc, &replica, step.replicas, &rec.nodes, now, k).await;
             rec.nodes = held.iter().map(|(n, _)| n.clone()).collect();
             rec.replicas = rec.nodes.len() as u32;
+            // What runs is what the rule scales from next period.
+            scaler.replicas = rec.replicas;
             if !rec.history.is_empty() && rec.replicas != before {
                 self.metrics.scaling_actions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
@@ -204,7 +199,12 @@ impl Agent {
                 .collect();
             self.actuate(&name, &replica, &now_placed, &placed).await;
             placed = now_placed;
-            rec.history.push(ScaleStep { at_s: t / 1000.0, rps: rate, utilisation: util, replicas: rec.replicas });
+            rec.history.push(ScaleStep {
+                at_s: t / 1000.0,
+                rps: step.rps,
+                utilisation: step.utilisation,
+                replicas: rec.replicas,
+            });
             k += 1;
             {
                 let mut all = self.services.lock().unwrap_or_else(|e| e.into_inner());
@@ -236,19 +236,13 @@ impl Agent {
     async fn lease(
         self: &Arc<Self>,
         doc: &ServiceDocument,
+        compute: &Compute,
         n: u32,
         had: &[String],
         now: f64,
-        period: f64,
         k: u64,
     ) -> Vec<(String, RunKey)> {
         let name = &doc.metadata.name;
-        let compute = Compute {
-            cpu: doc.spec.replica.cpu,
-            mem_gb: doc.spec.replica.mem_gb,
-            duration_ms: period,
-            gpu_vram_gb: 0.0,
-        };
         let mut nodes = Vec::with_capacity(n as usize);
         for i in 0..n {
             let mut node = had.get(i as usize).cloned();
@@ -272,7 +266,7 @@ impl Agent {
                     key,
                     node: target.clone(),
                     format,
-                    compute,
+                    compute: *compute,
                     ready_at: now,
                 };
                 match self.run_stage(run).await {

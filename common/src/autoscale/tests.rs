@@ -105,3 +105,29 @@ fn the_offered_rate_follows_the_phases() {
     assert_eq!(case.offered_rps(40_000.0, 50_000.0), 0.0);
     assert_eq!(case.offered_rps(5.0, 5.0), 0.0);
 }
+
+// Rule: the controller keeps the initial replicas for the first period,
+// then applies the rule to the last period's offered load (hand-computed:
+// 20 rps × 60 ms over 2 replicas = 0.6, on target ⇒ 2; 60 rps over 2 =
+// 1.8, capped at 1 ⇒ ⌈2 × 1 / 0.6⌉ = 4).
+#[test]
+fn the_controller_scales_on_the_last_period() {
+    let case = ServiceCase {
+        service_ms: 60.0,
+        phases: vec![Phase { from_ms: 0.0, rps: 20.0, count: 300 }, Phase { from_ms: 15_000.0, rps: 60.0, count: 900 }],
+        cold_start_ms: 0.0,
+        objective_ms: 250.0,
+        initial: 2,
+        scale: ScaleConfig { min: 1, max: 10, target: 0.6, tolerance: 0.1, period_ms: 15_000.0 },
+        seed: 1,
+    };
+    let mut c = Controller::new(&case);
+    assert_eq!(c.period(&case, Scaling::Reactive, 0.0), Step { replicas: 2, rps: 0.0, utilisation: 0.0 });
+    let s = c.period(&case, Scaling::Reactive, 15_000.0);
+    assert_eq!(s.replicas, 2);
+    assert!((s.rps - 20.0).abs() < 1e-9 && (s.utilisation - 0.6).abs() < 1e-9, "{s:?}");
+    assert_eq!(c.period(&case, Scaling::Reactive, 30_000.0), Step { replicas: 4, rps: 60.0, utilisation: 1.0 });
+    // Resumed after a restart: the rule at once, from what runs.
+    let mut r = Controller::resume(4, 3);
+    assert_eq!(r.period(&case, Scaling::Fixed, 45_000.0).replicas, 1);
+}

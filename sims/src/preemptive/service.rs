@@ -3,12 +3,12 @@
 //! 2.5× for the middle third of the run. Every period the replicas are
 //! decided by `common::autoscale::decide` — the reactive HPA rule in the
 //! reactive and preemptive arms, the twin's forecast in "preemptive +
-//! scaling" — and leased as one-period bookings on the nodes a greedy plan
+//! scaling", through `autoscale::Controller` as the agents do — and leased as one-period bookings on the nodes a greedy plan
 //! from the origin picks, as the agents lease them: the jobs compete with
 //! them for capacity. Its requests' lateness comes from the service DES
 //! under the same mode.
 
-use twinmesh_common::autoscale::{Phase, ScaleConfig, Scaling, ServiceCase, decide, simulate};
+use twinmesh_common::autoscale::{Controller, Phase, ScaleConfig, Scaling, ServiceCase, simulate};
 use twinmesh_common::des::Simulator;
 use twinmesh_common::execution::placed;
 use twinmesh_common::job::Job;
@@ -27,9 +27,7 @@ pub struct Hosted {
     mode: Scaling,
     next: f64,
     end: f64,
-    replicas: u32,
-    prev: Option<f64>,
-    k: u64,
+    scaler: Controller,
     /// Core-seconds leased so far.
     pub core_s: f64,
     /// Where a new replica goes: the service's replica job.
@@ -52,7 +50,8 @@ impl Hosted {
             seed,
         };
         let probe = replica_job("web", ORIGIN, REPLICA_CPU, 1.0, case.service_ms)?;
-        Ok(Hosted { case, mode, next: 0.0, end: span_ms, replicas: 10, prev: None, k: 0, core_s: 0.0, probe })
+        let scaler = Controller::new(&case);
+        Ok(Hosted { case, mode, next: 0.0, end: span_ms, scaler, core_s: 0.0, probe })
     }
 
     /// One replica's lease: a period of the replica's cores from the
@@ -79,19 +78,13 @@ impl Hosted {
     ) -> anyhow::Result<()> {
         let now = self.next;
         let period = self.case.scale.period_ms;
-        if self.k > 0 {
-            let rate = self.case.offered_rps(now - period, now);
-            let util = (rate * self.case.service_ms / 1000.0 / f64::from(self.replicas.max(1))).min(1.0);
-            self.replicas = decide(&self.case, self.mode, self.replicas, util, rate, self.prev, self.k);
-            self.prev = Some(rate);
-        }
-        for _ in 0..self.replicas {
+        let replicas = self.scaler.period(&self.case, self.mode, now).replicas;
+        for _ in 0..replicas {
             let Ok(plan) = Policy::Greedy.plan(planning, &self.probe, cfg) else { break };
             let p = placed(truth, &lease.name, &plan).map_err(anyhow::Error::msg)?;
             sim.submit(lease, truth.origin(lease).expect("origin"), &p.assign, &[None], now);
         }
-        self.core_s += f64::from(self.replicas) * REPLICA_CPU * period / 1000.0;
-        self.k += 1;
+        self.core_s += f64::from(replicas) * REPLICA_CPU * period / 1000.0;
         self.next += period;
         Ok(())
     }
