@@ -416,9 +416,16 @@ fn a_late_forward_planned_on_both_ends_is_reconciled() {
         &dir.path().join("b"),
         &["--mesh-key-file", key, "--bootstrap", &a.mesh],
     );
+    // B alive at A, and its record (it runs edge-srv-01) arrived: only then
+    // does A route the job to B (the record may lag the connection).
     let alive = wait_for(LIMIT, || {
         let (_, t) = a.get("/v1/twin");
-        t["liveness"].as_array()?.iter().any(|p| p["peer"] == "edge-srv-01" && p["state"] == "alive").then_some(())
+        let up = t["liveness"].as_array()?.iter().any(|p| p["peer"] == "edge-srv-01" && p["state"] == "alive");
+        let owns = t["nodes"]
+            .as_array()?
+            .iter()
+            .any(|r| r["node"]["name"] == "edge-srv-01" && r["node"]["labels"]["twinmesh.io/agent"] == "edge-srv-01");
+        (up && owns).then_some(())
     });
     assert!(alive.is_some(), "no mesh; log:\n{}", a.log());
     let pid = b.pid().to_string();
