@@ -20,6 +20,18 @@ pub struct Factor {
     pub value: f64,
     /// Observations folded in.
     pub samples: u64,
+    /// Exponentially weighted variance of ln(observed / predicted) around
+    /// the factor: how much runs vary there (σ² of a lognormal).
+    #[serde(default)]
+    pub var: f64,
+}
+
+impl Factor {
+    /// The learned spread of run times (lognormal σ), once two runs have
+    /// been seen.
+    pub fn sigma(&self) -> Option<f64> {
+        (self.samples >= 2).then(|| self.var.sqrt())
+    }
 }
 
 /// Learned correction factors.
@@ -53,9 +65,15 @@ impl Calibration {
             return;
         }
         let ratio = (observed_ms / model_ms).clamp(1.0 / MAX_FACTOR, MAX_FACTOR);
-        let f = self.factors.entry((node.to_string(), format)).or_insert(Factor { value: 1.0, samples: 0 });
+        let f = self.factors.entry((node.to_string(), format)).or_insert(Factor { value: 1.0, samples: 0, var: 0.0 });
         // The first observation is taken whole; later ones are smoothed.
         let a = if f.samples == 0 { 1.0 } else { self.alpha };
+        let dev = ratio.ln() - f.value.ln();
+        // West's weighted update: the spread around the mean before it
+        // moves, so one run teaches no spread and a steady node none.
+        if f.samples > 0 {
+            f.var = (1.0 - a) * (f.var + a * dev * dev);
+        }
         f.value = ((1.0 - a) * f.value.ln() + a * ratio.ln()).exp();
         f.samples += 1;
     }
@@ -143,6 +161,34 @@ impl Calibration {
         }
     }
 
+    /// The learned run-time spread (lognormal σ) of a node in a format,
+    /// if it has been seen at least twice there.
+    pub fn sigma(&self, node: &str, format: Format) -> Option<f64> {
+        self.factors.get(&(node.to_string(), format)).and_then(Factor::sigma)
+    }
+
+    /// Writes the learned spread of each node (its most observed format's)
+    /// into a view's `jitter_sigma`, where the view has none of its own —
+    /// what the DES and the prediction intervals draw run times with.
+    pub fn apply_spread(&self, view: &mut FabricView) {
+        let mut best: std::collections::HashMap<&str, (u64, f64)> = std::collections::HashMap::new();
+        for ((node, _), f) in &self.factors {
+            if let Some(sg) = f.sigma() {
+                let e = best.entry(node.as_str()).or_insert((0, sg));
+                if f.samples > e.0 {
+                    *e = (f.samples, sg);
+                }
+            }
+        }
+        for (n, j) in view.nodes.jitter_sigma.iter_mut().enumerate() {
+            if *j < 0.0
+                && let Some((_, sg)) = best.get(view.nodes.name[n].as_str())
+            {
+                *j = *sg;
+            }
+        }
+    }
+
     /// Every learned factor.
     pub fn factors(&self) -> impl Iterator<Item = (&str, Format, Factor)> {
         self.factors.iter().map(|((n, f), v)| (n.as_str(), *f, *v))
@@ -162,6 +208,29 @@ mod tests {
         assert!((c.factor("n", Format::Native) - 1.3).abs() < 1e-9);
         assert_eq!(c.factor("n", Format::Wasm), 1.0);
         assert_eq!(c.factor("other", Format::Native), 1.0);
+    }
+
+    #[test]
+    fn learns_the_spread_of_run_times() {
+        // Rule: runs alternating 10 % above and below the model teach a
+        // factor near 1 and a spread near ln(1.1) ≈ 0.095; a node that
+        // always takes the same time teaches none.
+        let mut c = Calibration::new(0.1);
+        for i in 0..400 {
+            let t = if i % 2 == 0 { 1100.0 } else { 1000.0 / 1.1 };
+            c.observe("n", Format::Native, 1000.0, t);
+            c.observe("steady", Format::Native, 1000.0, 1200.0);
+        }
+        let sg = c.sigma("n", Format::Native).unwrap();
+        assert!((sg - 1.1f64.ln()).abs() < 0.01, "{sg}");
+        assert!(c.sigma("steady", Format::Native).unwrap() < 1e-9);
+        assert_eq!(c.sigma("never", Format::Native), None);
+        let fabric = crate::fabric::reference();
+        let mut view = fabric.view();
+        view.nodes.name[0] = "n".into();
+        c.apply_spread(&mut view);
+        assert!((view.nodes.jitter_sigma[0] - sg).abs() < 1e-12);
+        assert!(view.nodes.jitter_sigma[1] < 0.0, "unobserved nodes keep the default");
     }
 
     #[test]

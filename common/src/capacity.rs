@@ -6,6 +6,26 @@
 //! at the earliest time from its ready time at which its demand fits for
 //! its whole run (earlier gaps are used when they fit: backfilling). Times
 //! are absolute and in whatever unit the caller uses (fabric ms).
+//!
+//! **Reservations.** A plan reserves every stage when it is committed, for
+//! its predicted window ([`NodeSchedule::reserve`]), so work that arrives
+//! later goes around it — as Slurm's backfill and the Kubernetes
+//! scheduler's nominated nodes hold room from decision to binding. When
+//! the stage's inputs are there, its run is booked against its reservation
+//! ([`NodeSchedule::book_run`]):
+//!
+//! * early or on time, it starts at the earliest fit from its ready time
+//!   (its own reserved room is free to it), never later than it would
+//!   have without the reservation;
+//! * late (a predecessor ran long), or longer than reserved, it keeps its
+//!   rank: it starts at the earliest fit that ignores reservations made
+//!   *after* its own, and those it now overlaps are shifted later, in
+//!   their order, each to its earliest fit from where it was — what they
+//!   push shifts in turn. Every shift is returned ([`Shift`]) so the
+//!   owner can record it on the jobs it moved.
+//!
+//! Runs booked without a reservation (failovers, a retry) rank after every
+//! reservation made before them.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +44,47 @@ pub struct Booking {
     pub mem_gb: f64,
 }
 
+/// A reservation moved later by a run of higher rank.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shift {
+    /// The caller's tag of the reservation moved.
+    pub tag: u64,
+    /// Where it was.
+    pub from: Booking,
+    /// Where it is now.
+    pub to: Booking,
+    /// Whether it is a run booked to start (not only a reservation): its
+    /// start moved.
+    pub booked: bool,
+}
+
+/// A run booked by [`NodeSchedule::book_run`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct BookedRun {
+    /// The run's booking.
+    pub booking: Booking,
+    /// The highest number of cores in use during the run, the run
+    /// included.
+    pub peak_cpu: f64,
+    /// The reserved window it replaced, if it had one.
+    pub reserved: Option<Booking>,
+    /// Reservations it pushed later.
+    pub shifted: Vec<Shift>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Entry {
+    tag: u64,
+    b: Booking,
+    /// Rank: lower is older (served first when runs are late).
+    rank: u64,
+    /// Not started: a reservation, or a run booked to start later. It
+    /// can still be pushed by a late run ranked before it.
+    reserved: bool,
+    /// Booked as a run (not only reserved).
+    booked: bool,
+}
+
 /// The bookings of one node.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeSchedule {
@@ -31,12 +92,18 @@ pub struct NodeSchedule {
     pub cap_cpu: f64,
     /// Allocatable memory (GB).
     pub cap_mem_gb: f64,
-    bookings: Vec<Booking>,
+    entries: Vec<Entry>,
     /// The usage profile: at each instant where usage changes, by how
     /// much (cores, GB) — kept in time order as bookings come and go, so
     /// finding room is one walk, not a sort per booking.
     profile: BTreeMap<u64, (f64, f64)>,
+    /// Ranks given out.
+    ranks: u64,
 }
+
+/// Tags given to runs booked without one (high bit set; callers' tags
+/// keep it clear).
+const UNTAGGED: u64 = 1 << 63;
 
 /// Orders f64 times as u64 keys (total order, negatives first).
 fn key(t: f64) -> u64 {
@@ -51,7 +118,7 @@ fn time_of(k: u64) -> f64 {
 impl NodeSchedule {
     /// An empty schedule for a node of this size.
     pub fn new(cap_cpu: f64, cap_mem_gb: f64) -> Self {
-        NodeSchedule { cap_cpu, cap_mem_gb, bookings: Vec::new(), profile: BTreeMap::new() }
+        NodeSchedule { cap_cpu, cap_mem_gb, entries: Vec::new(), profile: BTreeMap::new(), ranks: 0 }
     }
 
     fn change(&mut self, t: f64, cpu: f64, mem: f64) {
@@ -75,10 +142,31 @@ impl NodeSchedule {
 
     /// Cores and memory in use at instant `t`.
     fn usage_at(&self, t: f64) -> (f64, f64) {
-        self.bookings
+        self.entries
             .iter()
+            .map(|e| e.b)
             .filter(|b| b.start <= t && t < b.end)
             .fold((0.0, 0.0), |(c, m), b| (c + b.cpu, m + b.mem_gb))
+    }
+
+    fn too_big(&self, cpu: f64, mem_gb: f64) -> bool {
+        cpu > self.cap_cpu + 1e-9 || mem_gb > self.cap_mem_gb + 1e-9
+    }
+
+    fn insert(&mut self, tag: u64, b: Booking, rank: u64, reserved: bool) {
+        self.entries.push(Entry { tag, b, rank, reserved, booked: !reserved });
+        self.add(&b);
+    }
+
+    /// A run booked to start later: movable until started.
+    fn insert_run(&mut self, tag: u64, b: Booking, rank: u64) {
+        self.entries.push(Entry { tag, b, rank, reserved: true, booked: true });
+        self.add(&b);
+    }
+
+    fn next_rank(&mut self) -> u64 {
+        self.ranks += 1;
+        self.ranks
     }
 
     /// Books `duration` of `cpu`/`mem` at the earliest start ≥ `ready`
@@ -89,9 +177,6 @@ impl NodeSchedule {
     /// changes up to the slot found, so an owner with thousands of queued
     /// stages still books in microseconds.
     pub fn book(&mut self, ready: f64, duration: f64, cpu: f64, mem_gb: f64) -> Option<Booking> {
-        if cpu > self.cap_cpu + 1e-9 || mem_gb > self.cap_mem_gb + 1e-9 {
-            return None;
-        }
         self.book_with_peak(ready, duration, cpu, mem_gb).map(|(b, _)| b)
     }
 
@@ -99,14 +184,136 @@ impl NodeSchedule {
     /// during the booked run, the run included (what the DES checks
     /// capacity with), found on the same walk.
     pub fn book_with_peak(&mut self, ready: f64, duration: f64, cpu: f64, mem_gb: f64) -> Option<(Booking, f64)> {
-        if cpu > self.cap_cpu + 1e-9 || mem_gb > self.cap_mem_gb + 1e-9 {
+        if self.too_big(cpu, mem_gb) {
             return None;
         }
         let (start, peak) = self.earliest_fit(ready, duration, cpu, mem_gb);
         let b = Booking { start, end: start + duration, cpu, mem_gb };
-        self.bookings.push(b);
-        self.add(&b);
+        let rank = self.next_rank();
+        self.insert(UNTAGGED | rank, b, rank, false);
         Some((b, peak + cpu))
+    }
+
+    /// Reserves `duration` of `cpu`/`mem` for the run tagged `tag` at the
+    /// earliest start ≥ `ready` where it fits, ranked after everything
+    /// held now. A second request for a tag already held returns what it
+    /// holds. `None` if it can never fit.
+    pub fn reserve(&mut self, tag: u64, ready: f64, duration: f64, cpu: f64, mem_gb: f64) -> Option<Booking> {
+        if let Some(e) = self.entry(tag) {
+            return Some(e.b);
+        }
+        if self.too_big(cpu, mem_gb) {
+            return None;
+        }
+        let (start, _) = self.earliest_fit(ready, duration, cpu, mem_gb);
+        let b = Booking { start, end: start + duration, cpu, mem_gb };
+        let rank = self.next_rank();
+        self.insert(tag & !UNTAGGED, b, rank, true);
+        Some(b)
+    }
+
+    /// Books the run tagged `tag`, whose inputs are there at `ready` and
+    /// which takes `duration`, against its reservation if it has one (see
+    /// the module's rules); without one, as [`NodeSchedule::book`]. Until
+    /// it is started ([`NodeSchedule::start`]) a booked run keeps its rank
+    /// and can still be pushed by a late run ranked before it, like a
+    /// reservation. A run already started under `tag` is returned as it
+    /// is. `None` if it can never fit.
+    pub fn book_run(&mut self, tag: u64, ready: f64, duration: f64, cpu: f64, mem_gb: f64) -> Option<BookedRun> {
+        let tag = tag & !UNTAGGED;
+        let held = self.entries.iter().position(|e| e.tag == tag);
+        if let Some(i) = held
+            && self.entries[i].booked
+        {
+            // Booked already: a repeated request gets the same run.
+            let b = self.entries[i].b;
+            return Some(BookedRun {
+                booking: b,
+                peak_cpu: self.peak_in(b.start, b.end),
+                reserved: None,
+                shifted: vec![],
+            });
+        }
+        if self.too_big(cpu, mem_gb) {
+            return None;
+        }
+        let Some(i) = held else {
+            let (start, peak) = self.earliest_fit(ready, duration, cpu, mem_gb);
+            let b = Booking { start, end: start + duration, cpu, mem_gb };
+            let rank = self.next_rank();
+            self.insert_run(tag, b, rank);
+            return Some(BookedRun { booking: b, peak_cpu: peak + cpu, reserved: None, shifted: vec![] });
+        };
+        let own = self.entries.swap_remove(i);
+        self.remove(&own.b);
+        let (start, peak) = self.earliest_fit(ready, duration, cpu, mem_gb);
+        let anchor = ready.max(own.b.start);
+        if start <= anchor + 1e-9 {
+            let b = Booking { start, end: start + duration, cpu, mem_gb };
+            self.insert_run(tag, b, own.rank);
+            return Some(BookedRun { booking: b, peak_cpu: peak + cpu, reserved: Some(own.b), shifted: vec![] });
+        }
+        // Late or longer than reserved: it keeps its rank. Reservations
+        // ranked after it that could be in its way step aside, then go
+        // back in their order, each at its earliest fit from where it was.
+        let mut after: Vec<Entry> = Vec::new();
+        let mut k = 0;
+        while k < self.entries.len() {
+            let e = self.entries[k];
+            if e.reserved && e.rank > own.rank && e.b.end > anchor {
+                self.entries.swap_remove(k);
+                self.remove(&e.b);
+                after.push(e);
+            } else {
+                k += 1;
+            }
+        }
+        after.sort_unstable_by_key(|e| e.rank);
+        let (start, _) = self.earliest_fit(anchor, duration, cpu, mem_gb);
+        let b = Booking { start, end: start + duration, cpu, mem_gb };
+        self.insert_run(tag, b, own.rank);
+        let mut shifted = Vec::new();
+        for e in after {
+            let d = e.b.end - e.b.start;
+            let (s, _) = self.earliest_fit(e.b.start, d, e.b.cpu, e.b.mem_gb);
+            let to = Booking { start: s, end: s + d, ..e.b };
+            if s > e.b.start {
+                shifted.push(Shift { tag: e.tag, from: e.b, to, booked: e.booked });
+            }
+            self.entries.push(Entry { b: to, ..e });
+            self.add(&to);
+        }
+        Some(BookedRun { booking: b, peak_cpu: self.peak_in(b.start, b.end), reserved: Some(own.b), shifted })
+    }
+
+    /// The run tagged `tag` starts: from now on it holds its room whatever
+    /// comes. Returns its booking, or `None` if nothing is held under
+    /// `tag`.
+    pub fn start(&mut self, tag: u64) -> Option<Booking> {
+        let e = self.entries.iter_mut().find(|e| e.tag == tag & !UNTAGGED)?;
+        e.reserved = false;
+        Some(e.b)
+    }
+
+    /// What is held under `tag`: its booking, and whether it can still
+    /// move (a reservation, or a run booked and not started).
+    pub fn held(&self, tag: u64) -> Option<(Booking, bool)> {
+        self.entry(tag & !UNTAGGED).map(|e| (e.b, e.reserved))
+    }
+
+    fn entry(&self, tag: u64) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.tag == tag)
+    }
+
+    /// Highest cores in use at any instant of `[start, end)`.
+    fn peak_in(&self, start: f64, end: f64) -> f64 {
+        let mut used: f64 = self.profile.range(..=key(start)).map(|(_, (c, _))| c).sum();
+        let mut peak = used;
+        for (_, (c, _)) in self.profile.range(key(start)..key(end)).skip_while(|(k, _)| **k == key(start)) {
+            used += c;
+            peak = peak.max(used);
+        }
+        peak
     }
 
     /// The earliest `t ≥ ready` such that `cpu`/`mem` more fit at every
@@ -166,17 +373,32 @@ impl NodeSchedule {
     /// its booking ends at `at`, or disappears if it had not started.
     /// Returns whether `b` was booked here.
     pub fn release(&mut self, b: &Booking, at: f64) -> bool {
-        let Some(i) = self.bookings.iter().position(|x| x == b) else { return false };
+        let Some(i) = self.entries.iter().position(|e| e.b == *b) else { return false };
+        self.cut(i, at);
+        true
+    }
+
+    /// Gives back what is held under `tag` from `at` on (a reservation
+    /// disappears whole unless it had started). Returns whether anything
+    /// was held under it.
+    pub fn release_tag(&mut self, tag: u64, at: f64) -> bool {
+        let Some(i) = self.entries.iter().position(|e| e.tag == tag & !UNTAGGED) else { return false };
+        let at = if self.entries[i].reserved { at.min(self.entries[i].b.start) } else { at };
+        self.cut(i, at);
+        true
+    }
+
+    fn cut(&mut self, i: usize, at: f64) {
+        let b = self.entries[i].b;
         if at <= b.start {
-            self.bookings.swap_remove(i);
-            self.remove(b);
+            self.entries.swap_remove(i);
+            self.remove(&b);
         } else if at < b.end {
-            self.remove(b);
-            self.bookings[i].end = at;
-            let shorter = self.bookings[i];
+            self.remove(&b);
+            self.entries[i].b.end = at;
+            let shorter = self.entries[i].b;
             self.add(&shorter);
         }
-        true
     }
 
     /// Highest cores in use at any instant within `[start, end)` (the
@@ -184,9 +406,9 @@ impl NodeSchedule {
     #[cfg(test)]
     fn peak_cpu(&self, start: f64, end: f64) -> f64 {
         let mut peak = self.usage_at(start).0;
-        for b in &self.bookings {
-            if b.start > start && b.start < end {
-                peak = peak.max(self.usage_at(b.start).0);
+        for e in &self.entries {
+            if e.b.start > start && e.b.start < end {
+                peak = peak.max(self.usage_at(e.b.start).0);
             }
         }
         peak
@@ -198,46 +420,58 @@ impl NodeSchedule {
     }
 
     /// Bookings that have not started by `now` (stages waiting for room or
-    /// for their inputs).
+    /// for their inputs, reservations included).
     pub fn waiting(&self, now: f64) -> usize {
-        self.bookings.iter().filter(|b| b.start > now).count()
+        self.entries.iter().filter(|e| e.b.start > now).count()
     }
 
-    /// Number of bookings held.
+    /// Number of bookings and reservations held.
     pub fn len(&self) -> usize {
-        self.bookings.len()
+        self.entries.len()
     }
 
     /// Whether nothing is booked.
     pub fn is_empty(&self) -> bool {
-        self.bookings.is_empty()
+        self.entries.is_empty()
     }
 
-    /// Forgets bookings that ended before `now`.
+    /// Forgets runs that ended before `now`. Reservations stay until they
+    /// are booked or released: a stage whose predecessor is late keeps
+    /// its rank past its window.
     pub fn prune(&mut self, now: f64) {
-        let mut gone = Vec::new();
-        self.bookings.retain(|b| {
-            let keep = b.end > now;
-            if !keep {
-                gone.push(*b);
+        self.forget(|e| !e.reserved && e.b.end <= now);
+    }
+
+    /// Forgets reservations whose window ended before `before` (their jobs
+    /// are gone without releasing them).
+    pub fn prune_reservations(&mut self, before: f64) {
+        self.forget(|e| e.reserved && e.b.end <= before);
+    }
+
+    fn forget(&mut self, gone: impl Fn(&Entry) -> bool) {
+        let mut k = 0;
+        while k < self.entries.len() {
+            if gone(&self.entries[k]) {
+                let e = self.entries.swap_remove(k);
+                self.remove(&e.b);
+            } else {
+                k += 1;
             }
-            keep
-        });
-        for b in &gone {
-            self.remove(b);
         }
     }
 
-    /// Cores and memory held at `now`, counting bookings that have not
-    /// started yet (placed work holds its node, as in Kubernetes).
+    /// Cores and memory held at `now`, counting bookings and reservations
+    /// that have not started yet (placed work holds its node, as in
+    /// Kubernetes).
     pub fn allocated(&self, now: f64) -> (f64, f64) {
-        self.bookings.iter().filter(|b| b.end > now).fold((0.0, 0.0), |(c, m), b| (c + b.cpu, m + b.mem_gb))
+        self.entries.iter().filter(|e| e.b.end > now).fold((0.0, 0.0), |(c, m), e| (c + e.b.cpu, m + e.b.mem_gb))
     }
 
     /// Expected wait from `now` before the node has drained its booked
-    /// work, treating its cores as one pool.
+    /// and reserved work, treating its cores as one pool.
     pub fn backlog(&self, now: f64) -> f64 {
-        let work: f64 = self.bookings.iter().filter(|b| b.end > now).map(|b| b.cpu * (b.end - b.start.max(now))).sum();
+        let work: f64 =
+            self.entries.iter().filter(|e| e.b.end > now).map(|e| e.b.cpu * (e.b.end - e.b.start.max(now))).sum();
         work / self.cap_cpu.max(1e-9)
     }
 }
@@ -263,6 +497,77 @@ mod tests {
         assert_eq!(s.allocated(1000.0), (0.0, 0.0));
     }
 
+    // Rule: a reservation holds its window against later work; a run
+    // ready early starts early where there is room; a late run keeps its
+    // rank and pushes what was reserved after it, which pushes in turn.
+    #[test]
+    fn reservations_hold_room_and_late_runs_push_what_came_after() {
+        let mut s = NodeSchedule::new(4.0, 16.0);
+        // Job A reserves the whole node for [100, 200).
+        let a = s.reserve(1, 100.0, 100.0, 4.0, 1.0).unwrap();
+        assert_eq!((a.start, a.end), (100.0, 200.0));
+        // Job B arrives later, ready at 50 for 100: it goes around A.
+        let b = s.reserve(2, 50.0, 100.0, 4.0, 1.0).unwrap();
+        assert_eq!((b.start, b.end), (200.0, 300.0));
+        // Job C right behind B.
+        let c = s.reserve(3, 250.0, 100.0, 4.0, 1.0).unwrap();
+        assert_eq!((c.start, c.end), (300.0, 400.0));
+        // A repeated reservation is the same one.
+        assert_eq!(s.reserve(1, 0.0, 1.0, 1.0, 1.0), Some(a));
+        assert_eq!(s.len(), 3);
+        // A's predecessor is 30 late: A starts at 130 and runs 100; B is
+        // pushed 30 (to 230), and C behind it 30 (to 330).
+        let r = s.book_run(1, 130.0, 100.0, 4.0, 1.0).unwrap();
+        assert_eq!((r.booking.start, r.booking.end), (130.0, 230.0));
+        assert_eq!(r.reserved, Some(a));
+        let moved: Vec<(u64, f64, f64)> = r.shifted.iter().map(|x| (x.tag, x.from.start, x.to.start)).collect();
+        assert_eq!(moved, vec![(2, 200.0, 230.0), (3, 300.0, 330.0)]);
+        assert_eq!(s.held(2), Some((Booking { start: 230.0, end: 330.0, cpu: 4.0, mem_gb: 1.0 }, true)));
+        // Booking A again returns the run as booked.
+        assert_eq!(s.book_run(1, 0.0, 5.0, 4.0, 1.0).unwrap().booking, r.booking);
+        // B is ready early (at 150, while A runs): it starts when A ends,
+        // at 230, its shifted window — no earlier room on a full node.
+        let rb = s.book_run(2, 150.0, 100.0, 4.0, 1.0).unwrap();
+        assert_eq!(rb.booking.start, 230.0);
+        assert!(rb.shifted.is_empty());
+        assert!(s.peak_cpu(0.0, 1000.0) <= 4.0 + 1e-9);
+    }
+
+    #[test]
+    fn an_early_run_starts_early_and_a_long_one_pushes() {
+        let mut s = NodeSchedule::new(4.0, 16.0);
+        s.reserve(1, 100.0, 100.0, 2.0, 1.0).unwrap();
+        s.reserve(2, 200.0, 100.0, 4.0, 1.0).unwrap();
+        // Ready at 60 instead of 100: room from 60 on, so it starts at 60.
+        let r = s.book_run(1, 60.0, 100.0, 2.0, 1.0).unwrap();
+        assert_eq!(r.booking.start, 60.0);
+        assert!(r.shifted.is_empty());
+        let mut s = NodeSchedule::new(4.0, 16.0);
+        s.reserve(1, 100.0, 100.0, 2.0, 1.0).unwrap();
+        s.reserve(2, 200.0, 100.0, 4.0, 1.0).unwrap();
+        // On time but 150 long instead of 100: it keeps [100, 250) and the
+        // next reservation moves to 250.
+        let r = s.book_run(1, 100.0, 150.0, 2.0, 1.0).unwrap();
+        assert_eq!((r.booking.start, r.booking.end), (100.0, 250.0));
+        assert_eq!(r.shifted.len(), 1);
+        assert_eq!(r.shifted[0].to.start, 250.0);
+        // A run with no reservation backfills where it fits (at 0) and
+        // otherwise waits for every reservation: 4 cores ready at 120
+        // find room only after the moved one, at 350.
+        assert_eq!(s.book_run(8, 0.0, 10.0, 4.0, 1.0).unwrap().booking.start, 0.0);
+        assert_eq!(s.book_run(9, 120.0, 10.0, 4.0, 1.0).unwrap().booking.start, 350.0);
+        // Releasing a reservation gives its whole window back.
+        assert!(s.release_tag(2, 500.0));
+        assert_eq!(s.held(2), None);
+        // Pruning keeps reservations whose window passed (their stage is
+        // late, not gone); prune_reservations forgets them.
+        s.reserve(4, 0.0, 10.0, 1.0, 1.0).unwrap();
+        s.prune(1_000.0);
+        assert!(s.held(4).is_some());
+        s.prune_reservations(1_000.0);
+        assert!(s.held(4).is_none());
+    }
+
     /// The rule as first written: try `ready` and every booking's end, in
     /// order; the first window where every instant fits wins.
     fn reference_start(s: &NodeSchedule, ready: f64, d: f64, cpu: f64, mem: f64) -> f64 {
@@ -270,9 +575,9 @@ mod tests {
             let (c, m) = s.usage_at(t);
             c + cpu <= s.cap_cpu + 1e-9 && m + mem <= s.cap_mem_gb + 1e-9
         };
-        let fits = |t: f64| ok(t) && s.bookings.iter().map(|b| b.start).filter(|&x| x > t && x < t + d).all(ok);
+        let fits = |t: f64| ok(t) && s.entries.iter().map(|e| e.b.start).filter(|&x| x > t && x < t + d).all(ok);
         let mut candidates: Vec<f64> = vec![ready];
-        candidates.extend(s.bookings.iter().map(|b| b.end).filter(|&e| e > ready));
+        candidates.extend(s.entries.iter().map(|e| e.b.end).filter(|&e| e > ready));
         candidates.sort_by(f64::total_cmp);
         candidates.into_iter().find(|&t| fits(t)).expect("fits once everything ended")
     }
@@ -311,6 +616,47 @@ mod tests {
                 prop_assert_eq!(b.start, want);
                 prop_assert!((peak - s.peak_cpu(b.start, b.end)).abs() < 1e-9, "peak {} vs {}", peak, s.peak_cpu(b.start, b.end));
                 held.push(b);
+            }
+        }
+
+        // Rule: whatever mix of reservations, runs booked against them
+        // (early, late, longer, shorter) and plain bookings, no instant
+        // is overbooked, nothing starts before it is ready, and a run
+        // booked on time against its reservation starts no later than it.
+        #[test]
+        fn reservations_never_overbook(
+            ops in proptest::collection::vec((0u8..3, 0u64..12, 0u32..80, 1u32..30, 1u32..5), 1..60)
+        ) {
+            let mut s = NodeSchedule::new(4.0, 8.0);
+            let mut booked = std::collections::HashSet::new();
+            for (op, tag, ready, dur, cpu) in ops {
+                let (ready, dur, cpu) = (f64::from(ready), f64::from(dur), f64::from(cpu));
+                match op {
+                    0 => {
+                        if let Some(b) = s.reserve(tag, ready, dur, cpu, 1.0) {
+                            prop_assert!(b.start >= ready || s.held(tag).is_some());
+                        }
+                    }
+                    1 => {
+                        let before = s.held(tag).filter(|_| !booked.contains(&tag));
+                        let r = s.book_run(tag, ready, dur, cpu, 1.0).unwrap();
+                        booked.insert(tag);
+                        if let Some((res, true)) = before {
+                            prop_assert!(r.booking.start >= ready);
+                            if ready <= res.start && dur <= res.end - res.start && cpu <= res.cpu {
+                                prop_assert!(r.booking.start <= res.start + 1e-9, "on time yet later than reserved");
+                            }
+                        }
+                    }
+                    _ => {
+                        s.release_tag(tag, ready);
+                        booked.remove(&tag);
+                    }
+                }
+                for e in &s.entries {
+                    let (c, m) = s.usage_at(e.b.start);
+                    prop_assert!(c <= 4.0 + 1e-6 && m <= 8.0 + 1e-6, "overbooked at {}: {} cores", e.b.start, c);
+                }
             }
         }
 

@@ -26,7 +26,7 @@ use rand::RngExt;
 use rand_distr::{Distribution, Exp1, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::capacity::{Booking, NodeSchedule};
+use crate::capacity::NodeSchedule;
 use crate::execution::{ExecAction, ExecConfig, ExecEvent, Execution, Refusal, RunKey};
 pub use crate::execution::{JobOutcome, StageOutcome};
 use crate::job::Job;
@@ -183,8 +183,22 @@ impl RunTimes for LognormalNoise {
     }
 }
 
+/// A run's tag in its node's schedule: (job, stage, key number); the
+/// plan of a simulated job is its handle.
+fn tag(j: usize, key: RunKey) -> u64 {
+    (j as u64) << 32 | u64::from(key.stage) << 16 | u64::from(key.attempt)
+}
+
+fn untag(t: u64) -> (usize, RunKey) {
+    let j = (t >> 32) as usize;
+    (j, RunKey { plan: j as u64, stage: (t >> 16) as u16, attempt: t as u16 })
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Ev {
+    /// A booked run's start comes (job, run, node): from then on it holds
+    /// its node; until then a late run ranked before it may push it.
+    Start(u32, RunKey, u32),
     /// A run ends (job, run).
     Finish(u32, RunKey),
     /// A run's node fails under it (job, run).
@@ -203,10 +217,6 @@ struct Hold {
 struct SimJob<'a> {
     job: &'a Job,
     exec: Execution,
-    /// Current booking of each stage.
-    /// Bookings of runs in flight: (stage, attempt, booking) — a stage
-    /// has two while a hot replica races its run.
-    booked: Vec<(u16, u16, Booking)>,
     /// Node and hold of each stage not booked yet.
     held: Vec<Option<(usize, Hold)>>,
 }
@@ -225,6 +235,10 @@ pub struct Simulator<'a, R: RunTimes = LognormalNoise> {
     peak: Vec<f64>,
     jobs: Vec<SimJob<'a>>,
     actions: Vec<ExecAction>,
+    /// Reservations pushed later by late or long runs.
+    shifts: u64,
+    /// Booked runs pushed to a later start, to tell their jobs.
+    moved: Vec<(usize, ExecEvent)>,
     /// Node failures on a timeline (with precursors), instead of a hazard
     /// per run.
     outages: Option<crate::forecast::Outages>,
@@ -255,6 +269,8 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
             peak: vec![0.0; t.len()],
             jobs: Vec::new(),
             actions: Vec::new(),
+            shifts: 0,
+            moved: Vec::new(),
             outages: None,
         }
     }
@@ -312,7 +328,8 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
         started
     }
 
-    /// Submits a placed job at `at_ms`; returns its handle.
+    /// Submits a placed job at `at_ms`; returns its handle. Its stages are
+    /// reserved for the run times this simulator's view predicts.
     pub fn submit(
         &mut self,
         job: &'a Job,
@@ -321,20 +338,43 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
         shadow: &[Option<Assignment>],
         at_ms: f64,
     ) -> usize {
+        self.submit_planned(job, origin, assign, shadow, at_ms, &[])
+    }
+
+    /// As [`Simulator::submit`], reserving each stage for the run time its
+    /// plan predicted (`durations`, ms, in stage order — from the
+    /// planner's twin, which may know more or less than this simulator's
+    /// view); stages left out are predicted by the view.
+    pub fn submit_planned(
+        &mut self,
+        job: &'a Job,
+        origin: OriginIdx,
+        assign: &[Assignment],
+        shadow: &[Option<Assignment>],
+        at_ms: f64,
+        durations: &[f64],
+    ) -> usize {
         let j = self.jobs.len();
-        let exec = Execution::new(job, origin, assign, shadow, j as u64, at_ms, self.cfg.exec.clone());
+        let exec = Execution::new(job, origin, assign, shadow, j as u64, at_ms, self.cfg.exec.clone())
+            .with_durations(durations);
+        // Booking on readiness, a placed stage holds its node until it is
+        // booked; reserving, its reservation does.
+        let reserve = self.cfg.exec.reserve;
         let held = job
             .stages
             .iter()
             .zip(assign)
             .map(|(st, a)| {
+                if reserve {
+                    return None;
+                }
                 let c = &st.compute;
                 let h = Hold { cpu: c.cpu, mem: c.mem_gb, work: c.cpu * self.view.compute_ms(a.node, c, a.format) };
                 self.hold(a.node, h, 1.0);
                 Some((a.node, h))
             })
             .collect();
-        self.jobs.push(SimJob { job, exec, booked: Vec::new(), held });
+        self.jobs.push(SimJob { job, exec, held });
         let mut out = std::mem::take(&mut self.actions);
         {
             let sj = &mut self.jobs[j];
@@ -342,6 +382,11 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
         }
         self.carry_out(j, at_ms, out);
         j
+    }
+
+    /// Reservations pushed later by late or long runs so far.
+    pub fn shifts(&self) -> u64 {
+        self.shifts
     }
 
     /// Runs until no event is left; returns events processed so far.
@@ -366,16 +411,10 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
         self.events += 1;
         self.now = now;
         let (j, ev) = match ev {
+            Ev::Start(j, key, node) => return self.start_run(now, j as usize, key, node as usize),
             Ev::Finish(j, key) => (j as usize, ExecEvent::Finished { key }),
             Ev::Fail(j, key) => (j as usize, ExecEvent::Failed { key }),
         };
-        if let ExecEvent::Finished { key } = ev {
-            // A finished run holds nothing more to give back.
-            let booked = &mut self.jobs[j].booked;
-            if let Some(i) = booked.iter().position(|&(s, a, _)| s == key.stage && a == key.attempt) {
-                booked.swap_remove(i);
-            }
-        }
         self.feed(j, now, ev);
     }
 
@@ -396,6 +435,16 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
             let action = out[i].clone();
             i += 1;
             match action {
+                ExecAction::Reserve { key, node, ready_at, duration_ms, .. } => {
+                    let c = self.jobs[j].job.stages[key.stage as usize].compute;
+                    let sched = &mut self.schedules[node];
+                    let start = sched
+                        .reserve(tag(j, key), ready_at, duration_ms, c.cpu, c.mem_gb)
+                        .map(|b| b.start)
+                        .ok_or(Refusal::DoesNotFit);
+                    let sj = &mut self.jobs[j];
+                    sj.exec.handle(sj.job, self.view, now, ExecEvent::Reserved { key, start }, &mut out);
+                }
                 ExecAction::Book { key, node, format, ready_at } => {
                     let s = key.stage as usize;
                     if let Some((n, h)) = self.jobs[j].held[s].take() {
@@ -407,25 +456,18 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
                     let run = self.run_times.run_ms(self.view, q, &mut self.rng);
                     let sched = &mut self.schedules[node];
                     sched.prune(now);
-                    let answer = match sched.book_with_peak(ready_at, run, c.cpu, c.mem_gb) {
+                    let answer = match sched.book_run(tag(j, key), ready_at, run, c.cpu, c.mem_gb) {
                         None => ExecEvent::Refused { key, reason: Refusal::DoesNotFit },
-                        Some((b, peak)) => {
-                            self.peak[node] = self.peak[node].max(peak);
-                            self.jobs[j].booked.push((key.stage, key.attempt, b));
-                            let r = self.view.nodes.resiliency[node];
-                            let ttf = if let Some(o) = &self.outages {
-                                o.fails_during(node, b.start, b.end).map_or(f64::INFINITY, |t| t - b.start)
-                            } else if self.cfg.failures && r < 1.0 {
-                                let rate = -r.max(1e-12).ln() / self.cfg.risk_horizon_ms;
-                                let e: f64 = Exp1.sample(&mut self.rng);
-                                e / rate
-                            } else {
-                                f64::INFINITY
-                            };
-                            if ttf < run {
-                                self.queue.push(b.start + ttf, Ev::Fail(j as u32, key));
-                            } else {
-                                self.queue.push(b.end, Ev::Finish(j as u32, key));
+                        Some(r) => {
+                            let b = r.booking;
+                            self.peak[node] = self.peak[node].max(r.peak_cpu);
+                            self.queue.push(b.start, Ev::Start(j as u32, key, node as u32));
+                            // Runs it pushed start later: they hear it.
+                            self.shifts += r.shifted.len() as u64;
+                            for x in r.shifted.iter().filter(|x| x.booked) {
+                                let (j2, key2) = untag(x.tag);
+                                self.queue.push(x.to.start, Ev::Start(j2 as u32, key2, node as u32));
+                                self.moved.push((j2, ExecEvent::Booked { key: key2, start: x.to.start }));
                             }
                             ExecEvent::Booked { key, start: b.start }
                         }
@@ -434,11 +476,7 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
                     sj.exec.handle(sj.job, self.view, now, answer, &mut out);
                 }
                 ExecAction::Release { key, node, at } => {
-                    let booked = &mut self.jobs[j].booked;
-                    if let Some(i) = booked.iter().position(|&(s, a, _)| s == key.stage && a == key.attempt) {
-                        let (_, _, b) = booked.swap_remove(i);
-                        self.schedules[node].release(&b, at);
-                    }
+                    self.schedules[node].release_tag(tag(j, key), at);
                 }
                 ExecAction::Done => {
                     for s in 0..self.jobs[j].held.len() {
@@ -451,6 +489,37 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
         }
         out.clear();
         self.actions = out;
+        while let Some((j2, ev)) = self.moved.pop() {
+            self.feed(j2, now, ev);
+        }
+    }
+
+    /// A booked run's start: fixed on its node from now on; when it ends
+    /// (or its node fails under it) is drawn now.
+    fn start_run(&mut self, now: f64, j: usize, key: RunKey, node: usize) {
+        let t = tag(j, key);
+        // Stale: released, or pushed to a later start (a newer event).
+        let Some((b, true)) = self.schedules[node].held(t) else { return };
+        if b.start != now {
+            return;
+        }
+        self.schedules[node].start(t);
+        let run = b.end - b.start;
+        let r = self.view.nodes.resiliency[node];
+        let ttf = if let Some(o) = &self.outages {
+            o.fails_during(node, b.start, b.end).map_or(f64::INFINITY, |t| t - b.start)
+        } else if self.cfg.failures && r < 1.0 {
+            let rate = -r.max(1e-12).ln() / self.cfg.risk_horizon_ms;
+            let e: f64 = Exp1.sample(&mut self.rng);
+            e / rate
+        } else {
+            f64::INFINITY
+        };
+        if ttf < run {
+            self.queue.push(b.start + ttf, Ev::Fail(j as u32, key));
+        } else {
+            self.queue.push(b.end, Ev::Finish(j as u32, key));
+        }
     }
 
     fn hold(&mut self, node: usize, h: Hold, sign: f64) {

@@ -6,9 +6,19 @@
 //! feeds it [`ExecEvent`]s with the time they happened and carries out the
 //! [`ExecAction`]s it returns:
 //!
+//! * **reservation** — every stage is reserved with its node's owner when
+//!   the job starts, for its predicted window: a first stage is booked at
+//!   once; each later stage is reserved as soon as its predecessors' windows
+//!   are known (their start plus their predicted run time, plus the
+//!   transfer), so work that arrives later goes around the whole plan
+//!   ([`crate::capacity`]'s rules; [`ExecConfig::reserve`] off books on
+//!   readiness only). The windows are the plan's committed prediction
+//!   ([`Execution::reserved_finish`]);
 //! * **readiness** — a stage is booked as soon as its predecessors have
 //!   finished, for the moment its inputs are on its node (origin latency for
-//!   a first stage; each predecessor's finish plus its transfer after);
+//!   a first stage; each predecessor's finish plus its transfer after),
+//!   against its reservation: early where its node has room, late keeping
+//!   its rank;
 //! * **booking** — on the node's schedule, by the node's owner
 //!   ([`crate::capacity::NodeSchedule`]: earliest start from the ready time
 //!   at which the stage fits for its whole run — backfilling). Every booking
@@ -41,11 +51,20 @@ pub struct ExecConfig {
     /// Delay before a stage retries a node it already tried, when no
     /// untried node can host it (ms).
     pub retry_backoff_ms: f64,
+    /// Reserve every stage for its predicted window when the job starts
+    /// (on by default); off, a stage holds nothing on its node until its
+    /// inputs are there.
+    #[serde(default = "reserve_by_default")]
+    pub reserve: bool,
+}
+
+fn reserve_by_default() -> bool {
+    true
 }
 
 impl Default for ExecConfig {
     fn default() -> Self {
-        ExecConfig { max_attempts: 3, failover_delay_ms: 1_000.0, retry_backoff_ms: 2_000.0 }
+        ExecConfig { max_attempts: 3, failover_delay_ms: 1_000.0, retry_backoff_ms: 2_000.0, reserve: true }
     }
 }
 
@@ -114,6 +133,13 @@ pub enum ExecEvent {
     },
     /// Stop the job: release what is booked, run nothing more.
     Cancel,
+    /// The owner answered a reservation: the window's start, or why not.
+    Reserved {
+        /// Which run.
+        key: RunKey,
+        /// Its reserved start (ms), or why it was refused.
+        start: Result<f64, Refusal>,
+    },
 }
 
 /// What the caller must do.
@@ -139,6 +165,20 @@ pub enum ExecAction {
         /// From when.
         at: f64,
     },
+    /// Reserve this run on `node` for its predicted window: from the
+    /// earliest fit at or after `ready_at`, for `duration_ms`.
+    Reserve {
+        /// Which run (its booking, later, carries the same key).
+        key: RunKey,
+        /// Target node (index in the view).
+        node: usize,
+        /// Format.
+        format: Format,
+        /// When its inputs are predicted to be on the node (ms).
+        ready_at: f64,
+        /// Its predicted run time (ms).
+        duration_ms: f64,
+    },
     /// The job reached its final state; [`Execution::outcome`] tells it.
     Done,
 }
@@ -160,6 +200,14 @@ pub struct StageOutcome {
     pub compute_ms: f64,
     /// Attempts made.
     pub attempts: u16,
+    /// The window it was reserved (or predicted) for when the job
+    /// started: start and end (ms; NaN when none was known).
+    #[serde(default = "nan2")]
+    pub window_ms: (f64, f64),
+}
+
+fn nan2() -> (f64, f64) {
+    (f64::NAN, f64::NAN)
 }
 
 /// What happened to one job.
@@ -229,6 +277,15 @@ struct StageRun {
     replicas: u16,
     /// Nodes tried, in order.
     tried: Vec<usize>,
+    /// Predicted run time (ms) its reservation is made for.
+    dur: f64,
+    /// Its predicted window (start, end): reserved, or as predicted when
+    /// the owner could not reserve it.
+    window: Option<(f64, f64)>,
+    /// A reservation asked for and not yet booked: (key number, node).
+    reservation: Option<(u16, usize)>,
+    /// When its reservation was asked to start from.
+    reserve_from: f64,
     ready: f64,
     start: f64,
     finish: f64,
@@ -281,6 +338,10 @@ impl Execution {
                 replica: None,
                 replicas: 0,
                 tried: Vec::new(),
+                dur: f64::NAN,
+                window: None,
+                reservation: None,
+                reserve_from: f64::NAN,
                 ready: submit_ms,
                 start: f64::NAN,
                 finish: f64::NAN,
@@ -302,8 +363,24 @@ impl Execution {
         }
     }
 
-    /// Starts the job: books every stage without predecessors.
+    /// The run time (ms) to reserve each stage for — the plan's
+    /// prediction, from the planner's calibrated twin. Without it, the
+    /// view given to [`Execution::start`] predicts them.
+    pub fn with_durations(mut self, durations: &[f64]) -> Self {
+        for (st, d) in self.stages.iter_mut().zip(durations) {
+            st.dur = *d;
+        }
+        self
+    }
+
+    /// Starts the job: books every stage without predecessors (the rest
+    /// are reserved as their predecessors' windows become known).
     pub fn start(&mut self, job: &Job, view: &FabricView, out: &mut Vec<ExecAction>) {
+        for (s, st) in self.stages.iter_mut().enumerate() {
+            if !st.dur.is_finite() {
+                st.dur = view.compute_ms(st.at.node, &job.stages[s].compute, st.at.format);
+            }
+        }
         for s in 0..self.stages.len() {
             if self.stages[s].pending == 0 {
                 let at = self.stages[s].at;
@@ -335,10 +412,38 @@ impl Execution {
                 let st = &mut self.stages[s];
                 st.state = StageState::Booked;
                 st.start = start;
+                if st.window.is_none() {
+                    st.window = Some((start, start + st.dur));
+                    self.reserve_after(job, view, s, out);
+                }
+            }
+            ExecEvent::Reserved { key, start } => {
+                let s = key.stage as usize;
+                let Some(st) = self.stages.get_mut(s) else { return };
+                if key.plan != self.plan || st.reservation.is_none_or(|(a, _)| a != key.attempt) {
+                    return;
+                }
+                let from = match start {
+                    Ok(t) => t,
+                    Err(_) => {
+                        // Not reserved (its node is down, its owner out of
+                        // reach): predicted all the same; booking it, when
+                        // it is ready, will find out more.
+                        st.reservation = None;
+                        st.reserve_from
+                    }
+                };
+                if st.window.is_none() {
+                    st.window = Some((from, from + st.dur));
+                    self.reserve_after(job, view, s, out);
+                }
             }
             ExecEvent::Refused { key, reason } => {
                 let Some(s) = self.current(key, StageState::Booking) else { return };
                 self.failures += 1;
+                // Whatever the owner still holds for the run (a
+                // reservation) is given back.
+                out.push(ExecAction::Release { key, node: self.stages[s].at.node, at: now });
                 if self.promote_replica(s) {
                     return;
                 }
@@ -435,6 +540,7 @@ impl Execution {
                     finish_ms: st.finish,
                     compute_ms: st.finish - st.start,
                     attempts: st.attempt,
+                    window_ms: st.window.unwrap_or((f64::NAN, f64::NAN)),
                 })
                 .collect(),
         }
@@ -468,13 +574,32 @@ impl Execution {
         out: &mut Vec<ExecAction>,
     ) {
         let ready = self.inputs_ready(job, view, s, at.node).max(not_before);
+        let plan = self.plan;
         let st = &mut self.stages[s];
         st.attempt += 1;
-        st.issued += 1;
-        st.run = st.issued;
+        // The run booked against its reservation carries its key; a run
+        // elsewhere gives the reservation back and takes a key of its own.
+        st.run = match st.reservation.take() {
+            Some((run, node)) if node == at.node => run,
+            other => {
+                if let Some((run, node)) = other {
+                    out.push(ExecAction::Release {
+                        key: RunKey { plan, stage: s as u16, attempt: run },
+                        node,
+                        at: ready,
+                    });
+                }
+                st.issued += 1;
+                st.issued
+            }
+        };
+        let moved = st.at != at;
         st.at = at;
         st.tried.push(at.node);
         st.ready = ready;
+        if moved || !st.dur.is_finite() {
+            st.dur = view.compute_ms(at.node, &job.stages[s].compute, at.format);
+        }
         st.state = StageState::Booking;
         st.start = f64::NAN;
         out.push(ExecAction::Book {
@@ -483,6 +608,59 @@ impl Execution {
             format: at.format,
             ready_at: ready,
         });
+    }
+
+    /// Reserves every successor of `s` whose predecessors' windows are all
+    /// known, from the latest of their predicted ends plus the transfer;
+    /// with reservations off, only predicts their windows.
+    fn reserve_after(&mut self, job: &Job, view: &FabricView, s: usize, out: &mut Vec<ExecAction>) {
+        'next: for k in 0..job.stages.len() {
+            if !job.stages[k].predecessors.contains(&s) || self.stages[k].window.is_some() {
+                continue;
+            }
+            let st = &self.stages[k];
+            if st.state != StageState::Waiting || st.attempt > 0 || st.reservation.is_some() {
+                continue;
+            }
+            let mut ready = f64::NEG_INFINITY;
+            for &p in &job.stages[k].predecessors {
+                let Some((_, end)) = self.stages[p].window else { continue 'next };
+                ready = ready.max(end + view.transfer_ms(self.stages[p].at.node, st.at.node, job.stages[p].output_mb));
+            }
+            let st = &mut self.stages[k];
+            st.reserve_from = ready;
+            if self.cfg.reserve {
+                st.issued += 1;
+                st.reservation = Some((st.issued, st.at.node));
+                out.push(ExecAction::Reserve {
+                    key: RunKey { plan: self.plan, stage: k as u16, attempt: st.issued },
+                    node: st.at.node,
+                    format: st.at.format,
+                    ready_at: ready,
+                    duration_ms: st.dur,
+                });
+            } else {
+                st.window = Some((ready, ready + st.dur));
+                self.reserve_after(job, view, k, out);
+            }
+        }
+    }
+
+    /// The job's predicted finish by its reserved windows (ms), once every
+    /// stage's window is known: the committed prediction of its plan.
+    pub fn reserved_finish(&self) -> Option<f64> {
+        self.stages.iter().try_fold(self.submit, |m, st| st.window.map(|(_, e)| m.max(e)))
+    }
+
+    /// The run time (ms) predicted for stage `s`'s current run: what its
+    /// node's owner books it for.
+    pub fn predicted_ms(&self, s: usize) -> f64 {
+        self.stages.get(s).map_or(f64::NAN, |st| st.dur)
+    }
+
+    /// Stage `s`'s reserved (or predicted) window, once known.
+    pub fn window(&self, s: usize) -> Option<(f64, f64)> {
+        self.stages.get(s)?.window
     }
 
     fn release_successors(&mut self, job: &Job, view: &FabricView, s: usize, now: f64, out: &mut Vec<ExecAction>) {
@@ -564,7 +742,16 @@ impl Execution {
                     });
                     st.state = StageState::Abandoned;
                 }
-                StageState::Waiting => st.state = StageState::Abandoned,
+                StageState::Waiting => {
+                    if let Some((run, node)) = st.reservation.take() {
+                        out.push(ExecAction::Release {
+                            key: RunKey { plan: self.plan, stage: s as u16, attempt: run },
+                            node,
+                            at: now,
+                        });
+                    }
+                    st.state = StageState::Abandoned
+                }
                 StageState::Done | StageState::Abandoned => {}
             }
         }

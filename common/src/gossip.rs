@@ -68,6 +68,7 @@ pub fn handle(twin: &mut Twin, msg: Message) -> Handled {
         Message::Forward(_)
         | Message::ForwardResult { .. }
         | Message::RunStage(_)
+        | Message::ReserveStage { .. }
         | Message::StageScheduled(_)
         | Message::ReleaseStage { .. }
         | Message::Ping(_)

@@ -177,7 +177,9 @@ pub struct Replica {
     next_sync: f64,
     next_dial: f64,
     schedules: BTreeMap<String, NodeSchedule>,
-    slots: HashMap<(String, RunKey), (String, Booking)>,
+    /// Runs booked or reserved on owned nodes: (node, booking, still
+    /// only reserved).
+    slots: HashMap<(String, RunKey), (String, Booking, bool)>,
     stats: ReplicaStats,
     /// Agents the twin names, and (twin size, time) they were listed at.
     agents: Vec<String>,

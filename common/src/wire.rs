@@ -159,6 +159,15 @@ pub enum Message {
     /// Answer to [`Message::Planned`]: the answerer's own copies of the
     /// same ids.
     PlannedToo(Vec<crate::reconcile::PlannedCopy>),
+    /// Reserve a stage on a node you own for its predicted window (a plan
+    /// was committed); answered with [`Message::StageScheduled`] — the
+    /// window.
+    ReserveStage {
+        /// The run, with the time its inputs are predicted to be there.
+        run: StageRun,
+        /// Its predicted run time (ms).
+        duration_ms: f64,
+    },
 }
 
 impl Message {
@@ -184,6 +193,7 @@ impl Message {
             Message::Leave(_) => "leave",
             Message::Planned(_) => "planned",
             Message::PlannedToo(_) => "planned_too",
+            Message::ReserveStage { .. } => "reserve_stage",
         }
     }
 }

@@ -83,6 +83,19 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
                     };
                     running.push(book(host.clone(), run).boxed());
                 }
+                ExecAction::Reserve { key, node, format, ready_at, duration_ms } => {
+                    let st = &job.stages[key.stage as usize];
+                    let run = StageRun {
+                        job: id.to_string(),
+                        stage: st.id.clone(),
+                        key,
+                        node: view.nodes.name[node].clone(),
+                        format,
+                        compute: st.compute,
+                        ready_at,
+                    };
+                    running.push(reserve(host.clone(), run, duration_ms).boxed());
+                }
                 ExecAction::Release { key, node, at } => {
                     let (host, id, node) = (host.clone(), id.to_string(), view.nodes.name[node].clone());
                     tokio::spawn(async move { host.release(&id, key, &node, at).await });
@@ -149,6 +162,14 @@ async fn book(host: Arc<dyn Host>, run: StageRun) -> Step {
             (vec![(host.fabric_now(), ExecEvent::Refused { key, reason })], None)
         }
     }
+}
+
+/// Reserves a run with the node's owner; its window (or why not) is
+/// reported at once.
+async fn reserve(host: Arc<dyn Host>, run: StageRun, duration_ms: f64) -> Step {
+    let key: RunKey = run.key;
+    let start = host.reserve(run, duration_ms).await.map(|slot| slot.start);
+    (vec![(host.fabric_now(), ExecEvent::Reserved { key, start })], None)
 }
 
 /// Awaits a booked run's end, checking now and then whether the node went

@@ -38,6 +38,7 @@ mod owner;
 mod peers;
 mod planner;
 mod records;
+mod reserve;
 mod run;
 pub mod services;
 mod stages;
@@ -570,6 +571,14 @@ impl Agent {
                     Ok(Message::RunStage(run)) => {
                         let node = run.node.clone();
                         let r = self.book_stage(&run);
+                        if r.is_ok() {
+                            self.publish_load(&node).await;
+                        }
+                        Message::StageScheduled(r)
+                    }
+                    Ok(Message::ReserveStage { run, duration_ms }) => {
+                        let node = run.node.clone();
+                        let r = self.reserve_owned(&run, duration_ms);
                         if r.is_ok() {
                             self.publish_load(&node).await;
                         }

@@ -40,6 +40,9 @@ impl Host for Arc<Agent> {
     fn book(&self, run: StageRun) -> BoxFuture<'_, Result<StageSlot, Refusal>> {
         Box::pin(self.run_stage(run))
     }
+    fn reserve(&self, run: StageRun, duration_ms: f64) -> BoxFuture<'_, Result<StageSlot, Refusal>> {
+        Box::pin(self.reserve_stage(run, duration_ms))
+    }
     fn release<'a>(&'a self, job: &'a str, key: RunKey, node: &'a str, at: f64) -> BoxFuture<'a, ()> {
         Box::pin(self.release_stage(job, key, node, at))
     }

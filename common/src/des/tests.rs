@@ -269,3 +269,97 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_reserved_second_stage_is_not_overtaken_by_a_later_job() {
+    // Rule: a plan reserves every stage when it starts. Job A: s1 1,000 ms
+    // on a-slow (speed 0.5 ⇒ 2,000 ms, ready at 1 ⇒ [1, 2001)), then s2
+    // needing all 4 cores of a-slow for 500 ms (⇒ 1,000 ms) from 2,001.
+    // Job B arrives at 1,500 wanting all 4 cores for 1,000 ms (⇒ 2,000 ms)
+    // from 1,501. Booking on readiness, B takes [2001, 4001) — s1 holds
+    // 1 core until 2001 — and A's s2 waits until 4,001: A ends at 5,001,
+    // not the 3,001 predicted at its start. Reserving, A's s2 holds
+    // [2001, 3001): A ends at 3,001 as its windows said, and B goes around
+    // it, to [3001, 5001).
+    let f = tiny();
+    let v = view_of(&f);
+    let a = job(r#"
+apiVersion: twinmesh.io/v1
+metadata: { name: a, origin: { cluster: a } }
+spec:
+  stages:
+    - { id: s1, compute: { cpu: 1, duration_ms: 1000 } }
+    - { id: s2, compute: { cpu: 4, duration_ms: 500 }, predecessor: s1 }
+"#);
+    let b = job(r#"
+apiVersion: twinmesh.io/v1
+metadata: { name: b, origin: { cluster: a } }
+spec:
+  stages:
+    - { id: big, compute: { cpu: 4, duration_ms: 1000 } }
+"#);
+    let o = v.origin(&a).unwrap();
+    let slow = native(idx(&v, "a-slow-01"));
+    for (reserve, a_ends, b_starts) in [(false, 5001.0, 2001.0), (true, 3001.0, 3001.0)] {
+        let cfg = SimConfig { exec: ExecConfig { reserve, ..ExecConfig::default() }, ..SimConfig::exact() };
+        let mut sim = Simulator::new(&v, cfg);
+        let ha = sim.submit(&a, o, &[slow, slow], &[], 0.0);
+        sim.run_until(1500.0);
+        let hb = sim.submit(&b, o, &[slow], &[], 1500.0);
+        sim.run();
+        let (oa, ob) = (sim.outcome(ha), sim.outcome(hb));
+        assert_eq!(oa.finish_ms, a_ends, "reserve={reserve}");
+        assert_eq!(ob.stages[0].start_ms, b_starts, "reserve={reserve}");
+        // The windows at A's start predicted 3,001 either way; only the
+        // reserving owner keeps that promise.
+        assert_eq!(sim.job(ha).1.reserved_finish(), Some(3001.0));
+        assert_eq!(oa.stages[1].window_ms, (2001.0, 3001.0));
+        assert!(sim.peak_cpu()[slow.node] <= 4.0);
+    }
+}
+
+#[test]
+fn a_long_stage_pushes_the_reservation_behind_it_by_its_overrun() {
+    // Rule: a run longer than its reservation keeps its rank, and the
+    // reservation made after it moves by the overrun. A: s1 on a-slow
+    // (1,000 ms of work at speed 0.5 ⇒ [1, 2001)), then s2 on all 4 cores
+    // of a-slow, which A's plan predicted at 800 ms: reserved [2001, 2801).
+    // B (s1 on a-one ⇒ [1, 1001), s2 on all of a-slow) reserves its s2 at
+    // the first room after A's: [2801, 3801). A's s2 really takes the
+    // model's 1,000 ms: it runs [2001, 3001) and B's s2 moves 200 ms, to
+    // [3001, 4001).
+    let f = tiny();
+    let v = view_of(&f);
+    let chain = |name: &str| {
+        job(&format!(
+            r#"
+apiVersion: twinmesh.io/v1
+metadata: {{ name: {name}, origin: {{ cluster: a }} }}
+spec:
+  stages:
+    - {{ id: s1, compute: {{ cpu: 1, duration_ms: 1000 }} }}
+    - {{ id: s2, compute: {{ cpu: 4, duration_ms: 500 }}, predecessor: s1 }}
+"#
+        ))
+    };
+    let (a, b) = (chain("a"), chain("b"));
+    let o = v.origin(&a).unwrap();
+    let (slow, one) = (native(idx(&v, "a-slow-01")), native(idx(&v, "a-one-01")));
+    let mut sim = Simulator::new(&v, SimConfig::exact());
+    let ha = sim.submit_planned(&a, o, &[slow, slow], &[], 0.0, &[2000.0, 800.0]);
+    let hb = sim.submit(&b, o, &[one, slow], &[], 0.0);
+    assert_eq!(sim.job(ha).1.window(1), Some((2001.0, 2801.0)));
+    assert_eq!(sim.job(hb).1.window(1), Some((2801.0, 3801.0)));
+    sim.run();
+    let (oa, ob) = (sim.outcome(ha), sim.outcome(hb));
+    assert_eq!((oa.stages[1].start_ms, oa.finish_ms), (2001.0, 3001.0));
+    assert_eq!((ob.stages[1].start_ms, ob.finish_ms), (3001.0, 4001.0));
+    assert_eq!(sim.shifts(), 1);
+    // Without A's overrun (its plan right), nobody moves.
+    let mut sim = Simulator::new(&v, SimConfig::exact());
+    sim.submit(&a, o, &[slow, slow], &[], 0.0);
+    let hb = sim.submit(&b, o, &[one, slow], &[], 0.0);
+    sim.run();
+    assert_eq!(sim.outcome(hb).stages[1].start_ms, 3001.0);
+    assert_eq!(sim.shifts(), 0);
+}

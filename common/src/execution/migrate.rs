@@ -87,6 +87,22 @@ impl Execution {
             StageState::Waiting => {
                 st.at = to;
                 st.moves += 1;
+                let dur = view.compute_ms(to.node, &job.stages[s].compute, to.format);
+                st.dur = dur;
+                // Its reservation moves with it (ranked as new there).
+                if let Some((run, node)) = st.reservation.take() {
+                    let from = st.reserve_from;
+                    out.push(ExecAction::Release { key: super::RunKey { attempt: run, ..key }, node, at: now });
+                    st.issued += 1;
+                    st.reservation = Some((st.issued, to.node));
+                    out.push(ExecAction::Reserve {
+                        key: super::RunKey { attempt: st.issued, ..key },
+                        node: to.node,
+                        format: to.format,
+                        ready_at: from,
+                        duration_ms: dur,
+                    });
+                }
                 true
             }
             StageState::Booked => {

@@ -88,7 +88,7 @@ impl Execution {
             | ExecEvent::Refused { key, .. }
             | ExecEvent::Finished { key }
             | ExecEvent::Failed { key } => *key,
-            ExecEvent::Cancel => return false,
+            ExecEvent::Cancel | ExecEvent::Reserved { .. } => return false,
         };
         let s = key.stage as usize;
         let Some(r) = self.stages.get(s).and_then(|st| st.replica) else { return false };
@@ -124,7 +124,7 @@ impl Execution {
                 self.adopt(s);
                 return false;
             }
-            ExecEvent::Cancel => unreachable!("returned above"),
+            ExecEvent::Cancel | ExecEvent::Reserved { .. } => unreachable!("returned above"),
         }
         true
     }

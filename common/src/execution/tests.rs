@@ -29,7 +29,8 @@ fn failed_stage_goes_to_shadow_then_best_untried_then_backs_off() {
     let j = one_stage("a", 1.0, 1000.0);
     let o = v.origin(&j).unwrap();
     let (one, slow, fast) = (idx(&v, "a-one-01"), idx(&v, "a-slow-01"), idx(&v, "b-fast-01"));
-    let cfg = ExecConfig { max_attempts: 5, failover_delay_ms: 100.0, retry_backoff_ms: 2000.0 };
+    let cfg =
+        ExecConfig { max_attempts: 5, failover_delay_ms: 100.0, retry_backoff_ms: 2000.0, ..ExecConfig::default() };
     let mut e = Execution::new(&j, o, &[native(one)], &[Some(native(slow))], 7, 0.0, cfg);
     let mut out = Vec::new();
     e.start(&j, &v, &mut out);
@@ -119,7 +120,10 @@ spec:
             _ => None,
         })
         .collect();
-    assert_eq!(released, vec![b[0].0, b[1].0]);
+    // z, waiting for both, had been reserved once x and y were booked:
+    // its reservation is given back too.
+    let z = RunKey { plan: 1, stage: 2, attempt: 1 };
+    assert_eq!(released, vec![b[0].0, b[1].0, z]);
     // Late events for a finished job change nothing.
     out.clear();
     e.handle(&j, &v, 60.0, ExecEvent::Finished { key: b[1].0 }, &mut out);

@@ -1,16 +1,33 @@
 //! The bookings of the nodes this agent runs: the owner's discipline
-//! ([`NodeSchedule::book`]), one booking per run, kept a while so a late or
-//! repeated request finds it.
+//! ([`NodeSchedule::reserve`] when a plan is committed,
+//! [`NodeSchedule::book_run`] when a stage's inputs are there), one booking
+//! per run, kept a while so a late or repeated request finds it.
+//!
+//! An owner here fixes a run when it books it (the embedded fabric awaits
+//! the booked end); only reservations move when a late run ranked before
+//! them needs their room. The DES also lets a run booked for later move
+//! until it starts.
 
 use super::Replica;
 use crate::capacity::{Booking, NodeSchedule};
 use crate::execution::{Refusal, RunKey};
 
+/// The tag of a job's run in a node's schedule.
+fn tag(job: &str, key: RunKey) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in job.bytes().chain(key.plan.to_le_bytes()).chain(key.stage.to_le_bytes()).chain(key.attempt.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h >> 1
+}
+
 impl Replica {
     /// Books a run on `node`, which this agent runs: `run_ms` from
-    /// `ready_at` on, at the earliest start where it fits (the owner's
-    /// discipline, [`NodeSchedule::book`]). A repeated request for the same
-    /// run of the same job gets the same booking, never a second one.
+    /// `ready_at` on, against its reservation if it has one, else at the
+    /// earliest start where it fits (the owner's discipline,
+    /// [`NodeSchedule::book_run`]). A repeated request for the same run of
+    /// the same job gets the same booking, never a second one.
     #[allow(clippy::too_many_arguments)]
     pub fn book(
         &mut self,
@@ -23,12 +40,58 @@ impl Replica {
         run_ms: f64,
         now: f64,
     ) -> Result<Booking, Refusal> {
+        let k = (job.to_string(), key);
+        if let Some((_, b, false)) = self.slots.get(&k) {
+            return Ok(*b);
+        }
+        let sched = self.schedule(node, capacity, now)?;
+        let t = tag(job, key);
+        let r = sched.book_run(t, ready_at, run_ms, demand.0, demand.1).ok_or(Refusal::DoesNotFit)?;
+        sched.start(t);
+        // Reservations it pushed: their owners' answers to repeated
+        // requests follow.
+        if !r.shifted.is_empty() {
+            for ((j, key), slot) in self.slots.iter_mut().filter(|(_, s)| s.2 && s.0 == node) {
+                if let Some(x) = r.shifted.iter().find(|x| x.tag == tag(j, *key)) {
+                    slot.1 = x.to;
+                }
+            }
+        }
+        self.remember(k, node, r.booking, false, now);
+        Ok(r.booking)
+    }
+
+    /// Reserves a run on `node`, which this agent runs, for its predicted
+    /// window: `run_ms` from the earliest fit at or after `ready_at`
+    /// ([`NodeSchedule::reserve`]). A repeated request gets the same
+    /// window; a run already booked answers with its booking.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reserve(
+        &mut self,
+        job: &str,
+        key: RunKey,
+        node: &str,
+        capacity: (f64, f64),
+        demand: (f64, f64),
+        ready_at: f64,
+        run_ms: f64,
+        now: f64,
+    ) -> Result<Booking, Refusal> {
+        let k = (job.to_string(), key);
+        if let Some((_, b, _)) = self.slots.get(&k) {
+            return Ok(*b);
+        }
+        let sched = self.schedule(node, capacity, now)?;
+        let b = sched.reserve(tag(job, key), ready_at, run_ms, demand.0, demand.1).ok_or(Refusal::DoesNotFit)?;
+        self.remember(k, node, b, true, now);
+        Ok(b)
+    }
+
+    /// The schedule of an owned node, sized as it is now, with old runs
+    /// forgotten.
+    fn schedule(&mut self, node: &str, capacity: (f64, f64), now: f64) -> Result<&mut NodeSchedule, Refusal> {
         if let Some(owner) = self.yielded.get(node) {
             return Err(Refusal::Other(format!("node '{node}' is owned by agent '{owner}'")));
-        }
-        let k = (job.to_string(), key);
-        if let Some((_, b)) = self.slots.get(&k) {
-            return Ok(*b);
         }
         let history = self.cfg.booking_history_ms;
         let sched = self.schedules.entry(node.to_string()).or_insert_with(|| NodeSchedule::new(capacity.0, capacity.1));
@@ -36,27 +99,33 @@ impl Replica {
         sched.cap_mem_gb = capacity.1;
         // Keep some history: a request may arrive after its ready time
         // (network delay), and must not be booked over a run that has
-        // just ended in fabric time.
+        // just ended in fabric time. Reservations whose window ended that
+        // long ago belong to jobs that are gone.
         sched.prune(now - history);
-        let b = sched.book(ready_at, run_ms, demand.0, demand.1).ok_or(Refusal::DoesNotFit)?;
-        if self.slots.len() > 4096 {
-            self.slots.retain(|_, (_, b)| b.end > now - history);
-        }
-        self.slots.insert(k, (node.to_string(), b));
-        Ok(b)
+        sched.prune_reservations(now - history);
+        Ok(sched)
     }
 
-    /// Gives back a run's booking from `at` on.
+    fn remember(&mut self, k: (String, RunKey), node: &str, b: Booking, reserved: bool, now: f64) {
+        let history = self.cfg.booking_history_ms;
+        if self.slots.len() > 4096 {
+            self.slots.retain(|_, (_, b, _)| b.end > now - history);
+        }
+        self.slots.insert(k, (node.to_string(), b, reserved));
+    }
+
+    /// Gives back a run's booking (or reservation) from `at` on.
     pub fn release(&mut self, job: &str, key: RunKey, at: f64) -> bool {
-        let Some((node, b)) = self.slots.get(&(job.to_string(), key)).cloned() else { return false };
-        let released = self.schedules.get_mut(&node).is_some_and(|s| s.release(&b, at));
+        let Some((node, b, _)) = self.slots.get(&(job.to_string(), key)).cloned() else { return false };
+        let released = self.schedules.get_mut(&node).is_some_and(|s| s.release_tag(tag(job, key), at));
         if let Some(slot) = self.slots.get_mut(&(job.to_string(), key)) {
             slot.1.end = slot.1.end.min(at.max(b.start));
         }
         released
     }
 
-    /// Cores and memory held on `node` at `now` and its backlog (ms).
+    /// Cores and memory held on `node` at `now` (reservations included)
+    /// and its backlog (ms).
     pub fn load(&self, node: &str, now: f64) -> (f64, f64, f64) {
         self.schedules.get(node).map_or((0.0, 0.0, 0.0), |s| {
             let (c, m) = s.allocated(now);

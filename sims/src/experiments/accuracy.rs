@@ -13,7 +13,6 @@
 //! queueing behind jobs that came later.
 
 use twinmesh_common::calibrate::Calibration;
-use twinmesh_common::des::{SimConfig, Simulator};
 use twinmesh_common::fabric;
 use twinmesh_common::policy::{Policy, PolicyConfig};
 use twinmesh_common::truth;
@@ -61,51 +60,65 @@ fn run(ctx: Ctx, seed: u64) -> anyhow::Result<Vec<Row>> {
         }
         let mut calibrated = fabric.view();
         cal.apply_under_owners(&mut calibrated);
-        // Predict a second stream with each twin.
+        cal.apply_spread(&mut calibrated);
+        // Predict a second stream with each twin; the last books stages
+        // only when they are ready, as before reservations.
         let eval = world::stream_at_load(&fabric, n, load, seed)?;
         w.luck = Luck::Truth(world::ground_truth(&eval, seed));
-        for (twin, view) in
-            [("uncalibrated", &w.truth), ("calibrated", &calibrated), ("calibrated+arrivals", &calibrated)]
-        {
-            let (mut placed, out) = world::run_policy(&w, view, &eval, policy, &cfg)?;
-            if twin == "calibrated+arrivals" {
-                // The same placements forecast by the twin's DES with the
-                // whole arrival stream known: what a prediction that
-                // accounts for later arrivals can reach.
-                let mut sim = Simulator::new(&calibrated, SimConfig::exact());
-                let hs: Vec<usize> = eval
-                    .iter()
-                    .zip(&placed)
-                    .map(|((j, at), p)| sim.submit(j, calibrated.origin(j).expect("origin"), &p.assign, &p.shadow, *at))
-                    .collect();
-                sim.run();
-                for (p, h) in placed.iter_mut().zip(hs) {
-                    p.predicted_ms = sim.outcome(h).latency_ms;
-                }
-            }
+        for (twin, view, reserve) in [
+            ("uncalibrated", &w.truth, true),
+            ("calibrated", &calibrated, true),
+            ("calibrated, booked on readiness", &calibrated, false),
+        ] {
+            w.reserve = reserve;
+            let (placed, out) = world::run_policy(&w, view, &eval, policy, &cfg)?;
             let mut kinds: Vec<String> = eval.iter().map(|(j, _)| j.name.clone()).collect();
             kinds.sort();
             kinds.dedup();
             kinds.insert(0, "all".into());
             for kind in kinds {
-                let mut err = Vec::new();
-                let mut energy_ok = 0usize;
+                let (mut err, mut planned_err, mut latency) = (Vec::new(), Vec::new(), Vec::new());
+                let (mut energy_ok, mut under_p90, mut under_p50) = (0usize, 0usize, 0usize);
+                let (mut idle_core_ms, mut reserved_core_ms, mut used_core_ms) = (0.0, 0.0, 0.0);
                 for (((job, _), p), o) in eval.iter().zip(&placed).zip(&out) {
                     if o.failed || (kind != "all" && job.name != kind) {
                         continue;
                     }
                     err.push((o.latency_ms - p.predicted_ms) / p.predicted_ms);
+                    latency.push(o.latency_ms);
+                    planned_err.push((o.latency_ms - p.planned_ms) / p.planned_ms);
+                    under_p90 += usize::from(o.latency_ms <= p.p90_ms);
+                    under_p50 += usize::from(o.latency_ms <= p.predicted_ms);
                     if ((o.energy_j - p.predicted_j) / p.predicted_j).abs() <= 0.2 {
                         energy_ok += 1;
                     }
+                    // Room reserved that no run used: each stage's window
+                    // less the part of it its run covered.
+                    for ((st, so), &(w0, w1)) in job.stages.iter().zip(&o.stages).zip(&p.windows) {
+                        let cpu = st.compute.cpu;
+                        used_core_ms += cpu * so.compute_ms.max(0.0);
+                        if reserve && w1 > w0 && !st.predecessors.is_empty() {
+                            let covered = (w1.min(so.finish_ms) - w0.max(so.start_ms)).max(0.0);
+                            reserved_core_ms += cpu * (w1 - w0);
+                            idle_core_ms += cpu * (w1 - w0 - covered);
+                        }
+                    }
                 }
                 let m = err.len().max(1) as f64;
+                let share = |v: &[f64]| 100.0 * v.iter().filter(|e| e.abs() <= 0.10).count() as f64 / m;
                 rows.push(
                     Row::new(vec![("twin", twin.to_string()), ("load", format!("{load}")), ("kind", kind)])
-                        .with("within_10_pct", 100.0 * err.iter().filter(|e| e.abs() <= 0.10).count() as f64 / m)
+                        .with("within_10_pct", share(&err))
                         .with("mape_pct", 100.0 * err.iter().map(|e| e.abs()).sum::<f64>() / m)
                         .with("bias_pct", 100.0 * err.iter().sum::<f64>() / m)
+                        .with("p90_coverage_pct", 100.0 * under_p90 as f64 / m)
+                        .with("under_p50_pct", 100.0 * under_p50 as f64 / m)
+                        .with("plan_within_10_pct", share(&planned_err))
                         .with("energy_within_20_pct", 100.0 * energy_ok as f64 / m)
+                        .with("mean_latency_ms", latency.iter().sum::<f64>() / m)
+                        .with("reserved_idle_core_s", idle_core_ms / 1000.0)
+                        .with("reserved_idle_pct_of_used", 100.0 * idle_core_ms / used_core_ms.max(1e-9))
+                        .with("reserved_core_s", reserved_core_ms / 1000.0)
                         .with("jobs", err.len() as f64),
                 );
             }

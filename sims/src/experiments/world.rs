@@ -92,6 +92,9 @@ pub struct World {
     pub luck: Luck,
     pub outages: Outages,
     pub seed: u64,
+    /// Owners reserve every stage of a plan when it starts (the default);
+    /// off, stages hold nothing until they are ready.
+    pub reserve: bool,
 }
 
 impl World {
@@ -104,12 +107,13 @@ impl World {
         } else {
             Outages::default()
         };
-        World { truth, luck: Luck::Keyed(KeyedNoise { sigma: 0.15, seed }), outages, seed }
+        World { truth, luck: Luck::Keyed(KeyedNoise { sigma: 0.15, seed }), outages, seed, reserve: true }
     }
 
     pub fn simulator(&self) -> Simulator<'_, Luck> {
-        Simulator::with_run_times(&self.truth, SimConfig { seed: self.seed, ..SimConfig::default() }, self.luck.clone())
-            .with_outages(self.outages.clone())
+        let mut cfg = SimConfig { seed: self.seed, ..SimConfig::default() };
+        cfg.exec.reserve = self.reserve;
+        Simulator::with_run_times(&self.truth, cfg, self.luck.clone()).with_outages(self.outages.clone())
     }
 }
 
@@ -118,8 +122,16 @@ impl World {
 pub struct Placed {
     pub assign: Vec<Assignment>,
     pub shadow: Vec<Option<Assignment>>,
+    /// The committed prediction: the latest end of the windows its stages'
+    /// owners reserved (ms from submission) — the median.
     pub predicted_ms: f64,
+    /// The 90th percentile over the twin's learned run-time spread.
+    pub p90_ms: f64,
     pub predicted_j: f64,
+    /// What the plan itself predicted before its stages were reserved.
+    pub planned_ms: f64,
+    /// Each stage's reserved window (absolute ms).
+    pub windows: Vec<(f64, f64)>,
 }
 
 /// Closed loop: the planner sees what runs and waits at each arrival (as
@@ -158,13 +170,34 @@ pub fn run_mixed(
         };
         let p = twinmesh_common::execution::placed(&world.truth, &job.name, &plan).map_err(anyhow::Error::msg)?;
         let (assign, shadow) = (p.assign, p.shadow);
-        let h = sim.submit(job, world.truth.origin(job).expect("origin"), &assign, &shadow, *at);
+        // The owners reserve each stage for the run time the plan
+        // predicted; their windows are the committed prediction.
+        let durations: Vec<f64> = plan.predicted.stages.iter().map(|t| t.compute_ms).collect();
+        let h = sim.submit_planned(job, world.truth.origin(job).expect("origin"), &assign, &shadow, *at, &durations);
         handles.push(h);
+        let exec = sim.job(h).1;
+        let windows: Vec<(f64, f64)> =
+            (0..job.stages.len()).map(|s| exec.window(s).unwrap_or((f64::NAN, f64::NAN))).collect();
+        let finish = exec.reserved_finish().unwrap_or(*at + plan.predicted.latency_ms);
+        let seed = world.seed ^ (handles.len() as u64).wrapping_mul(0x9e37_79b9);
+        let iv = twinmesh_common::predict::interval(
+            &view,
+            job,
+            &assign,
+            &windows,
+            *at,
+            0.15,
+            twinmesh_common::predict::INTERVAL_RUNS,
+            seed,
+        );
         placed.push(Placed {
             assign,
             shadow,
-            predicted_ms: plan.predicted.latency_ms,
+            predicted_ms: finish - *at,
+            p90_ms: iv.p90_ms.max(finish - *at),
             predicted_j: plan.predicted.energy_j,
+            planned_ms: plan.predicted.latency_ms,
+            windows,
         });
     }
     sim.run();

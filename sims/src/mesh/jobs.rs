@@ -207,6 +207,32 @@ impl Mesh {
                         self.schedule(at, JobEv::BookAt { job: k, key, node, owner, ready_at });
                     }
                 }
+                ExecAction::Reserve { key, node, ready_at, duration_ms, .. } => {
+                    // Asked of the owner like a booking; its answer is taken
+                    // as it is given (a reservation only predicts).
+                    let name = view.nodes.name[node].clone();
+                    let owner = self.index.get(&name).copied().unwrap_or(p as u32) as usize;
+                    let c = self.jobs[k].job.stages[key.stage as usize].compute;
+                    let start = match self.deliver(p, owner, now, 96, false) {
+                        Some(_) => {
+                            let id = self.jobs[k].id.clone();
+                            self.replicas[owner]
+                                .reserve(
+                                    &id,
+                                    key,
+                                    &name,
+                                    (view.nodes.alloc_cpu[node], view.nodes.alloc_mem[node]),
+                                    (c.cpu, c.mem_gb),
+                                    ready_at,
+                                    duration_ms,
+                                    now,
+                                )
+                                .map(|b| b.start)
+                        }
+                        None => Err(Refusal::Unreachable),
+                    };
+                    self.exec_event(k, ExecEvent::Reserved { key, start }, now);
+                }
                 ExecAction::Release { key, node, at } => {
                     let owner = self.index.get(&view.nodes.name[node]).copied().unwrap_or(p as u32) as usize;
                     if self.deliver(p, owner, now, 64, false).is_some() {
