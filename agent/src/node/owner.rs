@@ -21,12 +21,12 @@ pub(super) struct OwnedRun {
 
 impl Agent {
     /// Measures the nodes this agent stands for on the embedded fabric:
-    /// a few short probe runs each (1 s of reference work, native), whose
-    /// observed / modelled ratio seeds the owner's calibration — what a
-    /// real agent's CPU probe at start tells it about its own machine that
-    /// the fabric file does not. Published with the node records.
+    /// a few short probe runs each (1 s of reference work) in every format
+    /// the node offers, whose observed / modelled ratio seeds the owner's
+    /// calibration — what a real agent's probes at start (its CPU, and
+    /// each emulator it runs) tell it about its own machine that the
+    /// fabric file does not. Published with the node records.
     pub async fn probe_own_speed(self: &Arc<Self>) {
-        use twinmesh_common::model::Format;
         use twinmesh_common::truth;
         const PROBES: usize = 4;
         let view = self.view();
@@ -35,15 +35,14 @@ impl Agent {
             let mut nodes = BTreeSet::new();
             for node in &self.cfg.owned {
                 let Some(n) = view.node_index(&node.name) else { continue };
-                if !node.runtimes.contains(Format::Native) {
-                    continue;
+                for f in node.runtimes.iter() {
+                    let model = truth::model_ms(&view, n, 1000.0, f);
+                    for i in 0..PROBES {
+                        let t = truth::true_ms(&view, n, model, f, &format!("probe/{}/{f}/{i}", node.name));
+                        st.owner_calibration.observe(&node.name, f, model, t);
+                    }
+                    nodes.insert(node.name.clone());
                 }
-                let model = truth::model_ms(&view, n, 1000.0, Format::Native);
-                for i in 0..PROBES {
-                    let t = truth::true_ms(&view, n, model, Format::Native, &format!("probe/{}/{i}", node.name));
-                    st.owner_calibration.observe(&node.name, Format::Native, model, t);
-                }
-                nodes.insert(node.name.clone());
             }
             nodes
         };
@@ -58,12 +57,30 @@ impl Agent {
             let st = self.lock();
             st.owner_calibration.factors().map(|(n, f, v)| (n.to_string(), f, (v.value * 1e4).round() / 1e4)).collect()
         };
+        // The spread of run times, from the node's most observed format:
+        // what planners draw prediction intervals with.
+        let spread: std::collections::BTreeMap<String, f64> = {
+            let st = self.lock();
+            let mut best: std::collections::BTreeMap<String, (u64, f64)> = Default::default();
+            for (n, _, v) in st.owner_calibration.factors() {
+                if let Some(sg) = v.sigma() {
+                    let e = best.entry(n.to_string()).or_insert((0, sg));
+                    if v.samples > e.0 {
+                        *e = (v.samples, (sg * 1e4).round() / 1e4);
+                    }
+                }
+            }
+            best.into_iter().map(|(n, (_, sg))| (n, sg)).collect()
+        };
         self.publish_own(false, |n| {
             if nodes.contains(&n.name) {
                 for (node, f, v) in &factors {
                     if node == &n.name {
                         n.calibration.insert(*f, *v);
                     }
+                }
+                if let Some(sg) = spread.get(&n.name) {
+                    n.jitter_sigma = Some(*sg);
                 }
             }
         })
