@@ -98,3 +98,30 @@ fn the_cut_selects_the_agents_and_names_real_k3d_nodes() {
         }
     }
 }
+
+// Chaos Mesh refuses network chaos on hostNetwork pods unless its controller
+// is installed with controllerManager.allowHostNetworkTesting (the env
+// ALLOW_HOST_NETWORK_TESTING of chaos-controller-manager). The agents use
+// the host network, so the demo's install must set it and check it.
+#[test]
+fn the_partition_demo_installs_chaos_mesh_that_may_cut_host_network_agents() {
+    let ds = documents(&repo_root().join("deploy/base/daemonset.yaml"));
+    let host_network = ds[0]["spec"]["template"]["spec"]["hostNetwork"].as_bool().unwrap_or(false);
+    let values = documents(&repo_root().join("k3d/chaos-mesh-values.yaml"));
+    let allowed = values[0]["controllerManager"]["allowHostNetworkTesting"].as_bool().unwrap_or(false);
+    assert!(!host_network || allowed, "agents on hostNetwork, but Chaos Mesh's values do not allow chaos on them");
+    assert_eq!(values[0]["chaosDaemon"]["socketPath"], "/run/k3s/containerd/containerd.sock", "k3s's containerd");
+    let script = std::fs::read_to_string(repo_root().join("k3d/partition")).unwrap();
+    let installs: Vec<&str> =
+        script.lines().filter(|l| l.contains("helm") && l.contains("upgrade --install")).collect();
+    assert!(!installs.is_empty(), "k3d/partition installs Chaos Mesh");
+    // Every install passes the values file (the command continues on the
+    // next line after a backslash).
+    let joined = script.replace("\\\n", " ");
+    for l in joined.lines().filter(|l| l.contains("upgrade --install")) {
+        assert!(l.contains("-f \"$values\""), "an install without the values file: {l}");
+    }
+    assert!(script.contains("values=\"$REPO/k3d/chaos-mesh-values.yaml\""));
+    // An existing install is checked, not trusted.
+    assert!(script.contains("ALLOW_HOST_NETWORK_TESTING"), "the script checks the controller's setting");
+}

@@ -391,3 +391,67 @@ fn demo_jobs_plan_on_the_k3d_fabric() {
         assert!(plan.placements.iter().all(|pl| pl.node.starts_with("k3d-")), "{}", p.display());
     }
 }
+
+/// Whether the DaemonSet's agent container can read the files the kubelet
+/// writes for `volume` (a Secret or ConfigMap volume), by the kubelet's
+/// rule: the files belong to root, their group is the pod's `fsGroup`
+/// (root without one), their mode is the volume's `defaultMode` (0644
+/// unless set) — and with an `fsGroup`, the kubelet adds group read. The
+/// process reads as its `runAsUser`, with its `runAsGroup`, the pod's
+/// `fsGroup` and `supplementalGroups` as groups.
+fn agent_reads_volume(ds: &DaemonSet, volume: &str) -> Result<(), String> {
+    let spec = ds.spec.as_ref().expect("spec").template.spec.as_ref().expect("pod spec");
+    let pod = spec.security_context.clone().unwrap_or_default();
+    let c = spec.containers.iter().find(|c| c.name == "agent").expect("agent container");
+    let sc = c.security_context.clone().unwrap_or_default();
+    let uid = sc.run_as_user.or(pod.run_as_user).unwrap_or(0);
+    let gid = sc.run_as_group.or(pod.run_as_group).unwrap_or(0);
+    if !c.volume_mounts.iter().flatten().any(|m| m.name == volume) {
+        return Err(format!("{volume} is not mounted in the agent container"));
+    }
+    let v = spec.volumes.iter().flatten().find(|v| v.name == volume).ok_or(format!("no volume {volume}"))?;
+    let (mode, items) = if let Some(s) = &v.secret {
+        (s.default_mode.unwrap_or(0o644), s.items.clone().unwrap_or_default())
+    } else if let Some(m) = &v.config_map {
+        (m.default_mode.unwrap_or(0o644), m.items.clone().unwrap_or_default())
+    } else {
+        return Err(format!("{volume} is neither a Secret nor a ConfigMap volume"));
+    };
+    let modes: Vec<i32> =
+        if items.is_empty() { vec![mode] } else { items.iter().map(|i| i.mode.unwrap_or(mode)).collect() };
+    let mut groups: BTreeSet<i64> = [gid].into();
+    groups.extend(pod.fs_group);
+    groups.extend(pod.supplemental_groups.iter().flatten());
+    let file_gid = pod.fs_group.unwrap_or(0);
+    for m in modes {
+        let m = if pod.fs_group.is_some() { m | 0o040 } else { m };
+        let ok = uid == 0 || (groups.contains(&file_gid) && m & 0o040 != 0) || m & 0o004 != 0;
+        if !ok {
+            return Err(format!(
+                "{volume}: files root:{file_gid} mode {m:04o}, agent runs as {uid}:{gid} with groups {groups:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+// On a real node the kubelet writes secret files as root; the agent runs as
+// 65532. Without the pod's fsGroup, mode 0440 made mesh.key, the API token
+// and the kubeconfig unreadable — no schema check sees it.
+#[test]
+fn the_agent_can_read_its_secrets_and_its_fabric() {
+    let ds: DaemonSet =
+        typed(&documents(&std::fs::read_to_string(repo_root().join("deploy/base/daemonset.yaml")).expect("ds"))[0]);
+    for volume in ["secrets", "fabric"] {
+        agent_reads_volume(&ds, volume).unwrap_or_else(|e| panic!("the agent cannot read {volume}: {e}"));
+    }
+    let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap().security_context.clone().unwrap();
+    assert_eq!(pod.fs_group, Some(65532));
+    // Only re-own the volumes when their root is wrong, not on every start.
+    assert_eq!(pod.fs_group_change_policy.as_deref(), Some("OnRootMismatch"));
+    // The rule catches the defect it is for: no fsGroup, secrets unreadable.
+    let mut without = ds.clone();
+    without.spec.as_mut().unwrap().template.spec.as_mut().unwrap().security_context.as_mut().unwrap().fs_group = None;
+    let e = agent_reads_volume(&without, "secrets").expect_err("root:root 0440 is unreadable to 65532");
+    assert!(e.contains("root:0 mode 0440"), "{e}");
+}
