@@ -663,6 +663,17 @@ impl Execution {
         self.stages.get(s)?.window
     }
 
+    /// Stage `s`'s window while its owner holds a reservation for it on
+    /// the node it is placed on: the room set aside for it there, which
+    /// its node's published wait already counts.
+    pub fn held_window(&self, s: usize) -> Option<(f64, f64)> {
+        let st = self.stages.get(s)?;
+        match st.reservation {
+            Some((_, node)) if node == st.at.node => st.window,
+            _ => None,
+        }
+    }
+
     fn release_successors(&mut self, job: &Job, view: &FabricView, s: usize, now: f64, out: &mut Vec<ExecAction>) {
         // Jobs are small (≤ 64 stages): a scan beats storing adjacency.
         for k in 0..job.stages.len() {

@@ -88,6 +88,12 @@ pub struct Job {
 }
 
 impl Job {
+    /// Reference work of the whole job: cores × reference duration summed
+    /// over its stages (core-ms) — what an offered load is counted in.
+    pub fn work(&self) -> f64 {
+        self.stages.iter().map(|s| s.compute.cpu * s.compute.duration_ms).sum()
+    }
+
     /// Index of a stage by id.
     pub fn stage_index(&self, id: &str) -> Option<usize> {
         self.stages.iter().position(|s| s.id == id)

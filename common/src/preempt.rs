@@ -149,7 +149,13 @@ pub fn predicted_finishes(job: &Job, exec: &Execution, view: &FabricView, now: f
                 StageState::Done | StageState::Abandoned => t.finish,
                 StageState::Booked => t.start + run,
                 StageState::Booking => t.ready.max(now) + run,
-                StageState::Waiting => start_on(job, exec, view, &fin, s, t.at.node, now) + run,
+                // Its owner holds room for it: it starts at its window, or
+                // when its inputs arrive if later. The node's published
+                // wait counts that same room, so it is not added again.
+                StageState::Waiting => match exec.held_window(s) {
+                    Some((w0, _)) => inputs_at(job, exec, view, &fin, s, t.at.node, now).max(w0).max(now) + run,
+                    None => start_on(job, exec, view, &fin, s, t.at.node, now) + run,
+                },
             };
         }
     }
@@ -167,8 +173,15 @@ pub(crate) fn start_on(
     n: usize,
     now: f64,
 ) -> f64 {
+    inputs_at(job, exec, view, fin, s, n, now).max(now).max(now + view.wait_ms(n, &job.stages[s].compute))
+}
+
+/// When stage `s`'s inputs are on node `n` (predicted for predecessors
+/// still running; `now` for one whose finish is unknown).
+#[allow(clippy::too_many_arguments)]
+fn inputs_at(job: &Job, exec: &Execution, view: &FabricView, fin: &[f64], s: usize, n: usize, now: f64) -> f64 {
     let preds = &job.stages[s].predecessors;
-    let ready = if preds.is_empty() {
+    if preds.is_empty() {
         exec.submitted() + view.origin_latency(exec.origin(), n)
     } else {
         preds
@@ -178,8 +191,7 @@ pub(crate) fn start_on(
                 f + view.transfer_ms(exec.timing(p).at.node, n, job.stages[p].output_mb)
             })
             .fold(f64::NEG_INFINITY, f64::max)
-    };
-    ready.max(now).max(now + view.wait_ms(n, &job.stages[s].compute))
+    }
 }
 
 /// The other node where stage `s` is expected to end earliest if it moved

@@ -256,6 +256,12 @@ impl FabricView {
         best
     }
 
+    /// Nominal core-ms of reference work per ms the whole fabric can do:
+    /// an offered load of 1 keeps every core of every node busy.
+    pub fn capacity(&self) -> f64 {
+        (0..self.nodes.len()).map(|n| self.nodes.alloc_cpu[n] / self.nodes.inv_speed[n]).sum()
+    }
+
     /// Run time of a stage on node `n` in format `f`, in ms.
     #[inline]
     pub fn compute_ms(&self, n: usize, c: &Compute, f: Format) -> f64 {

@@ -21,6 +21,13 @@ fn plan_prints_one_json_object_with_placements_and_predictions() {
     let last_finish = v["predicted"]["stages"][2]["finish_ms"].as_f64().unwrap();
     assert!(latency > 0.0 && (latency - last_finish).abs() < 1e-9);
     assert_eq!(v["predicted"]["meets_deadline"], true);
+    // The interval: the median near the plan's latency, the 90th
+    // percentile above it by the run-time spread (σ 0.15 on a twin that
+    // learned nothing: a few per cent to a few tens of per cent).
+    let (p50, p90) = (v["interval"]["p50_ms"].as_f64().unwrap(), v["interval"]["p90_ms"].as_f64().unwrap());
+    assert!((p50 / latency - 1.0).abs() < 0.05, "p50 {p50} against {latency}");
+    assert!(p90 > p50 * 1.05 && p90 < p50 * 1.5, "p90 {p90}, p50 {p50}");
+    assert!(v["interval"]["p90_j"].as_f64().unwrap() >= v["interval"]["p50_j"].as_f64().unwrap());
 }
 
 #[test]

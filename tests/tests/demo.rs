@@ -61,12 +61,20 @@ impl Drop for CpuQuota {
 
 // Rule: a slow agent must not fail jobs: timeouts follow measured round
 // trips and the agent's own pace. The whole demo — seven agents and the
-// job stream — in one cgroup with a tenth of a core (the debug build,
-// itself several times slower than release): every job succeeds and each
-// is planned in its origin's cluster.
+// job stream — in one cgroup with 0.3 of a core (the debug build, itself
+// several times slower than release): every job succeeds and each is
+// planned in its origin's cluster. The quota is above what the idle mesh
+// needs and not far above it: seven idle debug agents with the demo's
+// clocks (probes every 250 ms, anti-entropy every second) take 0.22 of a
+// core here (release: 0.05). Measured with this test's command: 0.3 core
+// 15 s, 0.2 core 38 s, all jobs succeeded; at 0.15 core — below the idle
+// need — the mesh falls behind for good (a tenth of a core was this
+// test's quota while the idle mesh fitted in it).
+const QUOTA: f64 = 0.3;
+
 #[test]
-fn the_demo_on_a_tenth_of_a_core_runs_every_job_near_its_origin() {
-    let g = match CpuQuota::new(&format!("twinmesh-test-{}", std::process::id()), 0.1) {
+fn the_demo_on_a_third_of_a_core_runs_every_job_near_its_origin() {
+    let g = match CpuQuota::new(&format!("twinmesh-test-{}", std::process::id()), QUOTA) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("SKIPPED: no cgroup v1 cpu controller to throttle with ({e})");
@@ -83,7 +91,7 @@ fn the_demo_on_a_tenth_of_a_core_runs_every_job_near_its_origin() {
     g.add(child.id()).expect("into the cgroup");
     let start = std::time::Instant::now();
     let out = child.wait_with_output().expect("demo output");
-    eprintln!("demo on 0.1 core took {:?}, throttled in {} periods", start.elapsed(), g.throttled());
+    eprintln!("demo on {QUOTA} core took {:?}, throttled in {} periods", start.elapsed(), g.throttled());
     assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(g.throttled() > 10, "the quota really throttled the demo");
     let stdout = String::from_utf8_lossy(&out.stdout);

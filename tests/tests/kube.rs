@@ -411,6 +411,14 @@ fn agent_runs_a_job_as_pods_across_two_clusters() {
     let infer = format!("tm-{id}-infer");
     assert_eq!(a.pod_names(), vec![ingest.clone()], "stage 1 in alpha");
     assert_eq!(b.pod_names(), vec![infer.clone()], "stage 2 in beta");
+    // Nothing is reserved ahead on Kubernetes: the committed prediction is
+    // the plan's windows, chained from the first pod's start.
+    let committed = &done["committed"];
+    assert_eq!(committed["windows"].as_array().map(Vec::len), Some(2), "{done}");
+    assert_eq!(committed["revision"], 0, "{committed}");
+    let (w0, w1) = (&committed["windows"][0], &committed["windows"][1]);
+    assert!(w1["start_ms"].as_f64().unwrap() >= w0["end_ms"].as_f64().unwrap(), "{committed}");
+    assert_eq!(committed["p50_ms"].as_f64(), w1["end_ms"].as_f64(), "{committed}");
     // Stage order: infer was created only after ingest succeeded.
     let pa = a.pod(&ingest).expect("pod");
     let pb = b.pod(&infer).expect("pod");

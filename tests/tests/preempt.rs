@@ -90,6 +90,12 @@ fn a_precursor_moves_a_running_stage_before_its_node_fails() {
     assert!(list["actions"].as_array().unwrap().iter().any(|x| x["job"] == id.as_str()), "{list}");
     assert!(metric(&a, "twinmesh_preemptive_outcomes_total") >= 1);
     assert!(metric(&a, "twinmesh_preempt_reaction_seconds_count") >= 1);
+    // Acting on the job changed where its stage runs: its prediction was
+    // committed again (the first median kept), and the job says so.
+    let committed = &done["committed"];
+    assert!(committed["revision"].as_u64().unwrap() >= 1, "{committed}");
+    assert!(committed["first_p50_ms"].as_f64().unwrap() > 0.0, "{committed}");
+    assert!(done["notes"].to_string().contains("prediction committed again"), "{}", done["notes"]);
     // Nothing is lost: the calm job (failed over if it was on that node)
     // succeeds too.
     let c = wait_for(Duration::from_secs(60), || {

@@ -143,6 +143,14 @@ fn the_web_view_shows_the_twin_jobs_and_failures_live() {
         .unwrap()
         .json()
         .unwrap();
+    // The committed prediction on the timeline: each stage's reserved
+    // window, the p50–p90 band and when the job finished.
+    let committed = &rec["committed"];
+    assert_eq!(committed["windows"].as_array().map(Vec::len), Some(2), "{rec}");
+    assert!(committed["p90_ms"].as_f64().unwrap() >= committed["p50_ms"].as_f64().unwrap(), "{rec}");
+    assert_eq!(count(&web, "#timeline rect.resv"), 2, "{:?}", text_of(&web, "#job"));
+    assert_eq!(count(&web, "#timeline rect.band"), 1);
+    assert_eq!(count(&web, "#timeline line.done"), 1);
     let first = rec["plan"]["placements"][0]["node"].as_str().unwrap().to_string();
     let placements = text_of(&web, "#placements").unwrap_or_default();
     assert!(placements.contains(&first), "{placements} lacks {first}");

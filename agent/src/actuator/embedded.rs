@@ -60,11 +60,18 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
     let origin = view.origin(job).ok_or_else(|| format!("origin cluster '{}' left the fabric", job.origin.cluster))?;
     let Placed { assign, shadow, digest } = placed(&view, id, plan)?;
     let t0 = host.fabric_now();
-    let mut exec = Execution::new(job, origin, &assign, &shadow, digest, t0, ExecConfig::default());
+    // Each stage is reserved for the run time its plan predicted.
+    let durations: Vec<f64> = plan.predicted.stages.iter().map(|t| t.compute_ms).collect();
+    let mut exec =
+        Execution::new(job, origin, &assign, &shadow, digest, t0, ExecConfig::default()).with_durations(&durations);
     let mut out = Vec::new();
     exec.start(job, &view, &mut out);
     let mut running = FuturesUnordered::new();
     let mut warnings = host.precursor_changes();
+    let mut told = false;
+    // When the agent last acted on the job: its prediction is committed
+    // again from there.
+    let mut revised: Option<f64> = None;
     // A fabric second, within [10 ms, 250 ms] of wall time.
     let tick = Duration::from_secs_f64((host.time_scale()).clamp(0.01, 0.25));
     loop {
@@ -111,11 +118,19 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
         let events = tokio::select! {
             e = running.next() => e,
             _ = warnings.changed() => {
-                super::preempt(&host, id, job, host.fabric_now(), &mut exec, &mut out).await;
+                if super::preempt(&host, id, job, host.fabric_now(), &mut exec, &mut out).await {
+                    // Where and when its stages run changed: commit again.
+                    told = false;
+                    revised = Some(host.fabric_now());
+                }
                 continue;
             }
             _ = tokio::time::sleep(tick) => {
-                super::preempt(&host, id, job, host.fabric_now(), &mut exec, &mut out).await;
+                if super::preempt(&host, id, job, host.fabric_now(), &mut exec, &mut out).await {
+                    // Where and when its stages run changed: commit again.
+                    told = false;
+                    revised = Some(host.fabric_now());
+                }
                 continue;
             }
         };
@@ -129,9 +144,15 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
         for (at, ev) in events {
             exec.handle(job, &current, at, ev, &mut out);
         }
+        if !told && let Some(c) = super::committed(&view, job, &exec, &assign, t0, revised) {
+            told = true;
+            host.committed(id, c).await;
+        }
         // A stage just booked or released may sit on a warned node.
-        if out.is_empty() {
-            super::preempt(&host, id, job, host.fabric_now(), &mut exec, &mut out).await;
+        if out.is_empty() && super::preempt(&host, id, job, host.fabric_now(), &mut exec, &mut out).await {
+            // Where and when its stages run changed: commit again.
+            told = false;
+            revised = Some(host.fabric_now());
         }
     }
     let o = exec.outcome();

@@ -45,6 +45,9 @@ pub trait Host: Send + Sync {
     /// Reserves a run with its node's owner for `duration_ms` from the
     /// earliest fit at or after its `ready_at`; returns the window.
     fn reserve(&self, run: StageRun, duration_ms: f64) -> BoxFuture<'_, Result<StageSlot, Refusal>>;
+    /// Records the job's committed prediction (its reserved windows, p50
+    /// and p90) once every stage is reserved.
+    fn committed<'a>(&'a self, job: &'a str, c: twinmesh_common::record::Committed) -> BoxFuture<'a, ()>;
     /// Gives a run's booking back from `at` on.
     fn release<'a>(&'a self, job: &'a str, key: RunKey, node: &'a str, at: f64) -> BoxFuture<'a, ()>;
     /// Adds a note to the job's record.
@@ -145,6 +148,70 @@ pub(crate) fn observations(
         .collect()
 }
 
+/// The committed prediction of a job whose stages are all reserved (or
+/// predicted): its windows from the execution, p50 their last end, p90
+/// over each node's learned spread (`common::predict::interval`); `None`
+/// until every window is known. Times from the job's start `t0`. After the
+/// agent acted on the job (`revised_at`: when), it is committed again from
+/// where its stages are now: runs done as they ran, the others as the
+/// forecast the preemptive rules read has them.
+pub(crate) fn committed(
+    view: &FabricView,
+    job: &Job,
+    exec: &Execution,
+    assign: &[twinmesh_common::predict::Assignment],
+    t0: f64,
+    revised_at: Option<f64>,
+) -> Option<twinmesh_common::record::Committed> {
+    use twinmesh_common::execution::StageState;
+    use twinmesh_common::predict::{INTERVAL_RUNS, interval};
+    let now_at: Vec<twinmesh_common::predict::Assignment>;
+    let (windows, assign): (Vec<(f64, f64)>, &[twinmesh_common::predict::Assignment]) = match revised_at {
+        None => ((0..job.stages.len()).map(|s| exec.window(s)).collect::<Option<_>>()?, assign),
+        Some(now) => {
+            let fin = twinmesh_common::preempt::predicted_finishes(job, exec, view, now);
+            now_at = (0..job.stages.len()).map(|s| exec.stage(s).1).collect();
+            let w = (0..job.stages.len())
+                .map(|s| {
+                    let t = exec.timing(s);
+                    match t.state {
+                        StageState::Done => Some((t.start, t.finish)),
+                        _ if fin[s].is_finite() => {
+                            Some((fin[s] - view.compute_ms(t.at.node, &job.stages[s].compute, t.at.format), fin[s]))
+                        }
+                        _ => None,
+                    }
+                })
+                .collect::<Option<_>>()?;
+            (w, &now_at)
+        }
+    };
+    let finish = windows.iter().fold(t0, |m, w| m.max(w.1));
+    let seed = job.name.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let iv = interval(view, job, assign, &windows, t0, 0.15, INTERVAL_RUNS, seed);
+    let p50 = finish - t0;
+    Some(twinmesh_common::record::Committed {
+        revision: 0,
+        first_p50_ms: p50,
+        p50_ms: p50,
+        p90_ms: iv.p90_ms.max(p50),
+        p50_j: iv.p50_j,
+        p90_j: iv.p90_j.max(iv.p50_j),
+        windows: job
+            .stages
+            .iter()
+            .zip(&windows)
+            .zip(assign)
+            .map(|((st, w), a)| twinmesh_common::record::Window {
+                stage: st.id.clone(),
+                node: view.nodes.name[a.node].clone(),
+                start_ms: w.0 - t0,
+                end_ms: w.1 - t0,
+            })
+            .collect(),
+    })
+}
+
 /// Reads the forecast for the job's nodes and carries out the rules'
 /// decisions (`common::preempt`: move ahead of a forecast failure, race a
 /// hot replica, move a queued stage of a job forecast to be late), each
@@ -157,7 +224,7 @@ pub(crate) async fn preempt(
     now: f64,
     exec: &mut Execution,
     out: &mut Vec<ExecAction>,
-) {
+) -> bool {
     let view = host.view();
     let seen = host.precursors(&view);
     // Asked when a stage sits on a node that shows a precursor, or when the
@@ -165,13 +232,13 @@ pub(crate) async fn preempt(
     if !(twinmesh_common::preempt::warned(exec, &seen.at, now, seen.forecast.lead_ms)
         || twinmesh_common::preempt::late(job, exec, &view, now))
     {
-        return;
+        return false;
     }
     let risk = node_risk(&view.nodes.resiliency, &seen.at, now, &seen.forecast);
     let pcfg = PreemptConfig::default();
     let mut admit = |t: f64| host.admit_action(id, t, &pcfg);
     let Some(d) = next_action(job, exec, &view, now, &risk, &ExecConfig::default(), &pcfg, &mut admit) else {
-        return;
+        return false;
     };
     let action = d.action.kind(exec, now);
     let done = match d.action {
@@ -189,4 +256,5 @@ pub(crate) async fn preempt(
         host.acted(ActionRecord::of(job, id, &view, &d, action), on_precursor).await;
         host.note(id, format!("preemptive: {} (gain {:.0} ms, cost {:.0} ms)", d.reason, d.gain_ms, d.cost_ms)).await;
     }
+    done
 }

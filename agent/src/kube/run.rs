@@ -153,12 +153,20 @@ async fn execute(host: Arc<dyn Host>, kube: &Arc<Kube>, id: &str, job: &Job, pla
     // observations are reported from the job's start.
     let t0 = now_ms();
     let start = host.fabric_now();
-    let mut exec = Execution::new(job, origin, &assign, &shadow, key_digest, start, ExecConfig::default());
+    // Pods hold nothing before they exist: no reservation is made ahead on
+    // Kubernetes; each stage's window is its predicted run, chained from
+    // the first pods' starts, and that is the committed prediction.
+    let exec_cfg = ExecConfig { reserve: false, ..ExecConfig::default() };
+    let mut exec = Execution::new(job, origin, &assign, &shadow, key_digest, start, exec_cfg);
     let mut out = Vec::new();
     exec.start(job, &view, &mut out);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PodNews>();
     let mut pods = 0usize;
     let mut warnings = host.precursor_changes();
+    let mut told = false;
+    // When the agent last acted on the job: its prediction is committed
+    // again from there.
+    let mut revised: Option<f64> = None;
     let tick = Duration::from_secs_f64(scale.clamp(0.01, 0.25));
     let ctx = Arc::new(PodCtx { host: host.clone(), kube: kube.clone(), id: id.to_string(), digest, t0, scale });
     let now = || host.fabric_now();
@@ -211,11 +219,19 @@ async fn execute(host: Arc<dyn Host>, kube: &Arc<Kube>, id: &str, job: &Job, pla
         let news = tokio::select! {
             n = rx.recv() => n,
             _ = warnings.changed() => {
-                crate::actuator::preempt(&host, id, job, now(), &mut exec, &mut out).await;
+                if crate::actuator::preempt(&host, id, job, now(), &mut exec, &mut out).await {
+                    // Where and when its stages run changed: commit again.
+                    told = false;
+                    revised = Some(now());
+                }
                 continue;
             }
             _ = tokio::time::sleep(tick) => {
-                crate::actuator::preempt(&host, id, job, now(), &mut exec, &mut out).await;
+                if crate::actuator::preempt(&host, id, job, now(), &mut exec, &mut out).await {
+                    // Where and when its stages run changed: commit again.
+                    told = false;
+                    revised = Some(now());
+                }
                 continue;
             }
         };
@@ -227,8 +243,14 @@ async fn execute(host: Arc<dyn Host>, kube: &Arc<Kube>, id: &str, job: &Job, pla
         for (at, ev) in events {
             exec.handle(job, &current, at, ev, &mut out);
         }
-        if out.is_empty() {
-            crate::actuator::preempt(&host, id, job, now(), &mut exec, &mut out).await;
+        if !told && let Some(c) = crate::actuator::committed(&view, job, &exec, &assign, start, revised) {
+            told = true;
+            host.committed(id, c).await;
+        }
+        if out.is_empty() && crate::actuator::preempt(&host, id, job, now(), &mut exec, &mut out).await {
+            // Where and when its stages run changed: commit again.
+            told = false;
+            revised = Some(now());
         }
     }
     let o = exec.outcome();

@@ -43,6 +43,32 @@ impl Host for Arc<Agent> {
     fn reserve(&self, run: StageRun, duration_ms: f64) -> BoxFuture<'_, Result<StageSlot, Refusal>> {
         Box::pin(self.reserve_stage(run, duration_ms))
     }
+    fn committed<'a>(&'a self, job: &'a str, c: twinmesh_common::record::Committed) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            // A second commitment revises the first (the agent acted on the
+            // job); the first median is kept, and the change noted.
+            let mut c = c;
+            let mut note = None;
+            self.update_job(job, |r| {
+                if let Some(old) = &r.committed {
+                    c.revision = old.revision + 1;
+                    c.first_p50_ms = old.first_p50_ms;
+                    note = Some(format!(
+                        "prediction committed again after acting on the job: p50 {:.0} → {:.0} ms, p90 {:.0} → {:.0} ms",
+                        old.p50_ms, c.p50_ms, old.p90_ms, c.p90_ms
+                    ));
+                } else {
+                    c.revision = 0;
+                    c.first_p50_ms = c.p50_ms;
+                }
+                r.committed = Some(c);
+            })
+            .await;
+            if let Some(n) = note {
+                self.note(job, n).await;
+            }
+        })
+    }
     fn release<'a>(&'a self, job: &'a str, key: RunKey, node: &'a str, at: f64) -> BoxFuture<'a, ()> {
         Box::pin(self.release_stage(job, key, node, at))
     }
@@ -118,19 +144,26 @@ pub(super) async fn run_job(agent: Arc<Agent>, actuator: Arc<dyn Actuator>, id: 
         .update_job(&id, |r| {
             r.state = JobState::Running;
             r.observations.clear();
+            r.committed = None;
         })
         .await;
     let host: Arc<dyn Host> = Arc::new(agent.clone());
     match actuator.execute(host, &id, &job, &plan).await {
         Ok(done) => {
+            // Verified against the committed prediction (the reserved
+            // windows) when there is one; else the plan's own.
+            let mut predicted = plan.predicted.clone();
+            if let Some(c) = agent.job(&id).and_then(|r| r.committed) {
+                predicted.latency_ms = c.p50_ms;
+            }
             let verification = verify(
-                &plan.predicted,
+                &predicted,
                 &Observed { latency_ms: done.latency_ms, energy_j: done.energy_j },
                 &Thresholds::default(),
             );
             info!(
                 job = %id,
-                predicted_ms = plan.predicted.latency_ms,
+                predicted_ms = predicted.latency_ms,
                 observed_ms = done.latency_ms,
                 accepted = verification.accepted,
                 "job finished"

@@ -6,7 +6,7 @@ use twinmesh_common::fabric;
 use twinmesh_common::policy::{Policy, PolicyConfig};
 
 use super::svg::Chart;
-use super::world::{self, World, capacity, work};
+use super::world::{self, World};
 use super::{Ctx, Experiment, Row, SummaryRow, find, met};
 
 pub fn experiments() -> Vec<Experiment> {
@@ -35,14 +35,14 @@ fn run(ctx: Ctx, seed: u64) -> anyhow::Result<Vec<Row>> {
         let jobs = world::stream_at_load(&fabric, jobs_n, load, seed)?;
         let span = jobs.last().map_or(1.0, |j| j.1);
         let w = World::new(&fabric, seed, true, span + 600_000.0);
-        let cap = capacity(&w.truth);
-        let offered = jobs.iter().map(|(j, _)| work(j)).sum::<f64>() / (cap * span);
+        let cap = w.truth.capacity();
+        let offered = jobs.iter().map(|(j, _)| j.work()).sum::<f64>() / (cap * span);
         let cfg = PolicyConfig { seed, ..PolicyConfig::default() };
         for policy in Policy::ALL {
             let (_, out) = world::run_policy(&w, &w.truth, &jobs, policy, &cfg)?;
             let violations = jobs.iter().zip(&out).filter(|((j, _), o)| world::violated(j, o)).count();
             let failed = out.iter().filter(|o| o.failed).count();
-            let done: f64 = jobs.iter().zip(&out).filter(|(_, o)| !o.failed).map(|((j, _), _)| work(j)).sum();
+            let done: f64 = jobs.iter().zip(&out).filter(|(_, o)| !o.failed).map(|((j, _), _)| j.work()).sum();
             let end = out.iter().map(|o| o.finish_ms).fold(span, f64::max);
             rows.push(
                 Row::new(vec![("policy", policy.to_string()), ("load", format!("{load}"))])

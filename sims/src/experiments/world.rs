@@ -46,8 +46,6 @@ impl RunTimes for KeyedNoise {
     }
 }
 
-pub use crate::preemptive::sim::{capacity, work};
-
 /// `jobs` jobs of the policy comparison's templates from random origins,
 /// Poisson arrivals spaced for an offered `load` of the fabric's capacity
 /// (the preemptive experiment's streams).

@@ -88,16 +88,6 @@ pub struct Row {
     pub service_core_s: f64,
 }
 
-/// Nominal work of a job: Σ cores × duration (core-ms at speed 1).
-pub fn work(job: &Job) -> f64 {
-    job.stages.iter().map(|s| s.compute.cpu * s.compute.duration_ms).sum()
-}
-
-/// Nominal core-ms per ms the fabric can do.
-pub fn capacity(view: &FabricView) -> f64 {
-    (0..view.nodes.len()).map(|n| view.nodes.alloc_cpu[n] / view.nodes.inv_speed[n]).sum()
-}
-
 /// The job stream of a cell: the templates of `policies`, Poisson arrivals
 /// spaced for the cell's load.
 pub fn stream(fabric: &Fabric, cell: &Cell) -> anyhow::Result<Vec<(Job, f64)>> {
@@ -108,8 +98,8 @@ pub fn stream(fabric: &Fabric, cell: &Cell) -> anyhow::Result<Vec<(Job, f64)>> {
 /// offered `load` of the fabric's capacity.
 pub fn stream_at(fabric: &Fabric, jobs: usize, load: f64, seed: u64) -> anyhow::Result<Vec<(Job, f64)>> {
     let probe = crate::policies::stream(fabric, jobs, 1.0, seed)?;
-    let mean = probe.iter().map(|(j, _)| work(j)).sum::<f64>() / probe.len().max(1) as f64;
-    let interarrival = mean / (load * capacity(&fabric.view()));
+    let mean = probe.iter().map(|(j, _)| j.work()).sum::<f64>() / probe.len().max(1) as f64;
+    let interarrival = mean / (load * fabric.view().capacity());
     crate::policies::stream(fabric, jobs, interarrival, seed)
 }
 
@@ -257,7 +247,7 @@ pub fn simulate(fabric: &Fabric, cell: &Cell, arm: Arm) -> anyhow::Result<Row> {
             failed += 1;
             continue;
         }
-        done_work += work(job);
+        done_work += job.work();
         lat.push(o.latency_ms);
         late += usize::from(deadline.is_some_and(|d| o.latency_ms > d));
     }
@@ -277,7 +267,7 @@ pub fn simulate(fabric: &Fabric, cell: &Cell, arm: Arm) -> anyhow::Result<Row> {
         replicas: tally.replicas,
         false_alarm_actions: tally.false_alarms,
         outages: outages.count(),
-        utilisation: done_work / (capacity(&truth) * span.max(1.0)),
+        utilisation: done_work / (truth.capacity() * span.max(1.0)),
         service_late_pct: hosted.late_pct(),
         service_core_s: hosted.core_s,
     })
