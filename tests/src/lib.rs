@@ -86,6 +86,17 @@ pub fn cross_bin(triple: &str) -> Option<PathBuf> {
     (st.success() && bin.exists()).then_some(bin)
 }
 
+/// A test that cannot run here (no root, no browser, no QEMU…) says why on
+/// stderr and returns — unless `TWINMESH_REQUIRE_ALL` is set (`.ci/run`
+/// sets it, on a machine that has everything), where a skip is a failure:
+/// a check that did not run must not count as passed.
+pub fn skip(why: &str) {
+    if std::env::var_os("TWINMESH_REQUIRE_ALL").is_some_and(|v| !v.is_empty() && v != "0") {
+        panic!("TWINMESH_REQUIRE_ALL is set, and this test cannot run here: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
 /// The path of a program on the PATH.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

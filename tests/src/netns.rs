@@ -53,6 +53,10 @@ impl Net {
         let k = NETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 8;
         let id = (std::process::id() % 10_000) * 10 + k;
         let subnet = format!("10.{}.{}", 213 + k, std::process::id() % 250);
+        // Cuts and loss are nftables rules: without `nft` there is no test.
+        if crate::which("nft").is_none() {
+            return Err("nft not installed (apt-get install nftables)".into());
+        }
         let mut net = Net { bridge: format!("tmb{id}"), hosts: Vec::new(), veths: Vec::new() };
         run(&["ip", "link", "add", &net.bridge, "type", "bridge"])?;
         run(&["ip", "addr", "add", &format!("{subnet}.1/24"), "dev", &net.bridge])?;

@@ -60,8 +60,7 @@ fn a_full_disk_never_loses_an_acknowledged_job_and_heals_without_a_restart() {
     let dir = tempdir();
     let data = dir.path().join("data");
     let Some(_mount) = mount_tmpfs(&data, "3m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run");
-        return;
+        return twinmesh_tests::skip("cannot mount a tmpfs here (needs root); the full-disk test did not run");
     };
     let args = ["--time-scale", "0.001"];
     // The log on the full disk too: logging must not take the agent down.

@@ -188,6 +188,10 @@ fn every_overlay_renders_to_valid_objects_that_agree() {
         assert_eq!(o.daemonsets.len(), 1);
         let ds = &o.daemonsets[0];
         check_containers(ds);
+        for volume in ["secrets", "fabric"] {
+            agent_reads_volume(ds, volume).unwrap_or_else(|e| panic!("{pool}: the agent cannot read {volume}: {e}"));
+        }
+        agent_owns_host_path(ds, "data").unwrap_or_else(|e| panic!("{pool}: {e}"));
         let spec = ds.spec.as_ref().expect("spec");
         let pod = spec.template.spec.as_ref().expect("pod spec");
         // Tolerates every taint: a bare `operator: Exists`.
@@ -435,6 +439,41 @@ fn agent_reads_volume(ds: &DaemonSet, volume: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A hostPath volume is created root-owned by the kubelet (fsGroup does
+/// not apply to it): the agent writes it only if it runs as root, or an
+/// init container running as root with CAP_CHOWN gives the mount to the
+/// agent's uid:gid first.
+fn agent_owns_host_path(ds: &DaemonSet, volume: &str) -> Result<(), String> {
+    let spec = ds.spec.as_ref().expect("spec").template.spec.as_ref().expect("pod spec");
+    let pod = spec.security_context.clone().unwrap_or_default();
+    let c = spec.containers.iter().find(|c| c.name == "agent").expect("agent container");
+    let sc = c.security_context.clone().unwrap_or_default();
+    let (uid, gid) =
+        (sc.run_as_user.or(pod.run_as_user).unwrap_or(0), sc.run_as_group.or(pod.run_as_group).unwrap_or(0));
+    let v = spec.volumes.iter().flatten().find(|v| v.name == volume).ok_or(format!("no volume {volume}"))?;
+    if v.host_path.is_none() {
+        return Err(format!("{volume} is not a hostPath volume"));
+    }
+    if uid == 0 {
+        return Ok(());
+    }
+    let owner = format!("{uid}:{gid}");
+    let chowned = spec.init_containers.iter().flatten().any(|i| {
+        let isc = i.security_context.clone().unwrap_or_default();
+        let root = isc.run_as_user.or(pod.run_as_user).unwrap_or(0) == 0;
+        let may_chown = isc.capabilities.as_ref().is_none_or(|caps| {
+            let dropped_all = caps.drop.iter().flatten().any(|d| d == "ALL" || d == "CHOWN");
+            !dropped_all || caps.add.iter().flatten().any(|a| a == "CHOWN")
+        });
+        let mount = i.volume_mounts.iter().flatten().find(|m| m.name == volume).map(|m| m.mount_path.clone());
+        let cmd = i.command.iter().flatten().chain(i.args.iter().flatten()).cloned().collect::<Vec<_>>();
+        root && may_chown
+            && mount
+                .is_some_and(|m| cmd.first().is_some_and(|c| c == "chown") && cmd.contains(&owner) && cmd.contains(&m))
+    });
+    if chowned { Ok(()) } else { Err(format!("hostPath {volume} stays root-owned; the agent runs as {owner}")) }
+}
+
 // On a real node the kubelet writes secret files as root; the agent runs as
 // 65532. Without the pod's fsGroup, mode 0440 made mesh.key, the API token
 // and the kubeconfig unreadable — no schema check sees it.
@@ -454,4 +493,10 @@ fn the_agent_can_read_its_secrets_and_its_fabric() {
     without.spec.as_mut().unwrap().template.spec.as_mut().unwrap().security_context.as_mut().unwrap().fs_group = None;
     let e = agent_reads_volume(&without, "secrets").expect_err("root:root 0440 is unreadable to 65532");
     assert!(e.contains("root:0 mode 0440"), "{e}");
+    // The data directory: given to the agent by the init container; the
+    // rule fails without it.
+    agent_owns_host_path(&ds, "data").unwrap_or_else(|e| panic!("{e}"));
+    let mut no_init = ds.clone();
+    no_init.spec.as_mut().unwrap().template.spec.as_mut().unwrap().init_containers = None;
+    assert!(agent_owns_host_path(&no_init, "data").is_err());
 }

@@ -40,8 +40,7 @@ fn both_sides_keep_working_through_a_cut_and_heal_fast() {
     let net = match Net::new(6) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("SKIPPED: cannot make network namespaces here ({e})");
-            return;
+            return twinmesh_tests::skip(&format!("cannot make network namespaces here ({e})"));
         }
     };
     let dir = tempdir();
@@ -237,8 +236,7 @@ fn thirty_percent_loss_marks_no_live_agent_dead() {
     let net = match Net::new(4) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("SKIPPED: cannot make network namespaces here ({e})");
-            return;
+            return twinmesh_tests::skip(&format!("cannot make network namespaces here ({e})"));
         }
     };
     let dir = tempdir();
@@ -301,8 +299,7 @@ fn a_one_way_cut_is_noticed_at_both_ends() {
     let net = match Net::new(2) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("SKIPPED: cannot make network namespaces here ({e})");
-            return;
+            return twinmesh_tests::skip(&format!("cannot make network namespaces here ({e})"));
         }
     };
     let dir = tempdir();

@@ -32,7 +32,7 @@ fn metric(a: &AgentProc, name: &str) -> u64 {
 #[test]
 fn a_precursor_moves_a_running_stage_before_its_node_fails() {
     let dir = tempdir();
-    let a = AgentProc::start("dc-x86-01", "dc-core", dir.path(), &["--time-scale", "0.05"]);
+    let a = AgentProc::start("dc-x86-01", "dc-core", dir.path(), &["--time-scale", "0.1"]);
     let (code, v) = a.post("/v1/jobs", &job("warned"), None);
     assert_eq!(code, 202, "{v}");
     let id = v["job"]["id"].as_str().unwrap().to_string();
@@ -83,7 +83,9 @@ fn a_precursor_moves_a_running_stage_before_its_node_fails() {
     assert!(act["gain_ms"].as_f64().unwrap() >= act["cost_ms"].as_f64().unwrap(), "{act}");
     assert!(act["risk_before"].as_f64().unwrap() > act["risk_after"].as_f64().unwrap(), "{act}");
     assert_eq!(act["outcome"], "on_time", "{act}");
-    let reaction = act["reaction_ms"].as_f64().expect("decided on the precursor");
+    // Recorded when the action came within the precursor's lead time (10
+    // fabric s = 1 wall s at this time scale: room for a busy machine).
+    let reaction = act["reaction_ms"].as_f64().unwrap_or_else(|| panic!("decided on the precursor: {act}"));
     assert!(reaction < 5_000.0, "{reaction}");
     let (code, list) = a.get("/v1/actions?limit=10");
     assert_eq!(code, 200, "{list}");

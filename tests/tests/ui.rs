@@ -53,8 +53,9 @@ fn save(b: &Browser, name: &str) {
 #[test]
 fn the_web_view_shows_the_twin_jobs_and_failures_live() {
     let Some((chromium, driver)) = browser::installed() else {
-        eprintln!("skipped: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)");
-        return;
+        return twinmesh_tests::skip(
+            "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
+        );
     };
     let dir = tempdir();
     let key = key_file(dir.path(), "mesh.key", 0x3c);
