@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::job::Job;
 use crate::model::Format;
 use crate::predict::Assignment;
-use crate::view::{FabricView, OriginIdx, allowed_by_arch};
+use crate::view::{FabricView, OriginIdx};
 
 /// The execution rules' settings (one set, shared by every driver).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -551,230 +551,16 @@ impl Execution {
         let st = self.stages.get(s)?;
         (key.plan == self.plan && st.run == key.attempt && st.state == want).then_some(s)
     }
-
-    /// When all of stage `s`'s inputs can be on node `to`.
-    fn inputs_ready(&self, job: &Job, view: &FabricView, s: usize, to: usize) -> f64 {
-        let preds = &job.stages[s].predecessors;
-        if preds.is_empty() {
-            return self.submit + view.origin_latency(self.origin, to);
-        }
-        preds
-            .iter()
-            .map(|&p| self.stages[p].finish + view.transfer_ms(self.stages[p].at.node, to, job.stages[p].output_mb))
-            .fold(f64::NEG_INFINITY, f64::max)
-    }
-
-    fn book(
-        &mut self,
-        job: &Job,
-        view: &FabricView,
-        s: usize,
-        at: Assignment,
-        not_before: f64,
-        out: &mut Vec<ExecAction>,
-    ) {
-        let ready = self.inputs_ready(job, view, s, at.node).max(not_before);
-        let plan = self.plan;
-        let st = &mut self.stages[s];
-        st.attempt += 1;
-        // The run booked against its reservation carries its key; a run
-        // elsewhere gives the reservation back and takes a key of its own.
-        st.run = match st.reservation.take() {
-            Some((run, node)) if node == at.node => run,
-            other => {
-                if let Some((run, node)) = other {
-                    out.push(ExecAction::Release {
-                        key: RunKey { plan, stage: s as u16, attempt: run },
-                        node,
-                        at: ready,
-                    });
-                }
-                st.issued += 1;
-                st.issued
-            }
-        };
-        let moved = st.at != at;
-        st.at = at;
-        st.tried.push(at.node);
-        st.ready = ready;
-        if moved || !st.dur.is_finite() {
-            st.dur = view.compute_ms(at.node, &job.stages[s].compute, at.format);
-        }
-        st.state = StageState::Booking;
-        st.start = f64::NAN;
-        out.push(ExecAction::Book {
-            key: RunKey { plan: self.plan, stage: s as u16, attempt: st.run },
-            node: at.node,
-            format: at.format,
-            ready_at: ready,
-        });
-    }
-
-    /// Reserves every successor of `s` whose predecessors' windows are all
-    /// known, from the latest of their predicted ends plus the transfer;
-    /// with reservations off, only predicts their windows.
-    fn reserve_after(&mut self, job: &Job, view: &FabricView, s: usize, out: &mut Vec<ExecAction>) {
-        'next: for k in 0..job.stages.len() {
-            if !job.stages[k].predecessors.contains(&s) || self.stages[k].window.is_some() {
-                continue;
-            }
-            let st = &self.stages[k];
-            if st.state != StageState::Waiting || st.attempt > 0 || st.reservation.is_some() {
-                continue;
-            }
-            let mut ready = f64::NEG_INFINITY;
-            for &p in &job.stages[k].predecessors {
-                let Some((_, end)) = self.stages[p].window else { continue 'next };
-                ready = ready.max(end + view.transfer_ms(self.stages[p].at.node, st.at.node, job.stages[p].output_mb));
-            }
-            let st = &mut self.stages[k];
-            st.reserve_from = ready;
-            if self.cfg.reserve {
-                st.issued += 1;
-                st.reservation = Some((st.issued, st.at.node));
-                out.push(ExecAction::Reserve {
-                    key: RunKey { plan: self.plan, stage: k as u16, attempt: st.issued },
-                    node: st.at.node,
-                    format: st.at.format,
-                    ready_at: ready,
-                    duration_ms: st.dur,
-                });
-            } else {
-                st.window = Some((ready, ready + st.dur));
-                self.reserve_after(job, view, k, out);
-            }
-        }
-    }
-
-    /// The job's predicted finish by its reserved windows (ms), once every
-    /// stage's window is known: the committed prediction of its plan.
-    pub fn reserved_finish(&self) -> Option<f64> {
-        self.stages.iter().try_fold(self.submit, |m, st| st.window.map(|(_, e)| m.max(e)))
-    }
-
-    /// The run time (ms) predicted for stage `s`'s current run: what its
-    /// node's owner books it for.
-    pub fn predicted_ms(&self, s: usize) -> f64 {
-        self.stages.get(s).map_or(f64::NAN, |st| st.dur)
-    }
-
-    /// Stage `s`'s reserved (or predicted) window, once known.
-    pub fn window(&self, s: usize) -> Option<(f64, f64)> {
-        self.stages.get(s)?.window
-    }
-
-    /// Stage `s`'s window while its owner holds a reservation for it on
-    /// the node it is placed on: the room set aside for it there, which
-    /// its node's published wait already counts.
-    pub fn held_window(&self, s: usize) -> Option<(f64, f64)> {
-        let st = self.stages.get(s)?;
-        match st.reservation {
-            Some((_, node)) if node == st.at.node => st.window,
-            _ => None,
-        }
-    }
-
-    fn release_successors(&mut self, job: &Job, view: &FabricView, s: usize, now: f64, out: &mut Vec<ExecAction>) {
-        // Jobs are small (≤ 64 stages): a scan beats storing adjacency.
-        for k in 0..job.stages.len() {
-            if !job.stages[k].predecessors.contains(&s) {
-                continue;
-            }
-            self.stages[k].pending -= 1;
-            if self.stages[k].pending == 0 && self.stages[k].state == StageState::Waiting {
-                let at = self.stages[k].at;
-                self.book(job, view, k, at, now, out);
-            }
-        }
-    }
-
-    /// The one failover rule: shadow, then the best untried node, then a
-    /// backoff on a node already tried; out of attempts ⇒ the job fails.
-    fn fail_over(&mut self, job: &Job, view: &FabricView, s: usize, now: f64, why: String, out: &mut Vec<ExecAction>) {
-        if self.stages[s].attempt - self.stages[s].migrations >= self.cfg.max_attempts {
-            let why = format!("{why}; gave up after {} attempts", self.stages[s].attempt);
-            self.abandon(now, why, out);
-            return;
-        }
-        match self.next_node(job, view, s) {
-            Some(at) => self.book(job, view, s, at, now + self.cfg.failover_delay_ms, out),
-            None => {
-                // Nothing untried can host it: wait, then the node tried
-                // longest ago (it may be back).
-                let node = self.stages[s].tried[0];
-                let allowed = allowed_by_arch(&job.stages[s].constraints);
-                let format = view.best_format(node, &allowed).map_or(self.stages[s].at.format, |(f, _)| f);
-                self.stages[s].tried.rotate_left(1);
-                self.stages[s].tried.pop();
-                self.book(job, view, s, Assignment { node, format }, now + self.cfg.retry_backoff_ms, out);
-            }
-        }
-    }
-
-    /// The shadow if untried and usable, else the untried node where the
-    /// stage would finish earliest (inputs, published wait, run time).
-    pub fn next_node(&self, job: &Job, view: &FabricView, s: usize) -> Option<Assignment> {
-        let st = &self.stages[s];
-        let c = &job.stages[s].compute;
-        if let Some(sh) = st.shadow {
-            if !st.tried.contains(&sh.node) && view.hosts(sh.node, c) {
-                return Some(sh);
-            }
-        }
-        let allowed = allowed_by_arch(&job.stages[s].constraints);
-        let mut best: Option<(Assignment, f64)> = None;
-        for n in 0..view.nodes.len() {
-            if st.tried.contains(&n) || !view.hosts(n, c) {
-                continue;
-            }
-            let Some((format, _)) = view.best_format(n, &allowed) else { continue };
-            let done = self.inputs_ready(job, view, s, n).max(view.wait_ms(n, c)) + view.compute_ms(n, c, format);
-            if done.is_finite() && best.is_none_or(|(_, b)| done < b) {
-                best = Some((Assignment { node: n, format }, done));
-            }
-        }
-        best.map(|(a, _)| a)
-    }
-
-    fn abandon(&mut self, now: f64, why: String, out: &mut Vec<ExecAction>) {
-        if self.done {
-            return;
-        }
-        for s in 0..self.stages.len() {
-            self.drop_replica_quietly(s, now, out);
-        }
-        for (s, st) in self.stages.iter_mut().enumerate() {
-            match st.state {
-                StageState::Booked | StageState::Booking => {
-                    out.push(ExecAction::Release {
-                        key: RunKey { plan: self.plan, stage: s as u16, attempt: st.run },
-                        node: st.at.node,
-                        at: now,
-                    });
-                    st.state = StageState::Abandoned;
-                }
-                StageState::Waiting => {
-                    if let Some((run, node)) = st.reservation.take() {
-                        out.push(ExecAction::Release {
-                            key: RunKey { plan: self.plan, stage: s as u16, attempt: run },
-                            node,
-                            at: now,
-                        });
-                    }
-                    st.state = StageState::Abandoned
-                }
-                StageState::Done | StageState::Abandoned => {}
-            }
-        }
-        self.error = Some(why);
-        self.finish = now;
-        self.done = true;
-        out.push(ExecAction::Done);
-    }
 }
 
 mod migrate;
 pub use migrate::StageProgress;
+
+mod reserve;
+
+mod failover;
+
+mod booking;
 
 mod placed;
 pub use placed::{Placed, placed, plan_digest};
