@@ -109,6 +109,22 @@ pub struct Interval {
 /// Runs drawn for an [`interval`] by default.
 pub const INTERVAL_RUNS: usize = 64;
 
+/// The interval an agent states for job `job` in `windows`: [`interval`]
+/// with [`INTERVAL_RUNS`] draws seeded by the job's name (the same job
+/// gets the same interval), σ 0.15 where a node's spread is not learned,
+/// and the 90th percentiles no lower than the medians.
+pub fn stated_interval(
+    view: &FabricView,
+    job: &Job,
+    assign: &[Assignment],
+    windows: &[(f64, f64)],
+    submit: f64,
+) -> Interval {
+    let seed = job.name.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let iv = interval(view, job, assign, windows, submit, 0.15, INTERVAL_RUNS, seed);
+    Interval { p90_ms: iv.p90_ms.max(iv.p50_ms), p90_j: iv.p90_j.max(iv.p50_j), ..iv }
+}
+
 /// The latency and energy quantiles of a job whose stages hold `windows`
 /// (start, end; ms, absolute: the windows its owners reserved, or the
 /// plan's), submitted at `submit`: Monte Carlo over each stage's run time

@@ -164,7 +164,6 @@ pub(crate) fn committed(
     revised_at: Option<f64>,
 ) -> Option<twinmesh_common::record::Committed> {
     use twinmesh_common::execution::StageState;
-    use twinmesh_common::predict::{INTERVAL_RUNS, interval};
     let now_at: Vec<twinmesh_common::predict::Assignment>;
     let (windows, assign): (Vec<(f64, f64)>, &[twinmesh_common::predict::Assignment]) = match revised_at {
         None => ((0..job.stages.len()).map(|s| exec.window(s)).collect::<Option<_>>()?, assign),
@@ -187,8 +186,7 @@ pub(crate) fn committed(
         }
     };
     let finish = windows.iter().fold(t0, |m, w| m.max(w.1));
-    let seed = job.name.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let iv = interval(view, job, assign, &windows, t0, 0.15, INTERVAL_RUNS, seed);
+    let iv = twinmesh_common::predict::stated_interval(view, job, assign, &windows, t0);
     let p50 = finish - t0;
     Some(twinmesh_common::record::Committed {
         revision: 0,
@@ -196,7 +194,7 @@ pub(crate) fn committed(
         p50_ms: p50,
         p90_ms: iv.p90_ms.max(p50),
         p50_j: iv.p50_j,
-        p90_j: iv.p90_j.max(iv.p50_j),
+        p90_j: iv.p90_j,
         windows: job
             .stages
             .iter()

@@ -123,12 +123,9 @@ fn interval_of(
     job: &twinmesh_common::job::Job,
     plan: &Plan,
 ) -> anyhow::Result<twinmesh_common::predict::Interval> {
-    use twinmesh_common::predict::{INTERVAL_RUNS, interval};
     let placed = twinmesh_common::execution::placed(view, &job.name, plan).map_err(anyhow::Error::msg)?;
     let windows: Vec<(f64, f64)> = plan.predicted.stages.iter().map(|t| (t.start_ms, t.finish_ms)).collect();
-    let seed = job.name.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let iv = interval(view, job, &placed.assign, &windows, 0.0, 0.15, INTERVAL_RUNS, seed);
-    Ok(twinmesh_common::predict::Interval { p90_ms: iv.p90_ms.max(iv.p50_ms), ..iv })
+    Ok(twinmesh_common::predict::stated_interval(view, job, &placed.assign, &windows, 0.0))
 }
 
 fn read_input(path: &PathBuf) -> anyhow::Result<String> {
