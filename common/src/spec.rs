@@ -468,6 +468,23 @@ spec:
         parse_job(text).unwrap_err()
     }
 
+    /// Found by the fuzzer: a value written with more digits than a double
+    /// holds is read by YAML with correct rounding; JSON must read the
+    /// shortest form it prints back to the same double, or a job sent as
+    /// JSON differs from the same job sent as YAML.
+    #[test]
+    fn a_long_decimal_reads_the_same_in_yaml_and_json() {
+        let long = format!("0.2{}5", "3".repeat(120));
+        let yaml = GOOD
+            .replace("{ cpu: 0.5, duration_ms: 200 }", &format!("{{ cpu: 0.5, mem_gb: {long}, duration_ms: 200 }}"));
+        let job = parse_job(&yaml).unwrap();
+        let mem = job.stages[2].compute.mem_gb;
+        assert_eq!(mem, long.parse::<f64>().unwrap());
+        let canonical = serde_json::to_string(&parse_document(&yaml).unwrap()).unwrap();
+        let again = parse_job(&canonical).unwrap();
+        assert_eq!(again.stages[2].compute.mem_gb.to_bits(), mem.to_bits(), "{canonical}");
+    }
+
     #[test]
     fn a_document_past_the_size_bound_is_refused_naming_the_bound() {
         // Padding in a comment: valid YAML, only too long.
