@@ -55,6 +55,7 @@ pub mod gossip;
 pub mod inflight;
 pub mod job;
 pub mod latency;
+pub mod lifecycle;
 pub mod liveness;
 pub mod model;
 pub mod plan;

@@ -112,6 +112,19 @@ pub struct Mesh {
     jobs: Vec<jobs::SimJob>,
     job_events: Vec<Option<jobs::JobEv>>,
     free_job_events: Vec<u32>,
+    /// The job protocol's settings (`common::lifecycle`).
+    lifecycle: twinmesh_common::lifecycle::Config,
+    /// Per agent: its placements in flight.
+    inflight: Vec<twinmesh_common::inflight::InFlight>,
+    /// Per agent that has any: its reconciliations.
+    reconciling: HashMap<u32, twinmesh_common::lifecycle::Reconciling, FnvBuild>,
+    /// Per agent: jobs it planned.
+    planned: Vec<u32>,
+    late_forwards: u64,
+    forward_retries: u64,
+    reconciliations: u64,
+    failed_over: u64,
+    booking_retries: u64,
 }
 
 impl Mesh {
@@ -176,7 +189,6 @@ impl Mesh {
         }
         let net_rng = SimRng::seed_from_u64(args.seed ^ 0x5eed);
         Ok(Mesh {
-            args,
             partition,
             replicas,
             cluster,
@@ -204,6 +216,19 @@ impl Mesh {
             jobs: Vec::new(),
             job_events: Vec::new(),
             free_job_events: Vec::new(),
+            lifecycle: twinmesh_common::lifecycle::Config {
+                failover_grace_ms: args.failover_grace.max(0.0) * 1000.0,
+                ..Default::default()
+            },
+            inflight: vec![Default::default(); args.agents],
+            reconciling: HashMap::default(),
+            planned: vec![0; args.agents],
+            late_forwards: 0,
+            forward_retries: 0,
+            reconciliations: 0,
+            failed_over: 0,
+            booking_retries: 0,
+            args,
         })
     }
 
@@ -383,6 +408,7 @@ impl Mesh {
                     }
                 }
                 Output::Peer(t) => {
+                    self.peer_changed(i, &t, now);
                     let j = self.index.get(&t.peer).copied().unwrap_or(0) as usize;
                     let across = self.partition.is_some_and(|p| (i < p.cut) != (j < p.cut) && now >= p.from);
                     if t.to == PeerState::Dead && !across {
@@ -488,6 +514,11 @@ impl Mesh {
             jobs_final_twice: self.jobs.iter().filter(|j| j.finals > 1).count(),
             jobs_forwarded: self.jobs.iter().filter(|j| j.forwarded).count(),
             jobs_fell_back: self.jobs.iter().filter(|j| j.fell_back).count(),
+            late_forwards: self.late_forwards,
+            forward_retries: self.forward_retries,
+            reconciliations: self.reconciliations,
+            runs_failed_over: self.failed_over,
+            booking_retries: self.booking_retries,
             job_latency_ms: mean(&ok),
             agents: n,
             nodes: self.owners,

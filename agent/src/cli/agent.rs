@@ -380,7 +380,10 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         policy: args.policy,
         sync_interval: Duration::from_secs_f64(args.sync_interval.max(0.1)),
         mesh_addrs: m.listening.iter().map(ToString::to_string).collect(),
-        failover_grace: Duration::from_secs_f64(args.failover_grace.max(0.0)),
+        lifecycle: twinmesh_common::lifecycle::Config {
+            failover_grace_ms: args.failover_grace.max(0.0) * 1000.0,
+            ..Default::default()
+        },
         retention: crate::node::Retention {
             max_finished: args.keep_finished,
             max_age: Duration::from_secs_f64(args.keep_finished_for.max(0.0)),

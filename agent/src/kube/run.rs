@@ -360,17 +360,36 @@ async fn follow_run(
     }
     // Generous: ten times the work, plus image pull and scheduling.
     let limit = Duration::from_millis(work_ms.saturating_mul(10)) + Duration::from_secs(300);
-    let outcome = kube
-        .follow_pod(&cluster, &name, kube.settings.unschedulable_grace, limit, |p| {
-            info!(job = id, stage = %st.id, pod = %p.pod, phase = ?p.phase, "pod progress");
-            // Running: the run holds its node from now (what the forecast
-            // and a move act on).
-            if let Phase::Running { started_ms } = p.phase {
-                let start = ctx.fabric(started_ms.max(created_at).max(ctx.t0) as f64);
-                let _ = tx.send((vec![(start, ExecEvent::Booked { key, start })], false));
+    let follow = kube.follow_pod(&cluster, &name, kube.settings.unschedulable_grace, limit, |p| {
+        info!(job = id, stage = %st.id, pod = %p.pod, phase = ?p.phase, "pod progress");
+        // Running: the run holds its node from now (what the forecast and
+        // a move act on).
+        if let Phase::Running { started_ms } = p.phase {
+            let start = ctx.fabric(started_ms.max(created_at).max(ctx.t0) as f64);
+            let _ = tx.send((vec![(start, ExecEvent::Booked { key, start })], false));
+        }
+    });
+    tokio::pin!(follow);
+    // The failover grace (`common::lifecycle::owner_lost`), as the
+    // embedded fabric applies it: a run whose node's agent has been
+    // unreachable that long moves.
+    let outcome = loop {
+        tokio::select! {
+            o = &mut follow => break o,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                let Some(why) = host.owner_lost(&node) else { continue };
+                warn!(job = id, node = %node, pod = %name, reason = %why, "failing over a pod whose node's agent cannot be reached");
+                host.note(id, format!(
+                    "failover: attempt {attempt} on {node} (pod {name}) given up: {why}; the pod may also finish there (a possible duplicate)"
+                ))
+                .await;
+                // Best effort: the cluster may be out of reach too.
+                let _ = kube.delete_pod(&cluster, &name).await;
+                let now = ctx.fabric(now_ms() as f64);
+                return vec![(now, ExecEvent::Booked { key, start: now }), (now, ExecEvent::Failed { key })];
             }
-        })
-        .await;
+        }
+    };
     match outcome {
         Ok(Outcome::Succeeded { started_ms, finished_ms, measured_ms, scheduled_ms, .. }) => {
             let wall_ms = measured_ms.unwrap_or(finished_ms.saturating_sub(started_ms) as f64);

@@ -69,8 +69,9 @@ pub struct AgentConfig {
     pub mesh_addrs: Vec<String>,
     /// How many finished jobs are kept, and for how long.
     pub retention: Retention,
-    /// How long a running stage's owner may be unreachable before it fails over.
-    pub failover_grace: Duration,
+    /// The job protocol's settings (`common::lifecycle`): forward and
+    /// booking timeouts and tries, holds, failover grace, reconciliation.
+    pub lifecycle: twinmesh_common::lifecycle::Config,
 }
 
 pub use records::Retention;
@@ -136,7 +137,8 @@ pub struct Agent {
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// Peers a reconciliation is scheduled with (after a forward to them
     /// timed out and the job was planned here).
-    reconcile_due: Mutex<std::collections::HashSet<String>>,
+    /// Reconciliations with peers (`common::lifecycle::Reconciling`).
+    reconciling: Mutex<twinmesh_common::lifecycle::Reconciling>,
     /// Set while the agent waits for something before it is ready.
     waiting_for: Mutex<Option<String>>,
     /// Bumped when a precursor of failure arrives (`failures.rs`).
@@ -225,6 +227,7 @@ impl Agent {
                 owner_calibration: Calibration::default(),
                 owned_runs: Default::default(),
             }),
+            reconciling: Mutex::new(twinmesh_common::lifecycle::Reconciling::new(&cfg.lifecycle)),
             cfg,
             store,
             mesh,
@@ -236,7 +239,6 @@ impl Agent {
             job_locks: Mutex::new(HashMap::new()),
             services: Mutex::new(Default::default()),
             running: Mutex::new(HashMap::new()),
-            reconcile_due: Mutex::new(std::collections::HashSet::new()),
             waiting_for: Mutex::new(None),
             precursor_epoch: tokio::sync::watch::Sender::new(Default::default()),
             preempt_guard: Mutex::new(Default::default()),
@@ -352,7 +354,7 @@ impl Agent {
                     if t.to == PeerState::Dead {
                         let _ = self.mesh.send(mesh::Command::Disconnect(t.peer.clone())).await;
                     } else if t.to == PeerState::Alive && t.from != PeerState::Alive {
-                        tokio::spawn(self.clone().reconcile_with(t.peer.clone()));
+                        self.reconcile(twinmesh_common::lifecycle::ReconcileInput::PeerBack { peer: t.peer.clone() });
                     }
                 }
                 Output::Conflict(c) => self.on_conflict(&c),
@@ -606,4 +608,10 @@ impl Agent {
     pub fn owner_of(&self, node: &str) -> String {
         self.lock().replica.owner_of(node)
     }
+}
+
+/// Locks a mutex of the agent's; a panic elsewhere while it was held
+/// leaves the data as it was, which is still the best there is.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

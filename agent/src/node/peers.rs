@@ -6,22 +6,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::{info, warn};
+use twinmesh_common::lifecycle::{self, ReconcileInput, ReconcileOutput};
 use twinmesh_common::liveness::PeerView;
 use twinmesh_common::reconcile::{PlannedCopy, verdicts};
 use twinmesh_common::record::{JobRecord, JobState};
 use twinmesh_common::spec;
 use twinmesh_common::wire::Message;
 
-use super::{Agent, now_ms};
-
-/// Jobs accepted this long ago or less are offered for reconciliation when
-/// a peer comes back (a partition longer than this leaves older duplicates
-/// as they are).
-pub const RECONCILE_WINDOW: Duration = Duration::from_secs(3600);
-
-/// How long after a forward timed out the agents settle: the forward's
-/// own timeout (≤ 5 s) and planning there, with room to spare.
-pub const LATE_FORWARD: Duration = Duration::from_secs(15);
+use super::{Agent, lock, now_ms};
 
 impl Agent {
     /// Connected peer agents.
@@ -57,8 +49,8 @@ impl Agent {
             let v = st.replica.liveness().view(&owner)?.clone();
             (owner, v)
         };
-        let gone = now_ms() as f64 - v.since;
-        (v.state.as_str() != "alive" && gone >= self.cfg.failover_grace.as_secs_f64() * 1000.0).then(|| {
+        let alive = v.state == twinmesh_common::liveness::PeerState::Alive;
+        lifecycle::owner_lost(&self.cfg.lifecycle, alive, v.since, now_ms() as f64).map(|gone| {
             format!(
                 "the agent of node {node} ({owner}) has been {} for {:.1} s ({})",
                 v.state.as_str(),
@@ -81,7 +73,9 @@ impl Agent {
 
     /// The jobs this agent planned lately (not dry runs, not superseded).
     fn planned_copies(&self) -> Vec<PlannedCopy> {
-        let since = now_ms().saturating_sub(RECONCILE_WINDOW.as_millis() as u64);
+        // Older duplicates (a partition longer than the window) are left
+        // as they are.
+        let since = now_ms().saturating_sub(self.cfg.lifecycle.reconcile_window_ms as u64);
         self.recent_jobs(self.cfg.retention.max_finished + self.cfg.retention.max_in_flight)
             .into_iter()
             .filter(|j| j.planner == self.cfg.name && !j.dry_run && j.state != JobState::Superseded)
@@ -95,44 +89,60 @@ impl Agent {
             .collect()
     }
 
-    /// `peer` is reachable again: tell it which jobs this agent planned,
-    /// and settle every job both planned.
-    pub(super) async fn reconcile_with(self: Arc<Self>, peer: String) {
-        let mine = self.planned_copies();
-        if mine.is_empty() {
-            return;
-        }
-        // A peer is heard from again (through others) before its own
-        // connection is back: asked again a few times, waiting longer.
-        let mut wait = Duration::from_millis(250);
-        for attempt in 1..=6 {
-            match self.request(&peer, Message::Planned(mine.clone()), Duration::from_secs(10)).await {
-                Ok(Message::PlannedToo(theirs)) => return self.settle(&mine, &theirs).await,
-                Ok(other) => return warn!(peer = %peer, answer = other.kind(), "reconciliation: unexpected answer"),
-                Err(e) if attempt == 6 => {
-                    return warn!(peer = %peer, error = %e, "reconciliation: no answer (tried again when the peer next returns)");
+    /// Feeds the reconciliation machine (`common::lifecycle::Reconciling`)
+    /// and carries out what it decides: timers, exchanges, give-ups.
+    pub(super) fn reconcile(self: &Arc<Self>, input: ReconcileInput) {
+        let mut out = Vec::new();
+        lock(&self.reconciling).handle(input, now_ms() as f64, &mut out);
+        for o in out {
+            let me = self.clone();
+            match o {
+                ReconcileOutput::Timer { peer, at } => {
+                    tokio::spawn(async move {
+                        let wait = (at - now_ms() as f64).max(0.0);
+                        tokio::time::sleep(Duration::from_secs_f64(wait / 1000.0)).await;
+                        me.reconcile(ReconcileInput::Due { peer });
+                    });
                 }
-                Err(_) => {
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
+                ReconcileOutput::Exchange { peer, timeout_ms, attempt } => {
+                    tokio::spawn(async move {
+                        let answered = me.exchange(&peer, timeout_ms, attempt).await;
+                        me.reconcile(if answered {
+                            ReconcileInput::Answered { peer }
+                        } else {
+                            ReconcileInput::Failed { peer }
+                        });
+                    });
+                }
+                ReconcileOutput::GaveUp { peer } => {
+                    warn!(peer = %peer, "reconciliation: no answer (tried again when the peer next returns)");
                 }
             }
         }
     }
 
-    /// Reconciles with `peer` in [`LATE_FORWARD`] (once, however many
-    /// jobs asked): a forward to it that timed out may have been planned
-    /// there as well as here.
-    pub(super) fn reconcile_later(self: &Arc<Self>, peer: &str) {
-        if !self.reconcile_due.lock().unwrap_or_else(|e| e.into_inner()).insert(peer.to_string()) {
-            return;
+    /// One exchange with `peer`: tell it which jobs this agent planned,
+    /// and settle every job both planned. Whether it was answered.
+    async fn exchange(self: &Arc<Self>, peer: &str, timeout_ms: f64, attempt: u32) -> bool {
+        let mine = self.planned_copies();
+        if mine.is_empty() {
+            return true;
         }
-        let (me, peer) = (self.clone(), peer.to_string());
-        tokio::spawn(async move {
-            tokio::time::sleep(LATE_FORWARD).await;
-            me.reconcile_due.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
-            me.reconcile_with(peer).await;
-        });
+        let timeout = Duration::from_secs_f64(timeout_ms / 1000.0);
+        match self.request(peer, Message::Planned(mine.clone()), timeout).await {
+            Ok(Message::PlannedToo(theirs)) => {
+                self.settle(&mine, &theirs).await;
+                true
+            }
+            Ok(other) => {
+                warn!(peer = %peer, answer = other.kind(), "reconciliation: unexpected answer");
+                true
+            }
+            Err(e) => {
+                tracing::debug!(peer = %peer, attempt, error = %e, "reconciliation: no answer yet");
+                false
+            }
+        }
     }
 
     /// A peer told what it planned: answers with this agent's copies of

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use twinmesh_common::lifecycle::{ForwardInput, ForwardOutput, Forwarding, Hop, ReconcileInput, plan_hold_until};
 use twinmesh_common::policy::{Policy, PolicyConfig};
 use twinmesh_common::routing::Route;
 use twinmesh_common::spec::{self, SpecError};
@@ -75,70 +76,73 @@ impl Agent {
         if let Some(existing) = self.job(&id) {
             return Ok(SubmitResponse { id, planner: existing.planner.clone(), created: false, job: existing });
         }
-        // Route, unless another agent already routed it here.
-        let mut unreachable: Vec<String> = Vec::new();
-        let mut notes = Vec::new();
+        // Route, unless another agent already routed it here: the job
+        // protocol's `Forwarding` decides, this loop carries it out.
+        // Routing skips agents the failure detector does not hold alive,
+        // so a submission never waits on a silent one.
+        let mut out = Vec::new();
+        let mut fwd = Forwarding::new(&self.cfg.lifecycle, &self.cfg.name, forwarded_from.as_deref(), &mut out);
         let mut route: Option<Route> = None;
-        if forwarded_from.is_none() {
-            // Routing skips agents the failure detector does not hold
-            // alive, so a submission never waits on a silent one.
-            loop {
-                let next = self.lock().replica.route(&job.origin, &self.cfg.fabric.latency, &unreachable);
-                let Some(r) = next else { break };
-                if r.agent == self.cfg.name {
-                    route = Some(r);
-                    break;
+        let mut notes = Vec::new();
+        while let Some(o) = (!out.is_empty()).then(|| out.remove(0)) {
+            match o {
+                ForwardOutput::Route { skip } => {
+                    let next = self.lock().replica.route(&job.origin, &self.cfg.fabric.latency, &skip);
+                    let hop = next.as_ref().map(|r| Hop {
+                        agent: r.agent.clone(),
+                        rtt_timeout_ms: self.lock().replica.timeout_for(&r.agent),
+                    });
+                    route = next;
+                    fwd.handle(ForwardInput::Routed(hop), now_ms() as f64, &mut out);
                 }
-                let handoff = JobHandoff {
-                    id: id.clone(),
-                    document: canonical.clone(),
-                    policy: policy.to_string(),
-                    dry_run,
-                    submitted_to: self.cfg.name.clone(),
-                };
-                // Planning and a commit on the other side, on top of the
-                // round trip: at least 2 s, at most 5 s.
-                let rtt_timeout = self.lock().replica.timeout_for(&r.agent);
-                let timeout = Duration::from_secs_f64((rtt_timeout * 2.0 / 1000.0).clamp(2.0, 5.0));
-                match self.request(&r.agent, Message::Forward(handoff), timeout).await {
-                    Ok(Message::ForwardResult { result: Ok(f), .. }) => {
-                        let f = *f;
-                        self.metrics.jobs_forwarded.fetch_add(1, Ordering::Relaxed);
-                        return Ok(SubmitResponse {
-                            id: f.job.id.clone(),
-                            planner: f.planner,
-                            created: f.created,
-                            job: f.job,
-                        });
-                    }
-                    Ok(Message::ForwardResult { result: Err(refusal), .. }) => {
-                        // The planner refused the job itself: that is the
-                        // answer (a failed commit there may be retried).
-                        return Err(match refusal {
-                            ForwardRefusal::NotAccepted(why) => SubmitError::Store(format!("at {}: {why}", r.agent)),
-                            other => SubmitError::Unplaceable(other.to_string()),
-                        });
-                    }
-                    other => {
-                        let why = match other {
-                            Err(e) => e,
-                            Ok(m) => format!("unexpected answer {}", m.kind()),
-                        };
-                        notes
-                            .push(format!("agent {} nearest the origin is unreachable ({why}); planned here", r.agent));
-                        unreachable.push(r.agent.clone());
+                ForwardOutput::Forward { to, timeout_ms } => {
+                    let handoff = JobHandoff {
+                        id: id.clone(),
+                        document: canonical.clone(),
+                        policy: policy.to_string(),
+                        dry_run,
+                        submitted_to: self.cfg.name.clone(),
+                    };
+                    let timeout = Duration::from_secs_f64(timeout_ms / 1000.0);
+                    match self.request(&to, Message::Forward(handoff), timeout).await {
+                        Ok(Message::ForwardResult { result: Ok(f), .. }) => {
+                            let f = *f;
+                            self.metrics.jobs_forwarded.fetch_add(1, Ordering::Relaxed);
+                            return Ok(SubmitResponse {
+                                id: f.job.id.clone(),
+                                planner: f.planner,
+                                created: f.created,
+                                job: f.job,
+                            });
+                        }
+                        Ok(Message::ForwardResult { result: Err(refusal), .. }) => {
+                            // The planner refused the job itself: that is the
+                            // answer (a failed commit there may be retried).
+                            return Err(match refusal {
+                                ForwardRefusal::NotAccepted(why) => SubmitError::Store(format!("at {to}: {why}")),
+                                other => SubmitError::Unplaceable(other.to_string()),
+                            });
+                        }
+                        other => {
+                            let why = match other {
+                                Err(e) => e,
+                                Ok(m) => format!("unexpected answer {}", m.kind()),
+                            };
+                            fwd.handle(ForwardInput::Failed { why }, now_ms() as f64, &mut out);
+                        }
                     }
                 }
-            }
-            if !dry_run {
                 // A forward that timed out may still arrive and be planned
                 // there too: settle with those agents once it would have.
-                for peer in &unreachable {
-                    self.reconcile_later(peer);
+                ForwardOutput::LateForward { peer } if !dry_run => {
+                    self.reconcile(ReconcileInput::LateForward { peer });
                 }
+                ForwardOutput::LateForward { .. } | ForwardOutput::Forwarded { .. } => {}
+                ForwardOutput::PlanHere { notes: n } => notes = n,
             }
-        } else if let Some(from) = &forwarded_from {
-            notes.push(format!("forwarded by {from}"));
+        }
+        if forwarded_from.is_some() {
+            route = None;
         }
         self.plan_and_accept(id, canonical, job, policy, dry_run, forwarded_from, route, notes).await
     }
@@ -275,7 +279,7 @@ impl Agent {
                     for (p, t) in plan.placements.iter().zip(&plan.predicted.stages) {
                         let c = job.stages.iter().find(|s| s.id == p.stage).map(|s| s.compute);
                         let (cpu, mem) = c.map_or((0.0, 0.0), |c| (c.cpu, c.mem_gb));
-                        let until = now + (t.start_ms * self.cfg.time_scale).min(60_000.0) + 2_000.0;
+                        let until = plan_hold_until(&self.cfg.lifecycle, now, t.start_ms, self.cfg.time_scale);
                         st.inflight.reserve(&p.node, &format!("{id}/{}", p.stage), cpu, mem, until);
                     }
                     st.view = None;

@@ -4,10 +4,9 @@
 //! the owners answer are the plan's committed prediction.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use twinmesh_common::execution::Refusal;
-use twinmesh_common::wire::{Message, StageRun, StageSlot};
+use twinmesh_common::wire::{StageRun, StageSlot};
 
 use super::Agent;
 
@@ -42,29 +41,10 @@ impl Agent {
         Ok(StageSlot { start: b.start, end: b.end, model_ms: duration_ms })
     }
 
-    /// Asks `run.node`'s owner to reserve the stage; one try (a lost
-    /// reservation only leaves the stage to be booked when it is ready).
+    /// Asks `run.node`'s owner to reserve the stage (`Ask::Reserve`: one
+    /// try by default; a lost reservation only leaves the stage to be
+    /// booked when it is ready).
     pub async fn reserve_stage(self: &Arc<Self>, run: StageRun, duration_ms: f64) -> Result<StageSlot, Refusal> {
-        let owner = self.owner_of(&run.node);
-        if owner == self.cfg.name {
-            let node = run.node.clone();
-            let r = self.reserve_owned(&run, duration_ms);
-            if r.is_ok() {
-                self.publish_load(&node).await;
-            }
-            return r;
-        }
-        let timeout = {
-            let st = self.lock();
-            if st.replica.given_up(&owner) {
-                return Err(Refusal::Unreachable);
-            }
-            Duration::from_secs_f64((st.replica.timeout_for(&owner) / 1000.0).clamp(1.0, 5.0))
-        };
-        match self.request(&owner, Message::ReserveStage { run, duration_ms }, timeout).await {
-            Ok(Message::StageScheduled(r)) => r,
-            Ok(other) => Err(Refusal::Other(format!("{owner} answered {}", other.kind()))),
-            Err(_) => Err(Refusal::Unreachable),
-        }
+        self.ask_owner(twinmesh_common::lifecycle::Ask::Reserve, run, duration_ms).await
     }
 }

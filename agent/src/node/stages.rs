@@ -6,13 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use twinmesh_common::execution::Refusal;
+use twinmesh_common::lifecycle::{Ask, Booking, BookingInput, BookingOutput};
 use twinmesh_common::wire::{Message, StageRun, StageSlot};
 
 use super::{Agent, FABRIC_EPOCH_MS, OwnedRun, now_ms};
-
-/// Times an unanswered booking request is sent before the run is taken as
-/// unreachable (each waiting twice as long as the one before).
-const BOOKING_TRIES: usize = 3;
 
 impl Agent {
     /// Absolute fabric time now (ms since [`FABRIC_EPOCH_MS`]): wall time
@@ -83,47 +80,79 @@ impl Agent {
         .await;
     }
 
-    /// Asks `node`'s owner to run a stage; returns its slot.
+    /// Asks `node`'s owner to run a stage; returns its slot. The job
+    /// protocol's `Booking` decides how often and how long to ask, and
+    /// what this agent's view counts meanwhile.
     pub async fn run_stage(self: &Arc<Self>, run: StageRun) -> Result<StageSlot, Refusal> {
+        self.ask_owner(Ask::Book, run, 0.0).await
+    }
+
+    /// Carries out one `Booking` (a booking or a reservation).
+    pub(super) async fn ask_owner(
+        self: &Arc<Self>,
+        ask: Ask,
+        run: StageRun,
+        duration_ms: f64,
+    ) -> Result<StageSlot, Refusal> {
         let owner = self.owner_of(&run.node);
-        if owner == self.cfg.name {
-            let node = run.node.clone();
-            let r = self.book_stage(&run);
-            if r.is_ok() {
-                // Published at once: the booking no longer needs counting.
-                self.settle_inflight(&run, 0.0);
-                self.publish_load(&node).await;
-            }
-            return r;
-        }
-        // On its way to the owner: counted here until its answer and the
-        // owner's record that shows it (a gossip hop) have arrived.
-        self.settle_inflight(&run, 10_000.0);
-        // A booking request is idempotent (the owner gives a repeated
-        // request for the same run the same booking), so an unanswered one
-        // is asked again, waiting twice as long, until the failure detector
-        // gives the owner up: a slow or starved owner is not taken for a
-        // lost one.
-        let mut wait = 1.0;
-        for _ in 0..BOOKING_TRIES {
-            let (given_up, rtt_timeout) = {
-                let st = self.lock();
-                (st.replica.given_up(&owner), st.replica.timeout_for(&owner))
-            };
-            if given_up {
-                break;
-            }
-            let timeout = Duration::from_secs_f64((rtt_timeout / 1000.0).clamp(wait, 5.0 * wait));
-            match self.request(&owner, Message::RunStage(run.clone()), timeout).await {
-                Ok(Message::StageScheduled(r)) => {
-                    self.settle_inflight(&run, if r.is_ok() { 2_000.0 } else { 0.0 });
-                    return r;
+        let local = owner == self.cfg.name;
+        let health = || {
+            let st = self.lock();
+            (st.replica.given_up(&owner), st.replica.timeout_for(&owner))
+        };
+        let (given_up, rtt) = health();
+        let mut out = Vec::new();
+        let mut b = Booking::new(&self.cfg.lifecycle, ask, local, given_up, rtt, now_ms() as f64, &mut out);
+        let mut result: Option<Result<StageSlot, Refusal>> = None;
+        while let Some(o) = (!out.is_empty()).then(|| out.remove(0)) {
+            let input = match o {
+                BookingOutput::BookHere => {
+                    let r = match ask {
+                        Ask::Book => self.book_stage(&run),
+                        Ask::Reserve => self.reserve_owned(&run, duration_ms),
+                    };
+                    if r.is_ok() {
+                        self.publish_load(&run.node).await;
+                    }
+                    let booked = r.is_ok();
+                    result = Some(r);
+                    BookingInput::Answered { booked }
                 }
-                Ok(other) => return Err(Refusal::Other(format!("{owner} answered {}", other.kind()))),
-                Err(_) => wait *= 2.0,
-            }
+                BookingOutput::Send { timeout_ms, .. } => {
+                    let msg = match ask {
+                        Ask::Book => Message::RunStage(run.clone()),
+                        Ask::Reserve => Message::ReserveStage { run: run.clone(), duration_ms },
+                    };
+                    let timeout = Duration::from_secs_f64(timeout_ms / 1000.0);
+                    match self.request(&owner, msg, timeout).await {
+                        Ok(Message::StageScheduled(r)) => {
+                            let booked = r.is_ok();
+                            result = Some(r);
+                            BookingInput::Answered { booked }
+                        }
+                        Ok(other) => return Err(Refusal::Other(format!("{owner} answered {}", other.kind()))),
+                        Err(_) => {
+                            let (given_up, rtt_timeout_ms) = health();
+                            BookingInput::Silent { given_up, rtt_timeout_ms }
+                        }
+                    }
+                }
+                BookingOutput::Hold { until } => {
+                    self.hold(&run, Some(until));
+                    continue;
+                }
+                BookingOutput::Unhold => {
+                    self.hold(&run, None);
+                    continue;
+                }
+                BookingOutput::Unreachable => return Err(Refusal::Unreachable),
+                BookingOutput::Answer { .. } => {
+                    return result.unwrap_or_else(|| Err(Refusal::Other("no answer recorded".into())));
+                }
+            };
+            b.handle(input, now_ms() as f64, &mut out);
         }
-        Err(Refusal::Unreachable)
+        result.unwrap_or(Err(Refusal::Unreachable))
     }
 
     /// Placements in flight per node: (node, how many, cores).
@@ -131,18 +160,17 @@ impl Agent {
         self.lock().inflight.nodes().map(|(n, k, c)| (n.to_string(), k, c)).collect()
     }
 
-    /// `run`'s placement counts in this agent's view for `for_ms` more
-    /// (wall) instead of what its plan reserved (0: no longer).
-    fn settle_inflight(&self, run: &StageRun, for_ms: f64) {
+    /// `run`'s placement counts in this agent's view until `until` (wall
+    /// ms) instead of what counted before (`None`: no longer).
+    fn hold(&self, run: &StageRun, until: Option<f64>) {
         let key = format!("{}/{}", run.job, run.stage);
         let mut st = self.lock();
         let released = st.inflight.release(&run.node, &key);
-        if for_ms > 0.0 {
-            let until = now_ms() as f64 + for_ms;
+        if let Some(until) = until {
             st.inflight.reserve(&run.node, &key, run.compute.cpu, run.compute.mem_gb, until);
         }
         // Every booking passes here: rebuild the view only if it changes.
-        if released || for_ms > 0.0 {
+        if released || until.is_some() {
             st.view = None;
         }
     }

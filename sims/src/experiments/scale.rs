@@ -42,6 +42,8 @@ fn partition_run(ctx: Ctx, seed: u64) -> anyhow::Result<Vec<Row>> {
                 updates_per_s: 2.0,
                 jobs_per_s: 3.0,
                 settle: 15.0,
+                failover_grace: 10.0,
+                job_scale: 1.0,
                 seed,
                 output: Output_::Text,
             };
@@ -115,6 +117,8 @@ fn run(ctx: Ctx, seed: u64) -> anyhow::Result<Vec<Row>> {
             updates_per_s: 2.0,
             jobs_per_s: 0.0,
             settle: 4.0,
+            failover_grace: 10.0,
+            job_scale: 1.0,
             seed,
             output: Output_::Text,
         };

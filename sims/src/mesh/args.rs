@@ -34,6 +34,14 @@ pub struct Args {
     /// settle and convergence be checked.
     #[arg(long, default_value_t = 5.0)]
     pub settle: f64,
+    /// Run times of the simulated jobs' stages, times 0.3 s, 0.9 s and
+    /// 0.1 s.
+    #[arg(long, default_value_t = 1.0)]
+    pub job_scale: f64,
+    /// Seconds a run's node may have its owner unreachable before the run
+    /// fails over (the agent's `--failover-grace`).
+    #[arg(long, default_value_t = 10.0)]
+    pub failover_grace: f64,
     /// Seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

@@ -65,6 +65,18 @@ pub struct Report {
     /// Forwarded jobs planned where they were submitted because the
     /// forward was lost.
     pub jobs_fell_back: usize,
+    /// Forwards that arrived but whose answer did not come back in time
+    /// (the agents would plan those on both sides until reconciled).
+    pub late_forwards: u64,
+    /// Forwards sent on to the next agent after one was silent.
+    pub forward_retries: u64,
+    /// Reconciliation exchanges answered (after late forwards and returns).
+    pub reconciliations: u64,
+    /// Runs failed over because their owner was unreachable past the
+    /// failover grace.
+    pub runs_failed_over: u64,
+    /// Booking requests sent again after an owner was silent.
+    pub booking_retries: u64,
     /// Mean latency of succeeded jobs (ms, submission to last finish).
     pub job_latency_ms: f64,
     /// Events processed.
