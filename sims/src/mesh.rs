@@ -557,43 +557,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    println!(
-        "{} agents, {}-node twin, {:.0} simulated s in {:.1} s wall ({} events)",
-        r.agents, r.nodes, r.seconds, r.wall_s, r.events
-    );
-    println!(
-        "update reaches 99 % in {:.0} ms, 99.99 % in {:.0} ms, 100 % in {:.0} ms (worst {:.0} ms) — {} updates, {} incomplete",
-        r.reach_99_ms, r.reach_9999_ms, r.reach_100_ms, r.reach_100_max_ms, r.updates, r.incomplete
-    );
-    println!(
-        "per agent: {:.1} messages/s, {:.1} kbit/s ({:.1} kbit/s anti-entropy)",
-        r.msgs_per_agent_s, r.kbit_per_agent_s, r.sync_kbit_per_agent_s
-    );
-    println!(
-        "liveness: {} false suspicions, {} false deaths; {} suspicions across the cut, mean {:.0} ms after it",
-        r.false_suspicions, r.false_deaths, r.cut_suspected, r.cut_detect_ms
-    );
-    println!(
-        "jobs: {} submitted, {} succeeded, {} failed, {} unfinished, {} ended twice; {} forwarded ({} planned locally after a lost forward); mean latency {:.0} ms",
-        r.jobs_submitted,
-        r.jobs_succeeded,
-        r.jobs_failed,
-        r.jobs_unfinished,
-        r.jobs_final_twice,
-        r.jobs_forwarded,
-        r.jobs_fell_back,
-        r.job_latency_ms
-    );
-    println!(
-        "routing: {} to a reachable agent, {} to an unreachable one; {} of {} replicas hold the same twin at the end",
-        r.routes_ok, r.routes_bad, r.converged, r.agents
-    );
-    if !r.heal_converge_max_ms.is_nan() || r.heal_unconverged > 0 {
-        println!(
-            "after the heal: updates made during the cut reached every replica across it in {:.0} ms mean, {:.0} ms worst; {} never did",
-            r.heal_converge_mean_ms, r.heal_converge_max_ms, r.heal_unconverged
-        );
-    }
+    r.print();
     Ok(())
 }
 

@@ -58,6 +58,10 @@ fn partition_run(ctx: Ctx, seed: u64) -> anyhow::Result<Vec<Row>> {
                     .with("succeeded_pct", 100.0 * r.jobs_succeeded as f64 / submitted)
                     .with("jobs_final_twice", r.jobs_final_twice as f64)
                     .with("planned_locally_after_lost_forward", r.jobs_fell_back as f64)
+                    .with("forward_retries", r.forward_retries as f64)
+                    .with("booking_retries", r.booking_retries as f64)
+                    .with("runs_failed_over", r.runs_failed_over as f64)
+                    .with("reconciliations", r.reconciliations as f64)
                     .with("job_latency_ms", r.job_latency_ms)
                     .with("false_deaths", r.false_deaths as f64),
             );

@@ -84,3 +84,55 @@ pub struct Report {
     /// Wall seconds the simulation took.
     pub wall_s: f64,
 }
+
+impl Report {
+    /// Prints the report as text.
+    pub fn print(&self) {
+        println!(
+            "{} agents, {}-node twin, {:.0} simulated s in {:.1} s wall ({} events)",
+            self.agents, self.nodes, self.seconds, self.wall_s, self.events
+        );
+        println!(
+            "update reaches 99 % in {:.0} ms, 99.99 % in {:.0} ms, 100 % in {:.0} ms (worst {:.0} ms) — {} updates, {} incomplete",
+            self.reach_99_ms,
+            self.reach_9999_ms,
+            self.reach_100_ms,
+            self.reach_100_max_ms,
+            self.updates,
+            self.incomplete
+        );
+        println!(
+            "per agent: {:.1} messages/s, {:.1} kbit/s ({:.1} kbit/s anti-entropy)",
+            self.msgs_per_agent_s, self.kbit_per_agent_s, self.sync_kbit_per_agent_s
+        );
+        println!(
+            "liveness: {} false suspicions, {} false deaths; {} suspicions across the cut, mean {:.0} ms after it",
+            self.false_suspicions, self.false_deaths, self.cut_suspected, self.cut_detect_ms
+        );
+        println!(
+            "jobs: {} submitted, {} succeeded, {} failed, {} unfinished, {} ended twice; {} forwarded ({} planned locally after a lost forward); mean latency {:.0} ms",
+            self.jobs_submitted,
+            self.jobs_succeeded,
+            self.jobs_failed,
+            self.jobs_unfinished,
+            self.jobs_final_twice,
+            self.jobs_forwarded,
+            self.jobs_fell_back,
+            self.job_latency_ms
+        );
+        println!(
+            "job protocol: {} forwards sent on to the next agent, {} late, {} booking requests asked again, {} runs failed over after the grace, {} reconciliation exchanges",
+            self.forward_retries, self.late_forwards, self.booking_retries, self.runs_failed_over, self.reconciliations
+        );
+        println!(
+            "routing: {} to a reachable agent, {} to an unreachable one; {} of {} replicas hold the same twin at the end",
+            self.routes_ok, self.routes_bad, self.converged, self.agents
+        );
+        if !self.heal_converge_max_ms.is_nan() || self.heal_unconverged > 0 {
+            println!(
+                "after the heal: updates made during the cut reached every replica across it in {:.0} ms mean, {:.0} ms worst; {} never did",
+                self.heal_converge_mean_ms, self.heal_converge_max_ms, self.heal_unconverged
+            );
+        }
+    }
+}
