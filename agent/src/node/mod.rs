@@ -246,14 +246,14 @@ impl Agent {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Runs the protocol loop: ticks every `tick` and feeds back answers to
     /// the requests the protocol sent. Call once, at start; `None` if it
     /// already runs.
     pub fn start_protocol(self: &Arc<Self>, tick: Duration) -> Option<tokio::task::JoinHandle<()>> {
-        let mut rx = self.loopback_rx.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        let mut rx = lock(&self.loopback_rx).take()?;
         let me = self.clone();
         Some(tokio::spawn(async move {
             let mut t = tokio::time::interval(tick);
@@ -470,17 +470,17 @@ impl Agent {
 
     /// Marks the agent not ready until [`Agent::set_ready`], saying why.
     pub fn wait_for(&self, why: impl Into<String>) {
-        *self.waiting_for.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.into());
+        *lock(&self.waiting_for) = Some(why.into());
     }
 
     /// Marks the agent ready.
     pub fn set_ready(&self) {
-        *self.waiting_for.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *lock(&self.waiting_for) = None;
     }
 
     /// Why the agent is not ready, if it is not.
     pub fn not_ready_reason(&self) -> Option<String> {
-        self.waiting_for.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.waiting_for).clone()
     }
 
     /// Where this agent's stages run.
@@ -494,9 +494,9 @@ impl Agent {
         let (me, actuator) = (self.clone(), self.actuator());
         let task = tokio::spawn(async move {
             run::run_job(me.clone(), actuator, id.clone()).await;
-            me.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            lock(&me.running).remove(&id);
         });
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = lock(&self.running);
         running.insert(key.clone(), task.abort_handle());
         if task.is_finished() {
             running.remove(&key);

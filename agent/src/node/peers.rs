@@ -185,7 +185,7 @@ impl Agent {
             if self.job(&m.id).is_none_or(|r| r.state == JobState::Superseded) {
                 continue;
             }
-            let stopped = self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&m.id);
+            let stopped = lock(&self.running).remove(&m.id);
             if let Some(task) = &stopped {
                 task.abort();
             }

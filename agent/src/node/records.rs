@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::{Agent, now_ms};
+use super::{Agent, lock, now_ms};
 use crate::jobs::JobRecord;
 
 /// What is kept of finished jobs (memory and disk stay bounded under
@@ -37,7 +37,7 @@ impl Agent {
         // One update of a job at a time (a job's pods report concurrently),
         // so none is lost between the copy and the commit.
         let turn = {
-            let mut locks = self.job_locks.lock().unwrap_or_else(|e| e.into_inner());
+            let mut locks = lock(&self.job_locks);
             locks.entry(id.to_string()).or_default().clone()
         };
         let _turn = turn.lock().await;
@@ -64,7 +64,7 @@ impl Agent {
             }
         }
         if rec.state.is_final() {
-            self.job_locks.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+            lock(&self.job_locks).remove(id);
             self.enforce_retention().await;
         }
         Some(rec)

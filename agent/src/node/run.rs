@@ -16,7 +16,7 @@ use twinmesh_common::verify::{Observed, Thresholds, verify};
 use twinmesh_common::view::FabricView;
 use twinmesh_common::wire::{StageRun, StageSlot};
 
-use super::{Agent, now_ms};
+use super::{Agent, lock, now_ms};
 use crate::actuator::{Actuator, Host};
 use crate::jobs::JobState;
 
@@ -87,7 +87,7 @@ impl Host for Arc<Agent> {
         Agent::precursor_changes(self)
     }
     fn admit_action(&self, job: &str, now: f64, cfg: &twinmesh_common::preempt::PreemptConfig) -> bool {
-        self.preempt_guard.lock().unwrap_or_else(|e| e.into_inner()).admit(job, now, cfg).is_ok()
+        lock(&self.preempt_guard).admit(job, now, cfg).is_ok()
     }
     fn acted(&self, mut record: ActionRecord, on_precursor: bool) -> BoxFuture<'_, ()> {
         Box::pin(async move {

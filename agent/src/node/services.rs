@@ -26,7 +26,7 @@ use twinmesh_common::policy::{Policy, PolicyConfig};
 use twinmesh_common::spec::{self, ServiceDocument};
 use twinmesh_common::wire::StageRun;
 
-use super::{Agent, SubmitError};
+use super::{Agent, SubmitError, lock};
 
 /// One period of a service, as the agent scaled it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,7 +79,7 @@ impl Agent {
         let (doc, _, mode) = parse(text)?;
         self.check_origin(&Origin { cluster: doc.metadata.origin.cluster.clone(), node: None })?;
         let name = doc.metadata.name.clone();
-        if self.services.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&name) {
+        if lock(&self.services).contains_key(&name) {
             return Err(SubmitError::Spec(twinmesh_common::spec::SpecError::Invalid {
                 field: "metadata.name".into(),
                 reason: format!("a service '{name}' runs already on this agent; DELETE /v1/services/{name} first"),
@@ -95,7 +95,7 @@ impl Agent {
             history: Vec::new(),
         };
         self.store.put_service(&name, &record).await.map_err(|e| SubmitError::Store(e.to_string()))?;
-        self.services.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), record.clone());
+        lock(&self.services).insert(name.clone(), record.clone());
         info!(service = %name, scaling = mode.name(), "service accepted");
         tokio::spawn(self.clone().scale_loop(name));
         Ok(record)
@@ -115,7 +115,7 @@ impl Agent {
         }
         for r in records {
             let name = r.name.clone();
-            self.services.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), r);
+            lock(&self.services).insert(name.clone(), r);
             info!(service = %name, "service resumed");
             tokio::spawn(self.clone().scale_loop(name));
         }
@@ -123,22 +123,22 @@ impl Agent {
 
     /// Every service of this agent.
     pub fn service_list(&self) -> Vec<ServiceRecord> {
-        self.services.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        lock(&self.services).values().cloned().collect()
     }
 
     /// One service.
     pub fn service(&self, name: &str) -> Option<ServiceRecord> {
-        self.services.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        lock(&self.services).get(name).cloned()
     }
 
     /// Stops a service: it is forgotten durably, and its leases are given
     /// back within a period. `false` if there is none.
     pub async fn stop_service(&self, name: &str) -> Result<bool, SubmitError> {
-        if !self.services.lock().unwrap_or_else(|e| e.into_inner()).contains_key(name) {
+        if !lock(&self.services).contains_key(name) {
             return Ok(false);
         }
         self.store.delete_service(name).await.map_err(|e| SubmitError::Store(e.to_string()))?;
-        self.services.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        lock(&self.services).remove(name);
         info!(service = %name, "service stopped");
         Ok(true)
     }
@@ -207,7 +207,7 @@ impl Agent {
             });
             k += 1;
             {
-                let mut all = self.services.lock().unwrap_or_else(|e| e.into_inner());
+                let mut all = lock(&self.services);
                 match all.get_mut(&name) {
                     Some(r) => *r = rec.clone(),
                     None => return,
