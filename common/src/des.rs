@@ -19,9 +19,6 @@
 //! With noise and failures off and one job, the simulator reproduces the
 //! predictor ([`crate::predict::score_plan`]) exactly.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-
 use rand::RngExt;
 use rand_distr::{Distribution, Exp1, StandardNormal};
 use serde::{Deserialize, Serialize};
@@ -35,81 +32,8 @@ use crate::predict::Assignment;
 use crate::rng::{SimRng, seeded};
 use crate::view::{FabricView, OriginIdx};
 
-/// A min-heap of timed events; equal times pop in insertion order, which
-/// makes runs deterministic.
-#[derive(Clone, Debug)]
-pub struct EventQueue<T: Copy> {
-    heap: BinaryHeap<Entry<T>>,
-    seq: u64,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Entry<T: Copy> {
-    // Non-negative f64 bit patterns order like the numbers.
-    key: u64,
-    seq: u64,
-    payload: T,
-}
-
-impl<T: Copy> PartialEq for Entry<T> {
-    fn eq(&self, o: &Self) -> bool {
-        self.key == o.key && self.seq == o.seq
-    }
-}
-impl<T: Copy> Eq for Entry<T> {}
-impl<T: Copy> PartialOrd for Entry<T> {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl<T: Copy> Ord for Entry<T> {
-    fn cmp(&self, o: &Self) -> Ordering {
-        // Reversed: BinaryHeap is a max-heap.
-        (o.key, o.seq).cmp(&(self.key, self.seq))
-    }
-}
-
-impl<T: Copy> Default for EventQueue<T> {
-    fn default() -> Self {
-        EventQueue { heap: BinaryHeap::new(), seq: 0 }
-    }
-}
-
-impl<T: Copy> EventQueue<T> {
-    /// An empty queue with room for `n` events.
-    pub fn with_capacity(n: usize) -> Self {
-        EventQueue { heap: BinaryHeap::with_capacity(n), seq: 0 }
-    }
-
-    /// Schedules `payload` at `time` (ms, ≥ 0).
-    #[inline]
-    pub fn push(&mut self, time: f64, payload: T) {
-        debug_assert!(time >= 0.0, "event time {time} is negative");
-        self.seq += 1;
-        self.heap.push(Entry { key: time.max(0.0).to_bits(), seq: self.seq, payload });
-    }
-
-    /// The earliest event.
-    #[inline]
-    pub fn pop(&mut self) -> Option<(f64, T)> {
-        self.heap.pop().map(|e| (f64::from_bits(e.key), e.payload))
-    }
-
-    /// Time of the earliest event.
-    pub fn peek_time(&self) -> Option<f64> {
-        self.heap.peek().map(|e| f64::from_bits(e.key))
-    }
-
-    /// Number of pending events.
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    /// Whether nothing is pending.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-}
+mod queue;
+pub use queue::EventQueue;
 
 /// Simulator settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -437,6 +361,7 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
             match action {
                 ExecAction::Reserve { key, node, ready_at, duration_ms, .. } => {
                     let c = self.jobs[j].job.stages[key.stage as usize].compute;
+                    self.settle(node, now);
                     let sched = &mut self.schedules[node];
                     let start = sched
                         .reserve(tag(j, key), ready_at, duration_ms, c.cpu, c.mem_gb)
@@ -454,6 +379,7 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
                     let nominal = self.view.compute_ms(node, &c, format);
                     let q = RunQuery { job: j, stage: s, attempt: key.attempt, node, format, nominal_ms: nominal };
                     let run = self.run_times.run_ms(self.view, q, &mut self.rng);
+                    self.settle(node, now);
                     let sched = &mut self.schedules[node];
                     sched.prune(now);
                     let answer = match sched.book_run(tag(j, key), ready_at, run, c.cpu, c.mem_gb) {
@@ -498,6 +424,12 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
     /// (or its node fails under it) is drawn now.
     fn start_run(&mut self, now: f64, j: usize, key: RunKey, node: usize) {
         let t = tag(j, key);
+        // Reservations ranked before it whose runs are late keep their
+        // room: it may start later (a newer event).
+        self.settle(node, now);
+        while let Some((j2, ev)) = self.moved.pop() {
+            self.feed(j2, now, ev);
+        }
         // Stale: released, or pushed to a later start (a newer event).
         let Some((b, true)) = self.schedules[node].held(t) else { return };
         if b.start != now {
@@ -519,6 +451,19 @@ impl<'a, R: RunTimes> Simulator<'a, R> {
             self.queue.push(b.start + ttf, Ev::Fail(j as u32, key));
         } else {
             self.queue.push(b.end, Ev::Finish(j as u32, key));
+        }
+    }
+
+    /// Brings `node`'s schedule to `now` as its owner does: reservations
+    /// whose run is late slide with the clock and push what was planned
+    /// after them (`NodeSchedule::slide_overdue`); pushed runs hear it.
+    fn settle(&mut self, node: usize, now: f64) {
+        let moved = self.schedules[node].slide_overdue(now);
+        self.shifts += moved.len() as u64;
+        for x in moved.iter().filter(|x| x.booked) {
+            let (j2, key2) = untag(x.tag);
+            self.queue.push(x.to.start, Ev::Start(j2 as u32, key2, node as u32));
+            self.moved.push((j2, ExecEvent::Booked { key: key2, start: x.to.start }));
         }
     }
 

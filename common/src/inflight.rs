@@ -81,15 +81,15 @@ impl InFlight {
     }
 
     /// Counts the reservations still in force at `now` as allocated in
-    /// `view` (free resources shrink, never below zero).
+    /// `view`: free resources shrink, never below zero; the nodes'
+    /// allocatable resources (their size, which owners book against)
+    /// stay as they are.
     pub fn apply(&self, view: &mut FabricView, now: f64) {
         for (node, rs) in &self.by_node {
             let Some(n) = view.node_index(node) else { continue };
             let (cpu, mem) =
                 rs.iter().filter(|r| r.until > now).fold((0.0, 0.0), |(c, m), r| (c + r.cpu, m + r.mem_gb));
             let t = &mut view.nodes;
-            t.alloc_cpu[n] += cpu;
-            t.alloc_mem[n] += mem;
             t.free_cpu[n] = (t.free_cpu[n] - cpu).max(0.0);
             t.free_mem[n] = (t.free_mem[n] - mem).max(0.0);
         }
@@ -114,11 +114,11 @@ mod tests {
         let mut v = base.clone();
         inflight.apply(&mut v, 500.0);
         assert_eq!(v.nodes.free_cpu[n], (free - 6.0).max(0.0));
-        assert_eq!(v.nodes.alloc_cpu[n], alloc + 6.0);
+        assert_eq!(v.nodes.alloc_cpu[n], alloc, "the node's size does not change");
         // Past a's expiry only b counts (even before `expire` runs).
         let mut v = base.clone();
         inflight.apply(&mut v, 2_000.0);
-        assert_eq!(v.nodes.alloc_cpu[n], alloc + 2.0);
+        assert_eq!(v.nodes.free_cpu[n], (free - 2.0).max(0.0));
         assert!(inflight.expire(2_000.0));
         assert_eq!(inflight.len(), 2);
         assert!(inflight.release("dc-x86-02", "b"));
@@ -126,7 +126,7 @@ mod tests {
         assert_eq!(inflight.nodes().count(), 1, "only the unknown node's is left");
         let mut v = base.clone();
         inflight.apply(&mut v, 2_000.0);
-        assert_eq!(v.nodes.alloc_cpu[n], alloc);
+        assert_eq!(v.nodes.free_cpu[n], free);
         assert!(!inflight.expire(2_500.0));
         assert!(inflight.expire(3_000.0));
         assert!(inflight.is_empty());

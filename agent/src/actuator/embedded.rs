@@ -137,8 +137,8 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
         let Some((events, then)) = events else {
             return Err("execution stalled: no run in flight and the job is not done".into());
         };
-        if let Some((node, key, slot)) = then {
-            running.push(run_to_end(host.clone(), id.to_string(), node, key, slot).boxed());
+        if let Some((run, slot)) = then {
+            running.push(run_to_end(host.clone(), id.to_string(), run, slot).boxed());
         }
         let current = host.view();
         for (at, ev) in events {
@@ -169,15 +169,15 @@ async fn execute(host: Arc<dyn Host>, id: &str, job: &Job, plan: &Plan) -> Resul
 
 /// What a run's step reports: events with their fabric times, and, once
 /// booked, the run to await.
-type Step = (Vec<(f64, ExecEvent)>, Option<(String, RunKey, StageSlot)>);
+type Step = (Vec<(f64, ExecEvent)>, Option<(StageRun, StageSlot)>);
 
 /// Books a run with the node's owner; reported at once, so the forecast
 /// sees the run as booked (and running) while it runs.
 async fn book(host: Arc<dyn Host>, run: StageRun) -> Step {
     let key: RunKey = run.key;
     let node = run.node.clone();
-    match host.book(run).await {
-        Ok(slot) => (vec![(slot.start, ExecEvent::Booked { key, start: slot.start })], Some((node, key, slot))),
+    match host.book(run.clone()).await {
+        Ok(slot) => (vec![(slot.start, ExecEvent::Booked { key, start: slot.start })], Some((run, slot))),
         Err(reason) => {
             warn!(node = %node, error = %reason, "stage refused; the execution moves it");
             (vec![(host.fabric_now(), ExecEvent::Refused { key, reason })], None)
@@ -194,14 +194,36 @@ async fn reserve(host: Arc<dyn Host>, run: StageRun, duration_ms: f64) -> Step {
 }
 
 /// Awaits a booked run's end, checking now and then whether the node went
-/// down under it (the failure is dated when it happened).
-async fn run_to_end(host: Arc<dyn Host>, id: String, node: String, key: RunKey, slot: StageSlot) -> Step {
-    let (from, to) = (host.wall_of(slot.start) as u64, host.wall_of(slot.end) as u64 + 1);
+/// down under it (the failure is dated when it happened). A run booked to
+/// start later is asked for again at its start: a late run ranked before
+/// it may have pushed it (`common::replica` bookings), and then it starts
+/// and ends later.
+async fn run_to_end(host: Arc<dyn Host>, id: String, run: StageRun, slot: StageSlot) -> Step {
+    let (node, key) = (run.node.clone(), run.key);
+    let mut slot = slot;
+    let mut events = Vec::new();
+    // Booked to start now: fixed already.
+    let mut confirmed = slot.start <= host.fabric_now() + 1.0;
     loop {
+        let now = crate::clock::now_ms() as f64;
+        if !confirmed && now >= host.wall_of(slot.start) {
+            confirmed = true;
+            if let Ok(s) = host.confirm(run.clone()).await
+                && (s.start - slot.start).abs() > 1e-6
+            {
+                events.push((s.start, ExecEvent::Booked { key, start: s.start }));
+                // Pushed: asked again at its new start.
+                confirmed = s.start <= slot.start;
+                slot = s;
+                continue;
+            }
+        }
+        let (from, to) = (host.wall_of(slot.start) as u64, host.wall_of(slot.end) as u64 + 1);
         if let Some(at) = host.went_down(&node, from, to) {
             let at = ((at as f64 - host.wall_of(0.0)) / host.time_scale()).max(slot.start);
             warn!(node = %node, "node went down during the stage");
-            return (vec![(at, ExecEvent::Failed { key })], None);
+            events.push((at, ExecEvent::Failed { key }));
+            return (events, None);
         }
         // Its owner out of reach past the grace (a cut, a crash): the run
         // moves; it may still finish over there, which the job says.
@@ -212,13 +234,16 @@ async fn run_to_end(host: Arc<dyn Host>, id: String, node: String, key: RunKey, 
                 key.attempt
             );
             host.note(&id, note).await;
-            return (vec![(host.fabric_now().max(slot.start), ExecEvent::Failed { key })], None);
+            events.push((host.fabric_now().max(slot.start), ExecEvent::Failed { key }));
+            return (events, None);
         }
-        let left = host.wall_of(slot.end) - crate::clock::now_ms() as f64;
-        if left <= 0.0 {
+        let until = if confirmed { host.wall_of(slot.end) } else { host.wall_of(slot.start) };
+        let left = until - crate::clock::now_ms() as f64;
+        if left <= 0.0 && confirmed {
             break;
         }
-        tokio::time::sleep(Duration::from_secs_f64(left.min(200.0) / 1000.0)).await;
+        tokio::time::sleep(Duration::from_secs_f64(left.clamp(0.0, 200.0) / 1000.0)).await;
     }
-    (vec![(slot.end, ExecEvent::Finished { key })], None)
+    events.push((slot.end, ExecEvent::Finished { key }));
+    (events, None)
 }

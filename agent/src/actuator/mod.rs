@@ -42,6 +42,9 @@ pub trait Host: Send + Sync {
     fn went_down(&self, node: &str, from_ms: u64, to_ms: u64) -> Option<u64>;
     /// Books a run with its node's owner (this agent or a peer).
     fn book(&self, run: StageRun) -> BoxFuture<'_, Result<StageSlot, Refusal>>;
+    /// Asks the owner again, at a booked run's start, for its booking as
+    /// it stands now (a late run ranked before it may have pushed it).
+    fn confirm(&self, run: StageRun) -> BoxFuture<'_, Result<StageSlot, Refusal>>;
     /// Reserves a run with its node's owner for `duration_ms` from the
     /// earliest fit at or after its `ready_at`; returns the window.
     fn reserve(&self, run: StageRun, duration_ms: f64) -> BoxFuture<'_, Result<StageSlot, Refusal>>;

@@ -40,6 +40,9 @@ impl Host for Arc<Agent> {
     fn book(&self, run: StageRun) -> BoxFuture<'_, Result<StageSlot, Refusal>> {
         Box::pin(self.run_stage(run))
     }
+    fn confirm(&self, run: StageRun) -> BoxFuture<'_, Result<StageSlot, Refusal>> {
+        Box::pin(self.ask_owner(twinmesh_common::lifecycle::Ask::Confirm, run, 0.0))
+    }
     fn reserve(&self, run: StageRun, duration_ms: f64) -> BoxFuture<'_, Result<StageSlot, Refusal>> {
         Box::pin(self.reserve_stage(run, duration_ms))
     }

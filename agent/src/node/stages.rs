@@ -108,7 +108,7 @@ impl Agent {
             let input = match o {
                 BookingOutput::BookHere => {
                     let r = match ask {
-                        Ask::Book => self.book_stage(&run),
+                        Ask::Book | Ask::Confirm => self.book_stage(&run),
                         Ask::Reserve => self.reserve_owned(&run, duration_ms),
                     };
                     if r.is_ok() {
@@ -120,7 +120,7 @@ impl Agent {
                 }
                 BookingOutput::Send { timeout_ms, .. } => {
                     let msg = match ask {
-                        Ask::Book => Message::RunStage(run.clone()),
+                        Ask::Book | Ask::Confirm => Message::RunStage(run.clone()),
                         Ask::Reserve => Message::ReserveStage { run: run.clone(), duration_ms },
                     };
                     let timeout = Duration::from_secs_f64(timeout_ms / 1000.0);

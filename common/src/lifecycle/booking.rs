@@ -66,6 +66,11 @@ pub enum Ask {
     /// tries; nothing held: a lost reservation leaves the stage to be
     /// booked when it is ready).
     Reserve,
+    /// Ask again, at its booked start, for a run booked to start later:
+    /// the owner answers with its booking as it stands (a late run ranked
+    /// before it may have pushed it). Asked like a reservation, nothing
+    /// held; unanswered, the run keeps the booking it had.
+    Confirm,
 }
 
 /// One booking request's life.
@@ -95,7 +100,7 @@ impl Booking {
         let mut b = Booking { cfg: cfg.clone(), ask, local, tries: 0, wait_ms: cfg.booking_first_wait_ms, done: false };
         if local {
             out.push(BookingOutput::BookHere);
-        } else if ask == Ask::Reserve {
+        } else if ask != Ask::Book {
             b.ask(given_up, rtt_timeout_ms, out);
         } else {
             // Counted here until its answer and the owner's record that
@@ -114,7 +119,7 @@ impl Booking {
     fn ask(&mut self, given_up: bool, rtt_timeout_ms: f64, out: &mut Vec<BookingOutput>) {
         let tries = match self.ask {
             Ask::Book => self.cfg.booking_tries,
-            Ask::Reserve => self.cfg.reserve_tries,
+            Ask::Reserve | Ask::Confirm => self.cfg.reserve_tries,
         };
         if given_up || self.tries >= tries {
             self.done = true;
@@ -139,8 +144,8 @@ impl Booking {
         match input {
             BookingInput::Answered { booked } => {
                 self.done = true;
-                if self.ask == Ask::Reserve {
-                    // Nothing held for a reservation.
+                if self.ask != Ask::Book {
+                    // Nothing held for a reservation or a confirmation.
                 } else if booked && !self.local {
                     out.push(BookingOutput::Hold { until: now + self.cfg.hold_answered_ms });
                 } else {

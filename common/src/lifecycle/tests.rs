@@ -135,6 +135,17 @@ fn a_reservation_is_asked_once_and_holds_nothing() {
 }
 
 #[test]
+fn a_confirmation_is_asked_once_and_holds_nothing() {
+    let c = Config::default();
+    let mut out = Vec::new();
+    let mut b = Booking::new(&c, Ask::Confirm, false, false, 200.0, 0.0, &mut out);
+    assert_eq!(out, vec![BookingOutput::Send { timeout_ms: 1_000.0, attempt: 1 }]);
+    out.clear();
+    b.handle(BookingInput::Answered { booked: true }, 50.0, &mut out);
+    assert_eq!(out, vec![BookingOutput::Answer { booked: true }]);
+}
+
+#[test]
 fn a_planned_stage_is_held_until_its_start_and_two_seconds_more() {
     let c = Config::default();
     // Starts 4 fabric s in, at time scale 0.5: 2 wall s, then 2 s more.

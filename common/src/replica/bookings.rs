@@ -3,10 +3,12 @@
 //! [`NodeSchedule::book_run`] when a stage's inputs are there), one booking
 //! per run, kept a while so a late or repeated request finds it.
 //!
-//! An owner here fixes a run when it books it (the embedded fabric awaits
-//! the booked end); only reservations move when a late run ranked before
-//! them needs their room. The DES also lets a run booked for later move
-//! until it starts.
+//! As in the DES, a run booked to start later stays movable until its
+//! start (a late run ranked before it may push it, as it pushes
+//! reservations); it is fixed once the owner's clock passes its start
+//! ([`NodeSchedule::start_due`]). The planner asks again at the booked
+//! start (a repeated request answers with the run's booking as it is
+//! now), so it learns of a push before the run would have begun.
 
 use super::Replica;
 use crate::capacity::{Booking, NodeSchedule};
@@ -41,17 +43,24 @@ impl Replica {
         now: f64,
     ) -> Result<Booking, Refusal> {
         let k = (job.to_string(), key);
-        if let Some((_, b, false)) = self.slots.get(&k) {
-            return Ok(*b);
+        if let Some((at, _, false)) = self.slots.get(&k).cloned() {
+            // Booked already: the same run, as it stands now (started, if
+            // its start has come).
+            self.settle(&at, now);
+            return Ok(self.slots[&k].1);
         }
-        let sched = self.schedule(node, capacity, now)?;
+        self.schedule(node, capacity, now)?;
+        self.settle(node, now);
+        let sched = self.schedules.get_mut(node).expect("made by schedule");
         let t = tag(job, key);
         let r = sched.book_run(t, ready_at, run_ms, demand.0, demand.1).ok_or(Refusal::DoesNotFit)?;
-        sched.start(t);
-        // Reservations it pushed: their owners' answers to repeated
-        // requests follow.
+        if r.booking.start <= now {
+            sched.start(t);
+        }
+        // Reservations and runs not started that it pushed: the answers to
+        // repeated requests follow.
         if !r.shifted.is_empty() {
-            for ((j, key), slot) in self.slots.iter_mut().filter(|(_, s)| s.2 && s.0 == node) {
+            for ((j, key), slot) in self.slots.iter_mut().filter(|(_, s)| s.0 == node) {
                 if let Some(x) = r.shifted.iter().find(|x| x.tag == tag(j, *key)) {
                     slot.1 = x.to;
                 }
@@ -81,7 +90,9 @@ impl Replica {
         if let Some((_, b, _)) = self.slots.get(&k) {
             return Ok(*b);
         }
-        let sched = self.schedule(node, capacity, now)?;
+        self.schedule(node, capacity, now)?;
+        self.settle(node, now);
+        let sched = self.schedules.get_mut(node).expect("made by schedule");
         let b = sched.reserve(tag(job, key), ready_at, run_ms, demand.0, demand.1).ok_or(Refusal::DoesNotFit)?;
         self.remember(k, node, b, true, now);
         Ok(b)
@@ -106,12 +117,37 @@ impl Replica {
         Ok(sched)
     }
 
+    /// Brings `node`'s schedule to `now`: reservations whose run is late
+    /// slide with the clock, pushing what was planned after them
+    /// ([`NodeSchedule::slide_overdue`]), and runs whose start has come
+    /// start ([`NodeSchedule::start_due`]). The answers to repeated
+    /// requests follow what moved.
+    fn settle(&mut self, node: &str, now: f64) {
+        let Some(sched) = self.schedules.get_mut(node) else { return };
+        let moved = sched.slide_overdue(now);
+        sched.start_due(now);
+        if !moved.is_empty() {
+            // Where each ended (one may move more than once).
+            let last: std::collections::BTreeMap<u64, Booking> = moved.iter().map(|x| (x.tag, x.to)).collect();
+            for ((j, key), slot) in self.slots.iter_mut().filter(|(_, s)| s.0 == node) {
+                if let Some(to) = last.get(&tag(j, *key)) {
+                    slot.1 = *to;
+                }
+            }
+        }
+    }
+
     fn remember(&mut self, k: (String, RunKey), node: &str, b: Booking, reserved: bool, now: f64) {
         let history = self.cfg.booking_history_ms;
         if self.slots.len() > 4096 {
             self.slots.retain(|_, (_, b, _)| b.end > now - history);
         }
         self.slots.insert(k, (node.to_string(), b, reserved));
+    }
+
+    /// A run's booking (or reservation) as it stands now.
+    pub fn booking(&self, job: &str, key: RunKey) -> Option<Booking> {
+        self.slots.get(&(job.to_string(), key)).map(|s| s.1)
     }
 
     /// Gives back a run's booking (or reservation) from `at` on.

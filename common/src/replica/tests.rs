@@ -228,6 +228,29 @@ fn bookings_are_keyed_by_job_plan_stage_and_attempt() {
 }
 
 #[test]
+fn a_run_booked_for_later_yields_to_a_late_run_ranked_before_it_until_it_starts() {
+    // Rule (as in the DES): a run booked to start later keeps moving with
+    // the queue until its start; a late run whose reservation came first
+    // keeps its place instead of going behind everything booked since.
+    let mut r = Replica::new(rcfg("a", "dc-core"), Twin::new());
+    let (ka, kb) = (RunKey { plan: 1, stage: 0, attempt: 1 }, RunKey { plan: 2, stage: 0, attempt: 1 });
+    let cap = (4.0, 8.0);
+    let w = r.reserve("A", ka, "n", cap, (4.0, 1.0), 0.0, 1_000.0, 0.0).unwrap();
+    assert_eq!((w.start, w.end), (0.0, 1_000.0));
+    // B comes at 10 and is booked behind A's window — which, its run not
+    // there yet, has slid with the clock to [10, 1,010).
+    let b = r.book("B", kb, "n", cap, (4.0, 1.0), 0.0, 500.0, 10.0).unwrap();
+    assert_eq!((b.start, b.end), (1_010.0, 1_510.0));
+    // A's run is 200 ms late: it keeps its rank, B moves behind it.
+    let a = r.book("A", ka, "n", cap, (4.0, 1.0), 200.0, 1_000.0, 200.0).unwrap();
+    assert_eq!((a.start, a.end), (200.0, 1_200.0), "A keeps its place (it went behind B before)");
+    // B's owner says so when asked again at B's booked start.
+    let again = r.book("B", kb, "n", cap, (4.0, 1.0), 0.0, 500.0, 1_000.0).unwrap();
+    assert_eq!((again.start, again.end), (1_200.0, 1_700.0));
+    assert_eq!(r.booking("B", kb), Some(again));
+}
+
+#[test]
 fn record_versions_from_an_agent_count_as_its_word() {
     let mut r = Replica::new(rcfg("a", "dc-core"), twin_with(&[("a", "dc-core", 0.9), ("b", "dc-core", 0.9)]));
     let mut g = rng();

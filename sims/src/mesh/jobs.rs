@@ -140,6 +140,16 @@ impl Mesh {
             JobEv::Answer { job, key, attempt, booked } => self.answered(job, key, attempt, booked, now),
             JobEv::BookingSilent { job, key, attempt } => self.silent(job, key, attempt, now),
             JobEv::RunEnds { job, key } => {
+                // A run booked to start later may have been pushed by a
+                // late run ranked before it: it ends when its owner's
+                // booking says (the agent asks the owner again at the
+                // booked start).
+                let owner = self.jobs[job].running.iter().find(|(k, _)| *k == key).map(|(_, o)| *o as usize);
+                let now_booked = owner.and_then(|o| self.replicas[o].booking(&self.jobs[job].id, key));
+                if let Some(b) = now_booked.filter(|b| b.end > now + 1e-6) {
+                    self.exec_event(job, ExecEvent::Booked { key, start: b.start }, now);
+                    return self.schedule(b.end, JobEv::RunEnds { job, key });
+                }
                 self.jobs[job].running.retain(|(k, _)| *k != key);
                 self.exec_event(job, ExecEvent::Finished { key }, now);
             }
