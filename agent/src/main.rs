@@ -4,25 +4,10 @@
 //! `anyhow` with context they can act on; everything below the CLI returns
 //! typed errors.
 
-use clap::Parser;
 use twinmesh_agent::cli;
 
 fn main() -> std::process::ExitCode {
     twinmesh_agent::memory::limit_arenas();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TWINMESH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,twinmesh=info,twinmesh_agent=info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal, not in a file or a pipe.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A log that cannot be written (stderr on a full disk) must not
-        // take the agent down: by default the subscriber reports its own
-        // write errors with eprintln!, which panics in whatever thread
-        // logged — the store's writer included.
-        .log_internal_errors(false)
-        .init();
     let argv = match cli::config::expand(std::env::args_os().collect(), std::env::var_os("TWINMESH_CONFIG")) {
         Ok(a) => a,
         Err(e) => {
@@ -30,7 +15,24 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let args = cli::Cli::parse_from(argv);
+    // Colour codes only for a terminal (not a file or a pipe) and unless
+    // NO_COLOR is set, or as --color says.
+    let color = cli::ColorWhen::from_args(&argv);
+    let no_color = std::env::var_os("NO_COLOR");
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TWINMESH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,twinmesh=info,twinmesh_agent=info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(color.enabled(std::io::IsTerminal::is_terminal(&std::io::stderr()), no_color.as_deref()))
+        // A log that cannot be written (stderr on a full disk) must not
+        // take the agent down: by default the subscriber reports its own
+        // write errors with eprintln!, which panics in whatever thread
+        // logged — the store's writer included.
+        .log_internal_errors(false)
+        .init();
+    let args = cli::parse(argv, color, no_color.as_deref());
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

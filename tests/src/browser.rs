@@ -111,6 +111,29 @@ impl Browser {
         self.call("POST", "/execute/sync", Some(json!({ "script": script, "args": args })))
     }
 
+    /// Runs `script` asynchronously: it ends by calling its last argument
+    /// (`arguments[arguments.length - 1]`) with the result.
+    pub fn script_async(&self, script: &str, args: Vec<Value>) -> Result<Value, String> {
+        self.call("POST", "/execute/async", Some(json!({ "script": script, "args": args })))
+    }
+
+    /// Presses and releases each key of `keys` in turn, as a keyboard
+    /// does, on whatever has the focus (WebDriver key codes: Tab is
+    /// `\u{E004}`, Enter `\u{E007}`).
+    pub fn keys(&self, keys: &str) -> Result<(), String> {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|k| {
+                [
+                    json!({ "type": "keyDown", "value": k.to_string() }),
+                    json!({ "type": "keyUp", "value": k.to_string() }),
+                ]
+            })
+            .collect();
+        let body = json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": actions }] });
+        self.call("POST", "/actions", Some(body)).map(drop)
+    }
+
     /// The first element matching `css`.
     pub fn find(&self, css: &str) -> Result<String, String> {
         let v = self.call("POST", "/element", Some(json!({ "using": "css selector", "value": css })))?;

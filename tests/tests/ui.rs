@@ -1,9 +1,14 @@
 //! The web view (`/ui`) in a real headless Chromium against two agents:
 //! the token gate, the fabric and mesh as the twin holds them, a job
 //! submitted through the form appearing with its timeline, a refused
-//! document's error next to the form, and a node going down live. Skipped
-//! with a message where Chromium or ChromeDriver is missing (`.ci/run`
-//! installs both). Screenshots go to `target/ui-artifacts/`.
+//! document's error next to the form, and a node going down live; the
+//! accessibility of both pages (tests/a11y/checks.js, and axe-core where
+//! `npm ci --prefix tests/a11y` installed it: no critical or serious
+//! violation), the job rows by keyboard, and no Content-Security-Policy
+//! violation. Skipped with a message where Chromium or ChromeDriver is
+//! missing (`.ci/run` installs both). Screenshots go to
+//! `target/ui-artifacts/`. Without a browser: the CSP header and the
+//! served HTML without inline script or style.
 
 use std::time::Duration;
 
@@ -36,6 +41,41 @@ fn text_of(b: &Browser, css: &str) -> Option<String> {
 
 fn count(b: &Browser, css: &str) -> usize {
     b.find_all(css).map(|v| v.len()).unwrap_or(0)
+}
+
+/// What tests/a11y/checks.js finds wrong with the current page.
+fn a11y_problems(b: &Browser) -> Vec<String> {
+    let checks = std::fs::read_to_string(repo_root().join("tests/a11y/checks.js")).expect("tests/a11y/checks.js");
+    let v = b.script(&checks, vec![]).expect("the checks run");
+    v.as_array().expect("a list of problems").iter().map(|p| p.as_str().unwrap_or_default().to_string()).collect()
+}
+
+/// axe-core, where `npm ci --prefix tests/a11y` installed it.
+fn axe_source() -> Option<String> {
+    std::fs::read_to_string(repo_root().join("tests/a11y/node_modules/axe-core/axe.min.js")).ok()
+}
+
+/// axe-core's critical and serious violations on the current page.
+fn axe_violations(b: &Browser, axe: &str) -> Vec<String> {
+    let loaded = b.script(&format!("{axe}\n;return typeof window.axe;"), vec![]).expect("axe-core loads");
+    assert_eq!(loaded, "object", "axe-core did not load");
+    let run = "const done = arguments[arguments.length - 1];
+        window.axe.run(document, { resultTypes: ['violations'] })
+          .then((r) => done(r.violations.filter((v) => v.impact === 'critical' || v.impact === 'serious')
+            .map((v) => `${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`)))
+          .catch((e) => done(['axe-core failed: ' + e]));";
+    let v = b.script_async(run, vec![]).expect("axe-core runs");
+    v.as_array().expect("a list").iter().map(|p| p.as_str().unwrap_or_default().to_string()).collect()
+}
+
+/// The page's accessibility: the checks, and axe-core where installed.
+fn assert_accessible(b: &Browser, page: &str, axe: Option<&str>) {
+    let problems = a11y_problems(b);
+    assert!(problems.is_empty(), "{page}: {} accessibility problems:\n{}", problems.len(), problems.join("\n"));
+    if let Some(axe) = axe {
+        let v = axe_violations(b, axe);
+        assert!(v.is_empty(), "{page}: axe-core finds {} critical or serious violations:\n{}", v.len(), v.join("\n"));
+    }
 }
 
 fn save(b: &Browser, name: &str) {
@@ -85,12 +125,20 @@ fn the_web_view_shows_the_twin_jobs_and_failures_live() {
     })
     .unwrap_or_else(|| panic!("agents did not meet; log:\n{}", a.log()));
 
+    let axe = axe_source();
+    if axe.is_none() {
+        twinmesh_tests::skip(
+            "axe-core is not installed (npm ci --prefix tests/a11y): the page is checked by tests/a11y/checks.js only",
+        );
+    }
+    let axe = axe.as_deref();
     let web = Browser::start(&chromium, &driver, 1400, 1000).expect("browser");
     // Without the token: the gate, not the page.
     web.goto(&format!("{}/ui", a.api)).unwrap();
     let body = text_of(&web, "body").unwrap_or_default();
     assert!(body.contains("needs its API token"), "{body}");
     assert_eq!(count(&web, "#nodes"), 0);
+    assert_accessible(&web, "the token page", axe);
     // With it: a cookie, and the address bar loses the token.
     web.goto(&format!("{}/ui?token={TOKEN}", a.api)).unwrap();
     assert!(web.url().unwrap().ends_with("/ui"), "{}", web.url().unwrap());
@@ -107,6 +155,13 @@ fn the_web_view_shows_the_twin_jobs_and_failures_live() {
     let peer = web.wait(LIMIT, |w| text_of(w, "#peers tr[data-peer=\"edge-srv-01\"] .st").filter(|s| s == "alive"));
     assert!(peer.is_some(), "peer row: {:?}", text_of(&web, "#peers"));
     assert!(text_of(&web, "#live").is_some_and(|s| s == "live"), "the event stream is open");
+    // From here on, anything the Content-Security-Policy blocks is noted.
+    web.script(
+        "window.__csp = []; document.addEventListener('securitypolicyviolation', \
+         (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI} ${e.sample}`)); return 1;",
+        vec![],
+    )
+    .unwrap();
 
     // A refused document: the API's error, next to the form.
     let bad = DOC.replace("output_mb: 5", "output_mb: 5\n      colour: blue");
@@ -163,6 +218,32 @@ fn the_web_view_shows_the_twin_jobs_and_failures_live() {
     let rows = web.wait(LIMIT, |w| (count(w, "#compare tr[data-policy]") == 4).then_some(()));
     assert!(rows.is_some(), "compare: {:?}", text_of(&web, "#compare"));
 
+    // Everything on screen (fabric, jobs, the job's timeline, the
+    // comparison, the form) is accessible.
+    assert_accessible(&web, "the web view", axe);
+    // The keyboard opens a job as a click does: Tab reaches its row,
+    // Enter opens it.
+    web.script(
+        "document.getElementById('job').hidden = true; document.getElementById('job-id').textContent = ''; \
+                document.activeElement.blur(); window.scrollTo(0, 0); return 1;",
+        vec![],
+    )
+    .unwrap();
+    let reached = (0..40).find_map(|_| {
+        web.keys("\u{E004}").unwrap();
+        let on = web
+            .script(
+                "const e = document.activeElement; return e && e.matches('#jobs tr.job') ? e.dataset.job : null;",
+                vec![],
+            )
+            .unwrap();
+        on.as_str().map(str::to_string)
+    });
+    let reached = reached.expect("Tab never reached a job row");
+    web.keys("\u{E007}").unwrap();
+    let opened = web.wait(LIMIT, |w| text_of(w, "#job-id").filter(|s| *s == reached));
+    assert!(opened.is_some(), "Enter on the row of {reached} did not open it: {:?}", text_of(&web, "#job-id"));
+
     // A node goes down: its row turns Down without a reload.
     let victim = twin(&a)["nodes"]
         .as_array()
@@ -182,5 +263,78 @@ fn the_web_view_shows_the_twin_jobs_and_failures_live() {
     assert_eq!(web.script("return window.__same_page;", vec![]).unwrap(), 42, "no reload");
     let failures = text_of(&web, "#failures").unwrap_or_default();
     assert!(failures.contains(&victim) && failures.contains("node_down"), "{failures}");
+    // Nothing the page did was blocked by its policy.
+    let blocked = web.script("return window.__csp;", vec![]).unwrap();
+    assert_eq!(blocked, serde_json::json!([]), "Content-Security-Policy violations");
     save(&web, "ui.png");
+}
+
+/// A response's header, or "".
+fn header(r: &reqwest::blocking::Response, name: &str) -> String {
+    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+// Rule: every response of the web view carries a Content-Security-Policy
+// that allows scripts and styles from the agent alone and nothing inline,
+// and the HTML it serves (the page and the token form) has a language and
+// no inline script, style or event handler, only files the agent serves.
+#[test]
+fn the_web_view_has_a_content_security_policy_and_no_inline_code() {
+    let dir = tempdir();
+    let tok = dir.path().join("api.token");
+    std::fs::write(&tok, TOKEN).unwrap();
+    let a =
+        AgentProc::start("dc-x86-01", "dc-core", &dir.path().join("a"), &["--api-token-file", tok.to_str().unwrap()]);
+    let http = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let get = |path: &str, cookie: bool| {
+        let mut r = http.get(format!("{}{path}", a.api));
+        if cookie {
+            r = r.header("cookie", format!("twinmesh_token={TOKEN}"));
+        }
+        r.send().unwrap()
+    };
+    let check_csp = |r: &reqwest::blocking::Response, what: &str| {
+        let csp = header(r, "content-security-policy");
+        let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+        for d in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
+            assert!(directives.contains(&d), "{what}: the CSP lacks {d}: {csp:?}");
+        }
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{what}: {csp}");
+        assert_eq!(header(r, "x-content-type-options"), "nosniff", "{what}");
+    };
+    let gate = get("/ui", false);
+    assert_eq!(gate.status(), 401);
+    check_csp(&gate, "the token page");
+    let gate = gate.text().unwrap();
+    let page = get("/ui", true);
+    assert_eq!(page.status(), 200);
+    check_csp(&page, "the page");
+    let page = page.text().unwrap();
+    for (what, html) in [("the token page", &gate), ("the page", &page)] {
+        let lower = html.to_ascii_lowercase();
+        assert!(lower.contains("<html lang=en") || lower.contains("<html lang=\"en\""), "{what} has no lang: {html}");
+        assert!(!lower.contains("<style"), "{what} has an inline style sheet");
+        assert!(!lower.contains(" style="), "{what} has inline style attributes");
+        // Every <script> loads a file and has no body.
+        for part in lower.split("<script").skip(1) {
+            let (tag, rest) = part.split_once('>').expect("a closed tag");
+            assert!(tag.contains("src="), "{what}: a <script> without src: <script{tag}>");
+            let body = rest.split("</script>").next().unwrap_or_default();
+            assert!(body.trim().is_empty(), "{what}: an inline script: {body}");
+        }
+        for handler in [" onclick=", " onload=", " onsubmit=", " onerror=", "javascript:"] {
+            assert!(!lower.contains(handler), "{what} has inline code: {handler}");
+        }
+    }
+    assert!(page.contains("src=\"/ui/app.js\"") && page.contains("href=\"/ui/app.css\""), "{page}");
+    // The files it loads, served with the same policy, no token needed.
+    for (path, kind, marker) in
+        [("/ui/app.js", "text/javascript", "new EventSource"), ("/ui/app.css", "text/css", "--mute")]
+    {
+        let r = get(path, false);
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(header(&r, "content-type").starts_with(kind), "{path}: {}", header(&r, "content-type"));
+        check_csp(&r, path);
+        assert!(r.text().unwrap().contains(marker), "{path} is not the page's file");
+    }
 }

@@ -91,6 +91,8 @@ pub fn router(agent: Arc<Agent>, token: Option<String>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/ui", get(ui::page))
         .route("/ui/", get(ui::page))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/app.css", get(ui::style))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(ctx.clone(), timed))

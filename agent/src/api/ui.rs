@@ -1,7 +1,9 @@
 //! The web view (`/ui`) and what it reads: a list of recent jobs and a
 //! stream of server-sent events carrying the twin and the jobs whenever
-//! they change. The page is one file embedded in the binary
-//! (`agent/ui/index.html`): nothing is fetched from elsewhere.
+//! they change. The page, its script and its style sheet are embedded in
+//! the binary (`agent/ui/`): nothing is fetched from elsewhere, and the
+//! Content-Security-Policy says so to the browser (no inline script or
+//! style, no other origin).
 
 use std::convert::Infallible;
 use std::hash::{Hash, Hasher};
@@ -23,6 +25,37 @@ use crate::node::{Agent, now_ms};
 
 /// The page.
 const PAGE: &str = include_str!("../../ui/index.html");
+/// Its script (`/ui/app.js`).
+const SCRIPT: &str = include_str!("../../ui/app.js");
+/// Its style sheet (`/ui/app.css`).
+const STYLE: &str = include_str!("../../ui/app.css");
+
+/// What the page may load and where it may connect: its own script, style
+/// sheet and API, nothing inline, nothing from elsewhere, in no frame.
+pub(super) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+    img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The headers of every response of the web view.
+fn headers(content_type: &'static str) -> [(header::HeaderName, &'static str); 5] {
+    [
+        (header::CONTENT_TYPE, content_type),
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ]
+}
+
+/// `/ui/app.js`: the page's script. Open, like the page's token form: it
+/// holds no data and no secret.
+pub(super) async fn script() -> Response {
+    (headers("text/javascript; charset=utf-8"), SCRIPT).into_response()
+}
+
+/// `/ui/app.css`: the page's style sheet.
+pub(super) async fn style() -> Response {
+    (headers("text/css; charset=utf-8"), STYLE).into_response()
+}
 
 /// Cookie that carries the API token for the page's own requests.
 pub(super) const TOKEN_COOKIE: &str = "twinmesh_token";
@@ -41,10 +74,10 @@ pub(super) struct UiQuery {
 /// requests carry it and the address bar does not.
 pub(super) async fn page(
     State(ctx): State<Ctx>,
-    headers: axum::http::HeaderMap,
+    request: axum::http::HeaderMap,
     q: Result<Query<UiQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let html = [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")];
+    let html = headers("text/html; charset=utf-8");
     let Some(token) = &ctx.token else { return (html, PAGE).into_response() };
     if let Ok(Query(UiQuery { token: Some(given) })) = q {
         if constant_time_eq(given.as_bytes(), token.as_bytes()) {
@@ -52,14 +85,19 @@ pub(super) async fn page(
             return (StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, "/ui".into())])
                 .into_response();
         }
-    } else if cookie_token(&headers).is_some_and(|c| constant_time_eq(c.as_bytes(), token.as_bytes())) {
+    } else if cookie_token(&request).is_some_and(|c| constant_time_eq(c.as_bytes(), token.as_bytes())) {
         return (html, PAGE).into_response();
     }
-    let form = "<!doctype html><meta charset=utf-8><title>twinmesh</title>\
-        <p>This agent needs its API token.</p><form method=get action=/ui>\
-        <label>Token <input name=token type=password autofocus></label> <button>Open</button></form>";
-    (StatusCode::UNAUTHORIZED, html, form).into_response()
+    (StatusCode::UNAUTHORIZED, html, TOKEN_FORM).into_response()
 }
+
+/// The page asked for the API token.
+const TOKEN_FORM: &str = "<!doctype html><html lang=en><meta charset=utf-8>\
+    <meta name=viewport content=\"width=device-width, initial-scale=1\"><title>twinmesh: API token</title>\
+    <link rel=stylesheet href=/ui/app.css><main class=gate><h1>twinmesh</h1>\
+    <p>This agent needs its API token.</p><form method=get action=/ui>\
+    <label>Token <input name=token type=password autocomplete=current-password autofocus></label> \
+    <button>Open</button></form></main></html>";
 
 /// The token cookie of a request, if any.
 pub(super) fn cookie_token(headers: &axum::http::HeaderMap) -> Option<&str> {

@@ -23,6 +23,13 @@ use crate::store::Store;
 /// reads any of them from a YAML file (see `cli::config`).
 #[derive(Debug, Args, Clone)]
 pub struct AgentArgs {
+    /// YAML file of flags: long names as keys (`node: edge-srv-01`,
+    /// `own-cluster: true`, `bootstrap: [ADDR, ADDR]`). Flags on the
+    /// command line win over it, and it wins over TWINMESH_* variables.
+    // Read before parsing (`cli::config::expand` puts its entries on the
+    // command line); here so that --help lists it.
+    #[arg(long, env = "TWINMESH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// This agent's node name (the Kubernetes node name).
     #[arg(long, env = "TWINMESH_NODE", default_value = "local-01")]
     pub node: String,
@@ -301,6 +308,22 @@ fn own_nodes(args: &AgentArgs, fabric: &Fabric) -> Vec<Node> {
     owned
 }
 
+/// The IP address and TCP port of a listen address (`/ip4/…/tcp/…` or
+/// `/ip6/…/tcp/…`); `None` for other kinds (DNS names, …).
+fn tcp_socket_addr(a: &Multiaddr) -> Option<SocketAddr> {
+    use libp2p::multiaddr::Protocol;
+    let mut it = a.iter();
+    let ip: std::net::IpAddr = match it.next()? {
+        Protocol::Ip4(ip) => ip.into(),
+        Protocol::Ip6(ip) => ip.into(),
+        _ => return None,
+    };
+    match it.next()? {
+        Protocol::Tcp(port) => Some(SocketAddr::new(ip, port)),
+        _ => None,
+    }
+}
+
 fn load_identity(dir: &std::path::Path) -> anyhow::Result<identity::Keypair> {
     let path = dir.join("identity.key");
     if let Ok(bytes) = std::fs::read(&path) {
@@ -358,6 +381,12 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
             None
         }
     };
+    // A port another process holds fails here, before anything starts,
+    // naming the port and the process.
+    super::port::check_free("API", args.api, "--api")?;
+    if let Some(addr) = tcp_socket_addr(&args.listen).filter(|a| a.port() != 0) {
+        super::port::check_free("mesh", addr, "--listen")?;
+    }
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let store = Store::open(&args.data_dir)?;
     let identity = load_identity(&args.data_dir)?;
@@ -427,8 +456,10 @@ pub async fn start(args: AgentArgs) -> anyhow::Result<Running> {
         agent.wait_for(format!("waiting for Node {} from the API server of {}", args.node, args.cluster));
         tokio::spawn(crate::kube::node::watch_own(agent.clone(), k.clone()));
     }
-    let listener =
-        tokio::net::TcpListener::bind(args.api).await.with_context(|| format!("cannot listen on {}", args.api))?;
+    let listener = tokio::net::TcpListener::bind(args.api).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => super::port::in_use("API", args.api, "--api"),
+        _ => anyhow::Error::new(e).context(format!("cannot listen on {}", args.api)),
+    })?;
     let api = listener.local_addr()?;
     let router = crate::api::router(agent.clone(), token);
     let (stop, mut stopping) = tokio::sync::watch::channel(false);

@@ -6,7 +6,9 @@ mod bench;
 mod client;
 pub mod config;
 mod demo;
+mod manners;
 mod plan;
+pub mod port;
 mod reaction;
 mod service;
 mod soak;
@@ -14,11 +16,16 @@ mod whatif;
 pub mod work;
 
 use clap::{Parser, Subcommand, ValueEnum};
+pub use manners::{ColorWhen, parse};
 
 /// twinmesh: predictive placement on a digital twin of a cloud–edge fabric.
 #[derive(Debug, Parser)]
 #[command(name = "twinmesh", version, about, args_override_self = true)]
 pub struct Cli {
+    /// Colour in logs, help and errors: `auto` (on a terminal, unless the
+    /// NO_COLOR variable is set), `always` or `never`.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = manners::ColorWhen::Auto)]
+    pub color: manners::ColorWhen,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +46,12 @@ enum Command {
     Bench(bench::BenchArgs),
     /// What a stage pod runs: keep a CPU busy for a while and report it.
     Work(work::WorkArgs),
+    /// Print a shell completion script (e.g. `twinmesh completions bash >
+    /// /etc/bash_completion.d/twinmesh`).
+    Completions(manners::CompletionsArgs),
+    /// Print the manual page (roff), or write one per command to a
+    /// directory (`--dir`).
+    Man(manners::ManArgs),
 }
 
 /// How results are printed.
@@ -61,6 +74,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
         Command::Work(args) => work::run(args),
+        Command::Completions(args) => manners::completions(&args),
+        Command::Man(args) => manners::man(&args),
     }
 }
 

@@ -58,6 +58,20 @@ pub struct Args {
     /// (`preemptive-summary.csv`) and the plot (`preemptive.svg`) here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// How results are printed: a table, or one JSON object (the
+    /// parameters and one summary per load, reliability and arm).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// How `preemptive` prints its results.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// An aligned table for people.
+    #[default]
+    Text,
+    /// One JSON object on stdout.
+    Json,
 }
 
 /// Mean over seeds of one (load, reliability, arm).
@@ -91,6 +105,65 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     }
     let rows = sweep(&args)?;
     let sums = summarise(&rows);
+    match args.output {
+        Output::Text => print_table(&sums),
+        Output::Json => println!("{}", json(&args, &sums)),
+    }
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        write_rows(&dir.join("preemptive.csv"), &rows)?;
+        write_summary(&dir.join("preemptive-summary.csv"), &sums)?;
+        let svg = dir.join("preemptive.svg");
+        std::fs::write(&svg, plot::svg(&sums)).with_context(|| format!("cannot write {}", svg.display()))?;
+        // stdout holds the JSON document alone when one is asked for.
+        let note = format!("wrote {}/preemptive{{.csv,-summary.csv,.svg}}", dir.display());
+        match args.output {
+            Output::Text => println!("{note}"),
+            Output::Json => eprintln!("{note}"),
+        }
+    }
+    Ok(())
+}
+
+/// The results as one JSON object: the sweep's parameters and, per load,
+/// reliability and arm, the summary the table prints (full precision).
+pub fn json(args: &Args, sums: &[Summary]) -> serde_json::Value {
+    let summary: Vec<serde_json::Value> = sums
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "load": s.load,
+                "reliability": s.reliability,
+                "arm": s.arm.name(),
+                "runs": s.runs,
+                "slo_violation_pct": s.slo_violation_pct,
+                "fewer_violations_pct": s.fewer_violations_pct,
+                "p99_latency_ms": s.p99_latency_ms,
+                "extra_cpu_pct": s.extra_cpu_pct,
+                "wasted_core_s": s.wasted_core_s,
+                "runs_lost": s.runs_lost,
+                "actions": s.actions,
+                "false_alarm_actions": s.false_alarm_actions,
+                "utilisation": s.utilisation,
+                "service_late_pct": s.service_late_pct,
+                "service_core_s": s.service_core_s,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "jobs": args.jobs,
+        "loads": args.loads,
+        "reliability": args.reliability,
+        "lead_ms": args.lead_ms,
+        "repair_ms": args.repair_ms,
+        "false_alarms_per_hour": args.false_alarms_per_hour,
+        "seed": args.seed,
+        "runs": args.runs.max(1),
+        "summary": summary,
+    })
+}
+
+fn print_table(sums: &[Summary]) {
     println!(
         "{:>5} {:>5} {:<18} {:>5} {:>8} {:>8} {:>9} {:>8} {:>9} {:>6} {:>8} {:>8} {:>6}",
         "load",
@@ -107,7 +180,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         "false",
         "util."
     );
-    for s in &sums {
+    for s in sums {
         println!(
             "{:>5.2} {:>5.2} {:<18} {:>5} {:>7.2}% {:>7.1}% {:>9.0} {:>7.2}% {:>9.0} {:>6.1} {:>8.1} {:>8.1} {:>5.0}%",
             s.load,
@@ -125,15 +198,6 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
             100.0 * s.utilisation
         );
     }
-    if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        write_rows(&dir.join("preemptive.csv"), &rows)?;
-        write_summary(&dir.join("preemptive-summary.csv"), &sums)?;
-        let svg = dir.join("preemptive.svg");
-        std::fs::write(&svg, plot::svg(&sums)).with_context(|| format!("cannot write {}", svg.display()))?;
-        println!("wrote {}/preemptive{{.csv,-summary.csv,.svg}}", dir.display());
-    }
-    Ok(())
 }
 
 /// Every cell × arm, replications spread over the machine's cores.
