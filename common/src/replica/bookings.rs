@@ -43,11 +43,10 @@ impl Replica {
         now: f64,
     ) -> Result<Booking, Refusal> {
         let k = (job.to_string(), key);
-        if let Some((at, _, false)) = self.slots.get(&k).cloned() {
+        if let Some(b) = self.confirm(job, key, now) {
             // Booked already: the same run, as it stands now (started, if
             // its start has come).
-            self.settle(&at, now);
-            return Ok(self.slots[&k].1);
+            return Ok(b);
         }
         self.schedule(node, capacity, now)?;
         self.settle(node, now);
@@ -148,6 +147,18 @@ impl Replica {
     /// A run's booking (or reservation) as it stands now.
     pub fn booking(&self, job: &str, key: RunKey) -> Option<Booking> {
         self.slots.get(&(job.to_string(), key)).map(|s| s.1)
+    }
+
+    /// A booked run's booking as it stands at `now`, its node's schedule
+    /// brought to `now` first (started, if its start has come) — what a
+    /// repeated booking request answers.
+    pub fn confirm(&mut self, job: &str, key: RunKey, now: f64) -> Option<Booking> {
+        let (node, _, reserved) = self.slots.get(&(job.to_string(), key)).cloned()?;
+        if reserved {
+            return None;
+        }
+        self.settle(&node, now);
+        self.booking(job, key)
     }
 
     /// Gives back a run's booking (or reservation) from `at` on.

@@ -55,6 +55,9 @@ pub(super) enum JobEv {
     Answer { job: usize, key: RunKey, attempt: u32, booked: Result<(f64, f64), Refusal> },
     /// A booking's answer did not come in time.
     BookingSilent { job: usize, key: RunKey, attempt: u32 },
+    /// A run booked to start later reaches its start: the planner asks
+    /// its owner again (it may have been pushed).
+    Confirm { job: usize, key: RunKey },
     /// A run ends.
     RunEnds { job: usize, key: RunKey },
     /// The failover grace after `agent` held `peer` unreachable.
@@ -139,16 +142,10 @@ impl Mesh {
             JobEv::BookAt { job, key, node, owner, ready_at } => self.book_at(job, key, node, owner, ready_at, now),
             JobEv::Answer { job, key, attempt, booked } => self.answered(job, key, attempt, booked, now),
             JobEv::BookingSilent { job, key, attempt } => self.silent(job, key, attempt, now),
+            JobEv::Confirm { job, key } => self.confirm(job, key, now),
             JobEv::RunEnds { job, key } => {
-                // A run booked to start later may have been pushed by a
-                // late run ranked before it: it ends when its owner's
-                // booking says (the agent asks the owner again at the
-                // booked start).
-                let owner = self.jobs[job].running.iter().find(|(k, _)| *k == key).map(|(_, o)| *o as usize);
-                let now_booked = owner.and_then(|o| self.replicas[o].booking(&self.jobs[job].id, key));
-                if let Some(b) = now_booked.filter(|b| b.end > now + 1e-6) {
-                    self.exec_event(job, ExecEvent::Booked { key, start: b.start }, now);
-                    return self.schedule(b.end, JobEv::RunEnds { job, key });
+                if !self.jobs[job].running.iter().any(|(k, _)| *k == key) {
+                    return; // failed over meanwhile
                 }
                 self.jobs[job].running.retain(|(k, _)| *k != key);
                 self.exec_event(job, ExecEvent::Finished { key }, now);

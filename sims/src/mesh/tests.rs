@@ -115,10 +115,10 @@ fn runs_on_cut_off_owners_fail_over_after_the_grace() {
         Mesh::new(Args {
             jobs_per_s: 8.0,
             partition: Some("0.3@5-20".into()),
-            settle: 80.0,
+            settle: 130.0,
             failover_grace: grace,
             job_scale: 10.0,
-            ..args(60, 100.0)
+            ..args(60, 150.0)
         })
         .unwrap()
         .run()

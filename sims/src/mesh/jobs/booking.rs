@@ -102,7 +102,13 @@ impl Mesh {
                         Some(Ok((start, end))) => {
                             self.jobs[k].running.push((key, owner as u32));
                             self.exec_event(k, ExecEvent::Booked { key, start }, now);
-                            self.schedule(end.max(now), JobEv::RunEnds { job: k, key });
+                            if start > now + 1.0 {
+                                // Booked for later: asked again at its start,
+                                // as the agent's embedded fabric does.
+                                self.schedule(start, JobEv::Confirm { job: k, key });
+                            } else {
+                                self.schedule(end.max(now), JobEv::RunEnds { job: k, key });
+                            }
                         }
                         Some(Err(reason)) => self.exec_event(k, ExecEvent::Refused { key, reason }, now),
                         None => self.exec_event(k, ExecEvent::Refused { key, reason: Refusal::Unreachable }, now),
@@ -239,5 +245,24 @@ impl Mesh {
             machine.handle(input, now, &mut out);
         }
         self.exec_event(k, ExecEvent::Reserved { key, start }, now);
+    }
+
+    /// A run booked for later reaches its booked start: its owner says
+    /// where it stands now (the request itself is not simulated: the
+    /// owner's answer is read at once). Pushed, it is asked again at its
+    /// new start; otherwise it has started and ends when booked.
+    pub(super) fn confirm(&mut self, k: usize, key: RunKey, now: f64) {
+        let Some(owner) = self.jobs[k].running.iter().find(|(x, _)| *x == key).map(|(_, o)| *o as usize) else {
+            return; // failed over meanwhile
+        };
+        let id = self.jobs[k].id.clone();
+        let Some(b) = self.replicas[owner].confirm(&id, key, now) else {
+            return self.schedule(now, JobEv::RunEnds { job: k, key });
+        };
+        if b.start > now + 1e-6 {
+            self.exec_event(k, ExecEvent::Booked { key, start: b.start }, now);
+            return self.schedule(b.start, JobEv::Confirm { job: k, key });
+        }
+        self.schedule(b.end.max(now), JobEv::RunEnds { job: k, key });
     }
 }
