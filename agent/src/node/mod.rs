@@ -37,7 +37,6 @@ mod metrics;
 mod owner;
 mod peers;
 mod planner;
-mod publish;
 mod records;
 mod reserve;
 mod run;
