@@ -34,14 +34,16 @@
 use serde::{Deserialize, Serialize};
 
 mod booking;
+pub mod decision;
 mod forward;
 mod reconciling;
 #[cfg(test)]
 mod tests;
 
 pub use booking::{Ask, Booking, BookingInput, BookingOutput};
+pub use decision::Decision;
 pub use forward::{ForwardInput, ForwardOutput, Forwarding, Hop};
-pub use reconciling::{ReconcileInput, ReconcileOutput, Reconciling};
+pub use reconciling::{Hint, ReconcileInput, ReconcileOutput, Reconciling};
 
 /// Every constant of the job protocol. The defaults are the agent's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -22,6 +22,9 @@
 //!
 //! `twinmesh-sims mesh` runs N agents' protocol (`common::replica`, the
 //! code the agent runs) on a virtual clock and a simulated network.
+//!
+//! `twinmesh-sims scenario FILE` runs a scripted scenario with a few named
+//! agents and lists the job protocol's decisions, as the agents log them.
 
 mod autoscale;
 mod experiments;
@@ -45,6 +48,10 @@ enum Command {
     /// Many agents' protocol on a simulated network: convergence, traffic,
     /// liveness, routing.
     Mesh(mesh::Args),
+    /// A scripted scenario (a few named agents; submit, pause, resume,
+    /// cut, heal, wait): the job protocol's decisions, as the agents log
+    /// them (`TWINMESH_LOG=twinmesh::decision=debug`).
+    Scenario(mesh::scenario::ScenarioArgs),
     /// Preemptive actions (migrate, replicate) against reactive failover on
     /// the same node failures (with precursors and false alarms), across
     /// load and precursor reliability.
@@ -62,6 +69,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Policies(a) => policies::run(a),
         Command::Mesh(a) => mesh::run(a),
+        Command::Scenario(a) => mesh::scenario::run(a),
         Command::Preemptive(a) => preemptive::run(a),
         Command::Autoscale(a) => autoscale::run(a),
         Command::Run(a) => experiments::run(a),

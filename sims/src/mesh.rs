@@ -27,7 +27,6 @@ use anyhow::bail;
 use rand::{RngExt, SeedableRng};
 use twinmesh_common::des::EventQueue;
 use twinmesh_common::fabric;
-use twinmesh_common::job::Origin;
 use twinmesh_common::liveness::PeerState;
 use twinmesh_common::replica::{AGENT_LABEL, Input, Output, Replica, ReplicaConfig};
 use twinmesh_common::rng::{FnvBuild, SimRng};
@@ -77,6 +76,8 @@ enum Ev {
     /// A job's event (parked in `job_events`: kept out of the queue's
     /// entries, which stay small).
     Job(u32),
+    /// A scripted scenario's next step.
+    Step,
 }
 
 /// The simulation.
@@ -125,6 +126,12 @@ pub struct Mesh {
     reconciliations: u64,
     failed_over: u64,
     booking_retries: u64,
+    duplicates: u64,
+    superseded: u64,
+    /// Jobs that are second copies (indices).
+    copies: Vec<usize>,
+    /// A scripted scenario's state, if this is one.
+    script: Option<scenario::Script>,
 }
 
 impl Mesh {
@@ -134,25 +141,51 @@ impl Mesh {
         if args.agents < 2 {
             bail!("--agents must be at least 2");
         }
-        let partition = args.partition.as_deref().map(|p| Partition::parse(p, args.agents)).transpose()?;
         let owners = args.nodes.unwrap_or(args.agents.min(1000)).min(args.agents).max(1);
         let fab = fabric::synthetic(owners, args.seed);
-        let latency = fab.latency.clone();
+        // Each of the first `owners` agents owns one node, by its name;
+        // the others are observers in random clusters.
         let mut rng = SimRng::seed_from_u64(args.seed);
-        let mut twin = Twin::new();
         let mut names = Vec::with_capacity(args.agents);
-        let mut cluster = Vec::with_capacity(args.agents);
-        for (i, n) in fab.nodes.iter().enumerate().take(owners) {
-            let mut n = n.clone();
-            n.labels.insert(AGENT_LABEL.into(), n.name.clone());
+        let mut clusters = Vec::with_capacity(args.agents);
+        let mut owned = Vec::with_capacity(owners);
+        for n in fab.nodes.iter().take(owners) {
             names.push(n.name.clone());
-            cluster.push(latency.index_of(&n.cluster).unwrap_or(i % latency.len()));
-            twin.update_own(n);
+            clusters.push(n.cluster.clone());
+            owned.push((n.clone(), Some(n.name.clone())));
         }
         for i in owners..args.agents {
             names.push(format!("observer-{i:05}"));
-            cluster.push(rng.random_range(0..latency.len()));
+            clusters.push(fab.latency.names()[rng.random_range(0..fab.latency.len())].clone());
         }
+        Mesh::build(args, fab, &names, &clusters, owned, owners, rng)
+    }
+
+    /// The mesh of agents `names` in `clusters` over fabric `fab`, whose
+    /// twin holds the nodes `owned` (each labelled with its owner agent,
+    /// if it has one), in steady state; the first `owners` agents publish
+    /// updates.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        args: Args,
+        fab: fabric::Fabric,
+        names: &[String],
+        clusters: &[String],
+        owned: Vec<(twinmesh_common::model::Node, Option<String>)>,
+        owners: usize,
+        mut rng: SimRng,
+    ) -> anyhow::Result<Self> {
+        let partition = args.partition.as_deref().map(|p| Partition::parse(p, args.agents)).transpose()?;
+        let latency = fab.latency.clone();
+        let mut twin = Twin::new();
+        for (mut n, owner) in owned {
+            if let Some(o) = owner {
+                n.labels.insert(AGENT_LABEL.into(), o);
+            }
+            twin.update_own(n);
+        }
+        let names = names.to_vec();
+        let cluster: Vec<usize> = clusters.iter().map(|c| latency.index_of(c).unwrap_or(0)).collect();
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
         let replicas = names
             .iter()
@@ -228,6 +261,10 @@ impl Mesh {
             reconciliations: 0,
             failed_over: 0,
             booking_retries: 0,
+            duplicates: 0,
+            superseded: 0,
+            copies: Vec::new(),
+            script: None,
             args,
         })
     }
@@ -260,7 +297,11 @@ impl Mesh {
     }
 
     fn handle(&mut self, now: f64, ev: Ev) {
+        if self.hold_if_paused(ev) {
+            return;
+        }
         match ev {
+            Ev::Step => self.step(now),
             Ev::Tick(i) => {
                 self.input(i as usize, Input::Tick, now);
                 self.queue.push(now + 250.0, Ev::Tick(i));
@@ -382,7 +423,7 @@ impl Mesh {
                     if let Some(at) = self.deliver(i, j, now, bytes, sync) {
                         let back = at + self.latency.latency(self.cluster[j], self.cluster[i]).max(0.1);
                         let reply = self.gets_through(j, i, at);
-                        answered_in_time = reply && back < now + timeout_ms;
+                        answered_in_time = reply && back < now + timeout_ms && !self.paused(j);
                         let slot = self.park(Rc::new(msg), bytes);
                         self.queue.push(at, Ev::Request { to: j as u32, from: i as u32, token, slot, reply });
                     }
@@ -431,121 +472,6 @@ impl Mesh {
             }
         }
     }
-
-    fn report(&self, end: f64, wall_s: f64) -> Report {
-        let n = self.args.agents;
-        let mut r99 = Vec::new();
-        let mut r9999 = Vec::new();
-        let mut r100 = Vec::new();
-        let mut incomplete = 0;
-        for (name, _, at, times) in &self.followed {
-            // Only agents that could be reached from the publisher when it
-            // published.
-            let publisher = self.index.get(name).copied().unwrap_or(0) as usize;
-            let mut d: Vec<f64> = times.iter().filter(|t| !t.is_nan()).map(|t| t - at).collect();
-            d.sort_by(f64::total_cmp);
-            let reachable = match self.partition {
-                Some(p) if *at >= p.from && *at < p.to => {
-                    if publisher < p.cut {
-                        p.cut
-                    } else {
-                        n - p.cut.min(n)
-                    }
-                }
-                _ => n,
-            };
-            let q = |share: f64| {
-                let k = ((reachable as f64 * share).ceil() as usize).max(1);
-                d.get(k - 1).copied()
-            };
-            match (q(0.99), q(0.9999), q(1.0)) {
-                (Some(a), Some(b), Some(c)) => {
-                    r99.push(a);
-                    r9999.push(b);
-                    r100.push(c);
-                }
-                _ => incomplete += 1,
-            }
-        }
-        let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
-        // Updates made during the cut: how long after the heal the last
-        // replica across it got each.
-        let (mut healed, mut unhealed) = (Vec::new(), 0);
-        if let Some(p) = self.partition {
-            for (name, _, _, times) in self.followed.iter().filter(|u| u.2 >= p.from && u.2 < p.to) {
-                let publisher = self.index.get(name).copied().unwrap_or(0) as usize;
-                let far = times.iter().enumerate().filter(|(j, _)| (*j < p.cut) != (publisher < p.cut));
-                match far.map(|(_, t)| *t).try_fold(0.0f64, |m, t| (!t.is_nan()).then(|| m.max(t - p.to))) {
-                    Some(worst) => healed.push(worst.max(0.0)),
-                    None => unhealed += 1,
-                }
-            }
-        }
-        let secs = end / 1000.0;
-        // Replicas holding the most common twin (by summary).
-        let mut counts: HashMap<u64, usize> = HashMap::new();
-        for r in &self.replicas {
-            *counts.entry(r.twin().summary()).or_default() += 1;
-        }
-        let converged = counts.values().copied().max().unwrap_or(0);
-        let mut routes_ok = 0;
-        let mut routes_bad = 0;
-        let mut rng = SimRng::seed_from_u64(self.args.seed ^ 0x7007e);
-        for _ in 0..200 {
-            let i = rng.random_range(0..n);
-            let c = self.latency.names()[rng.random_range(0..self.latency.len())].clone();
-            let origin = Origin { cluster: c, node: None };
-            if let Some(route) = self.replicas[i].route(&origin, &self.latency, &[]) {
-                let j = self.index.get(&route.agent).copied().unwrap_or(0) as usize;
-                if self.partition.is_some_and(|p| p.splits(i, j, end)) {
-                    routes_bad += 1;
-                } else {
-                    routes_ok += 1;
-                }
-            }
-        }
-        let done: Vec<&jobs::SimJob> = self.jobs.iter().filter(|j| j.finals > 0).collect();
-        let ok: Vec<f64> = done.iter().filter(|j| !j.failed).map(|j| j.latency_ms).collect();
-        Report {
-            jobs_submitted: self.jobs.len(),
-            jobs_succeeded: ok.len(),
-            jobs_failed: done.iter().filter(|j| j.failed).count(),
-            jobs_unfinished: self.jobs.len() - done.len(),
-            jobs_final_twice: self.jobs.iter().filter(|j| j.finals > 1).count(),
-            jobs_forwarded: self.jobs.iter().filter(|j| j.forwarded).count(),
-            jobs_fell_back: self.jobs.iter().filter(|j| j.fell_back).count(),
-            late_forwards: self.late_forwards,
-            forward_retries: self.forward_retries,
-            reconciliations: self.reconciliations,
-            runs_failed_over: self.failed_over,
-            booking_retries: self.booking_retries,
-            job_latency_ms: mean(&ok),
-            agents: n,
-            nodes: self.owners,
-            seconds: secs,
-            updates: r100.len(),
-            reach_99_ms: mean(&r99),
-            reach_9999_ms: mean(&r9999),
-            reach_100_ms: mean(&r100),
-            reach_100_max_ms: r100.iter().copied().fold(f64::NAN, f64::max),
-            incomplete,
-            msgs_per_agent_s: self.msgs as f64 / n as f64 / secs,
-            kbit_per_agent_s: self.bytes as f64 * 8.0 / 1000.0 / n as f64 / secs,
-            sync_kbit_per_agent_s: self.sync_bytes as f64 * 8.0 / 1000.0 / n as f64 / secs,
-            false_suspicions: self.false_suspicions,
-            false_deaths: self.false_deaths,
-            cut_suspected: self.cut_detect.len() as u64,
-            cut_detect_ms: mean(&self.cut_detect),
-            routes_ok,
-            routes_bad,
-            converged,
-            heal_converge_max_ms: healed.iter().copied().fold(f64::NAN, f64::max),
-            heal_converge_mean_ms: mean(&healed),
-            heal_unconverged: unhealed,
-            events: self.events,
-            wall_s,
-        }
-    }
 }
 
 /// `twinmesh-sims mesh`.
@@ -566,5 +492,6 @@ mod network;
 use network::frame_len;
 mod partition;
 mod report;
+pub mod scenario;
 #[cfg(test)]
 mod tests;

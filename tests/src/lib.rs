@@ -19,26 +19,35 @@ pub fn repo_root() -> PathBuf {
 /// (`TWINMESH_BIN` overrides).
 pub fn twinmesh_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("TWINMESH_BIN") {
-            return PathBuf::from(p);
-        }
-        // The test executable lives in <target>/<profile>/deps/.
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(repo_root()).args(["build", "-q", "-p", "twinmesh-agent", "--bin", "twinmesh"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build");
-        assert!(st.success(), "building twinmesh failed");
-        let bin = profile_dir.join("twinmesh");
-        assert!(bin.exists(), "{} missing after build", bin.display());
-        bin
+    BIN.get_or_init(|| match std::env::var("TWINMESH_BIN") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => build_bin("twinmesh-agent", "twinmesh"),
     })
     .clone()
+}
+
+/// The simulator's binary (`twinmesh-sims`), built like [`twinmesh_bin`].
+pub fn sims_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_bin("twinmesh-sims", "twinmesh-sims")).clone()
+}
+
+/// Builds binary `bin` of `package` in the test's own profile; its path.
+fn build_bin(package: &str, bin: &str) -> PathBuf {
+    // The test executable lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root()).args(["build", "-q", "-p", package, "--bin", bin]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().expect("run cargo build");
+    assert!(st.success(), "building {bin} failed");
+    let path = profile_dir.join(bin);
+    assert!(path.exists(), "{} missing after build", path.display());
+    path
 }
 
 /// Runs `twinmesh` with `args` and optional stdin, killing it after
@@ -167,12 +176,15 @@ impl AgentProc {
         use std::io::BufRead;
         std::fs::create_dir_all(data).expect("data dir");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).expect("log file");
+        // A log filter the caller set on `cmd` stays.
+        if !cmd.get_envs().any(|(k, _)| k == "TWINMESH_LOG") {
+            cmd.env("TWINMESH_LOG", std::env::var("TWINMESH_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        }
         let mut child = cmd
             .args(["agent", "--node", name, "--cluster", cluster, "--api", &format!("{ip}:0")])
             .args(["--listen", &format!("/ip4/{ip}/tcp/0"), "--data-dir"])
             .arg(data)
             .args(extra)
-            .env("TWINMESH_LOG", std::env::var("TWINMESH_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -227,7 +227,7 @@ async fn run_to_end(host: Arc<dyn Host>, id: String, run: StageRun, slot: StageS
         }
         // Its owner out of reach past the grace (a cut, a crash): the run
         // moves; it may still finish over there, which the job says.
-        if let Some(why) = host.owner_lost(&node) {
+        if let Some(why) = host.owner_lost(&id, &run.stage, &node) {
             warn!(job = %id, node = %node, reason = %why, "failing over a run whose node cannot be reached");
             let note = format!(
                 "failover: attempt {} on {node} given up: {why}; the run may also finish there (a possible duplicate)",

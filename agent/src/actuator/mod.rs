@@ -62,9 +62,10 @@ pub trait Host: Send + Sync {
     /// Whether this agent's guard rails let job `job` act at fabric time
     /// `now` (one budget for all its jobs); counts the action when they do.
     fn admit_action(&self, job: &str, now: f64, cfg: &twinmesh_common::preempt::PreemptConfig) -> bool;
-    /// Why a run on `node` should fail over now: its owner has been
-    /// unreachable for longer than the agent's failover grace.
-    fn owner_lost(&self, node: &str) -> Option<String>;
+    /// Why job `job`'s run of `stage` on `node` should fail over now: its
+    /// owner has been unreachable for longer than the agent's failover
+    /// grace (the caller then fails it over; the decision is logged).
+    fn owner_lost(&self, job: &str, stage: &str, node: &str) -> Option<String>;
     /// A preemptive action was taken: recorded with the job (durably) and
     /// counted in the metrics by action (`migrate`, `restart`,
     /// `replicate`); `on_precursor` when it was taken on a precursor (its

@@ -377,7 +377,7 @@ async fn follow_run(
         tokio::select! {
             o = &mut follow => break o,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                let Some(why) = host.owner_lost(&node) else { continue };
+                let Some(why) = host.owner_lost(id, &st.id, &node) else { continue };
                 warn!(job = id, node = %node, pod = %name, reason = %why, "failing over a pod whose node's agent cannot be reached");
                 host.note(id, format!(
                     "failover: attempt {attempt} on {node} (pod {name}) given up: {why}; the pod may also finish there (a possible duplicate)"

@@ -553,7 +553,7 @@ impl Agent {
                         }
                         Message::Ack
                     }
-                    Ok(Message::Planned(theirs)) => Message::PlannedToo(self.on_planned(theirs)),
+                    Ok(Message::Planned(theirs)) => Message::PlannedToo(self.on_planned(from.as_deref(), theirs)),
                     Ok(msg) => return self.input(Input::Request { from, id, msg }).await,
                 };
                 let _ = self.mesh.send(mesh::Command::Respond(id, wire::encode(&reply))).await;
@@ -567,6 +567,13 @@ impl Agent {
     /// when nobody owns it.
     pub fn owner_of(&self, node: &str) -> String {
         self.lock().replica.owner_of(node)
+    }
+
+    /// Logs a decision of the job protocol it carried out (target
+    /// `twinmesh::decision`, debug: `TWINMESH_LOG=twinmesh::decision=debug`
+    /// shows them), one JSON object per line.
+    pub(crate) fn decide(&self, d: twinmesh_common::lifecycle::Decision) {
+        tracing::debug!(target: "twinmesh::decision", "{}", twinmesh_common::lifecycle::decision::log_line(&self.cfg.name, &d));
     }
 }
 

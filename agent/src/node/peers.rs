@@ -36,9 +36,10 @@ impl Agent {
         self.lock().replica.liveness().epoch()
     }
 
-    /// Why a run on `node` should fail over: its owner (another agent)
-    /// has been suspect or dead for longer than the failover grace.
-    pub fn owner_lost(&self, node: &str) -> Option<String> {
+    /// Why job `job`'s run of `stage` on `node` should fail over: its
+    /// owner (another agent) has been suspect or dead for longer than the
+    /// failover grace. `Some` is the decision to fail it over (logged).
+    pub fn owner_lost(&self, job: &str, stage: &str, node: &str) -> Option<String> {
         // Checked every 200 ms per running stage: one look-up, no copies.
         let (owner, v) = {
             let st = self.lock();
@@ -51,6 +52,7 @@ impl Agent {
         };
         let alive = v.state == twinmesh_common::liveness::PeerState::Alive;
         lifecycle::owner_lost(&self.cfg.lifecycle, alive, v.since, now_ms() as f64).map(|gone| {
+            self.decide(lifecycle::Decision::FailOver { job: job.into(), stage: stage.into(), owner: owner.clone() });
             format!(
                 "the agent of node {node} ({owner}) has been {} for {:.1} s ({})",
                 v.state.as_str(),
@@ -104,9 +106,10 @@ impl Agent {
                         me.reconcile(ReconcileInput::Due { peer });
                     });
                 }
-                ReconcileOutput::Exchange { peer, timeout_ms, attempt } => {
+                ReconcileOutput::Exchange { peer, timeout_ms, attempt, hints } => {
+                    self.decide(lifecycle::Decision::Reconcile { peer: peer.clone() });
                     tokio::spawn(async move {
-                        let answered = me.exchange(&peer, timeout_ms, attempt).await;
+                        let answered = me.exchange(&peer, timeout_ms, attempt, &hints).await;
                         me.reconcile(if answered {
                             ReconcileInput::Answered { peer }
                         } else {
@@ -121,15 +124,25 @@ impl Agent {
         }
     }
 
-    /// One exchange with `peer`: tell it which jobs this agent planned,
+    /// One exchange with `peer`: tell it which jobs this agent planned
+    /// (and, as hints, which other agents planned jobs forwarded to it),
     /// and settle every job both planned. Whether it was answered.
-    async fn exchange(self: &Arc<Self>, peer: &str, timeout_ms: f64, attempt: u32) -> bool {
+    async fn exchange(self: &Arc<Self>, peer: &str, timeout_ms: f64, attempt: u32, hints: &[lifecycle::Hint]) -> bool {
         let mine = self.planned_copies();
-        if mine.is_empty() {
+        if mine.is_empty() && hints.is_empty() {
             return true;
         }
+        // A hint is only a pointer (the peer settles with that planner
+        // itself, copy against copy): no distance, no time.
+        let told = hints.iter().map(|h| PlannedCopy {
+            id: h.job.clone(),
+            planner: h.planner.clone(),
+            origin_ms: f64::INFINITY,
+            accepted_at_ms: 0,
+        });
+        let sent: Vec<PlannedCopy> = mine.iter().cloned().chain(told).collect();
         let timeout = Duration::from_secs_f64(timeout_ms / 1000.0);
-        match self.request(peer, Message::Planned(mine.clone()), timeout).await {
+        match self.request(peer, Message::Planned(sent), timeout).await {
             Ok(Message::PlannedToo(theirs)) => {
                 self.settle(&mine, &theirs).await;
                 true
@@ -147,10 +160,18 @@ impl Agent {
 
     /// A peer told what it planned: answers with this agent's copies of
     /// the same ids and settles them (the peer applies the same rule to
-    /// its own copies).
-    pub(super) fn on_planned(self: &Arc<Self>, theirs: Vec<PlannedCopy>) -> Vec<PlannedCopy> {
-        let mine: Vec<PlannedCopy> =
-            self.planned_copies().into_iter().filter(|m| theirs.iter().any(|t| t.id == m.id)).collect();
+    /// its own copies). Copies it names another planner for are hints:
+    /// this agent settles with that planner, if it planned the job too.
+    pub(super) fn on_planned(self: &Arc<Self>, from: Option<&str>, theirs: Vec<PlannedCopy>) -> Vec<PlannedCopy> {
+        let (theirs, hints): (Vec<PlannedCopy>, Vec<PlannedCopy>) =
+            theirs.into_iter().partition(|t| from.is_none_or(|f| t.planner == f));
+        let planned = self.planned_copies();
+        for h in &hints {
+            if h.planner != self.cfg.name && planned.iter().any(|m| m.id == h.id) {
+                self.reconcile(ReconcileInput::Told { peer: h.planner.clone() });
+            }
+        }
+        let mine: Vec<PlannedCopy> = planned.into_iter().filter(|m| theirs.iter().any(|t| t.id == m.id)).collect();
         if !mine.is_empty() {
             let (me, shared) = (self.clone(), mine.clone());
             tokio::spawn(async move { me.settle(&shared, &theirs).await });
@@ -210,6 +231,7 @@ impl Agent {
             .await;
             if first {
                 self.metrics.reconciled[1].fetch_add(1, Ordering::Relaxed);
+                self.decide(lifecycle::Decision::Superseded { job: m.id.clone(), by: t.planner.clone() });
             }
         }
     }

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use twinmesh_common::lifecycle::{ForwardInput, ForwardOutput, Forwarding, Hop, ReconcileInput, plan_hold_until};
+use twinmesh_common::lifecycle::{
+    Decision, ForwardInput, ForwardOutput, Forwarding, Hint, Hop, ReconcileInput, plan_hold_until,
+};
 use twinmesh_common::policy::{Policy, PolicyConfig};
 use twinmesh_common::routing::Route;
 use twinmesh_common::spec::{self, SpecError};
@@ -96,6 +98,7 @@ impl Agent {
                     fwd.handle(ForwardInput::Routed(hop), now_ms() as f64, &mut out);
                 }
                 ForwardOutput::Forward { to, timeout_ms } => {
+                    self.decide(Decision::Forward { job: id.clone(), to: to.clone() });
                     let handoff = JobHandoff {
                         id: id.clone(),
                         document: canonical.clone(),
@@ -108,6 +111,18 @@ impl Agent {
                         Ok(Message::ForwardResult { result: Ok(f), .. }) => {
                             let f = *f;
                             self.metrics.jobs_forwarded.fetch_add(1, Ordering::Relaxed);
+                            // Agents silent before it may plan the job too:
+                            // told later who did.
+                            let mut after = Vec::new();
+                            fwd.handle(ForwardInput::Answered, now_ms() as f64, &mut after);
+                            for o in after {
+                                if let ForwardOutput::LateForward { peer, planned_by } = o
+                                    && !dry_run
+                                {
+                                    let hint = planned_by.map(|planner| Hint { job: id.clone(), planner });
+                                    self.reconcile(ReconcileInput::LateForward { peer, hint });
+                                }
+                            }
                             return Ok(SubmitResponse {
                                 id: f.job.id.clone(),
                                 planner: f.planner,
@@ -128,17 +143,24 @@ impl Agent {
                                 Err(e) => e,
                                 Ok(m) => format!("unexpected answer {}", m.kind()),
                             };
+                            self.decide(Decision::Unanswered { job: id.clone(), to: to.clone() });
                             fwd.handle(ForwardInput::Failed { why }, now_ms() as f64, &mut out);
                         }
                     }
                 }
                 // A forward that timed out may still arrive and be planned
                 // there too: settle with those agents once it would have.
-                ForwardOutput::LateForward { peer } if !dry_run => {
-                    self.reconcile(ReconcileInput::LateForward { peer });
+                ForwardOutput::LateForward { peer, planned_by } if !dry_run => {
+                    let hint = planned_by.map(|planner| Hint { job: id.clone(), planner });
+                    self.reconcile(ReconcileInput::LateForward { peer, hint });
                 }
                 ForwardOutput::LateForward { .. } | ForwardOutput::Forwarded { .. } => {}
-                ForwardOutput::PlanHere { notes: n } => notes = n,
+                ForwardOutput::PlanHere { notes: n } => {
+                    if !dry_run {
+                        self.decide(Decision::PlanHere { job: id.clone(), from: forwarded_from.clone() });
+                    }
+                    notes = n;
+                }
             }
         }
         if forwarded_from.is_some() {

@@ -75,8 +75,8 @@ impl Host for Arc<Agent> {
     fn release<'a>(&'a self, job: &'a str, key: RunKey, node: &'a str, at: f64) -> BoxFuture<'a, ()> {
         Box::pin(self.release_stage(job, key, node, at))
     }
-    fn owner_lost(&self, node: &str) -> Option<String> {
-        Agent::owner_lost(self, node)
+    fn owner_lost(&self, job: &str, stage: &str, node: &str) -> Option<String> {
+        Agent::owner_lost(self, job, stage, node)
     }
     fn note<'a>(&'a self, job: &'a str, note: String) -> BoxFuture<'a, ()> {
         Box::pin(async move {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use twinmesh_common::execution::Refusal;
-use twinmesh_common::lifecycle::{Ask, Booking, BookingInput, BookingOutput};
+use twinmesh_common::lifecycle::{Ask, Booking, BookingInput, BookingOutput, Decision};
 use twinmesh_common::wire::{Message, StageRun, StageSlot};
 
 use super::{Agent, FABRIC_EPOCH_MS, OwnedRun, now_ms};
@@ -118,7 +118,11 @@ impl Agent {
                     result = Some(r);
                     BookingInput::Answered { booked }
                 }
-                BookingOutput::Send { timeout_ms, .. } => {
+                BookingOutput::Send { timeout_ms, attempt } => {
+                    if ask == Ask::Book {
+                        let (job, stage) = (run.job.clone(), run.stage.clone());
+                        self.decide(Decision::Book { job, stage, owner: owner.clone(), attempt });
+                    }
                     let msg = match ask {
                         Ask::Book | Ask::Confirm => Message::RunStage(run.clone()),
                         Ask::Reserve => Message::ReserveStage { run: run.clone(), duration_ms },
@@ -145,7 +149,13 @@ impl Agent {
                     self.hold(&run, None);
                     continue;
                 }
-                BookingOutput::Unreachable => return Err(Refusal::Unreachable),
+                BookingOutput::Unreachable => {
+                    if ask == Ask::Book {
+                        let (job, stage) = (run.job.clone(), run.stage.clone());
+                        self.decide(Decision::Unreachable { job, stage, owner: owner.clone() });
+                    }
+                    return Err(Refusal::Unreachable);
+                }
                 BookingOutput::Answer { .. } => {
                     return result.unwrap_or_else(|| Err(Refusal::Other("no answer recorded".into())));
                 }

@@ -58,6 +58,10 @@ pub enum ForwardOutput {
     LateForward {
         /// The silent agent.
         peer: String,
+        /// Who planned the job instead: `None`, this agent; else the agent
+        /// a later forward went to (the silent one is told, and settles
+        /// with it).
+        planned_by: Option<String>,
     },
     /// The job's answer came from `to`: nothing left to do here.
     Forwarded {
@@ -128,13 +132,17 @@ impl Forwarding {
                 // Nobody nearer answers (or this agent is the nearest).
                 self.done = true;
                 for peer in &self.tried {
-                    out.push(ForwardOutput::LateForward { peer: peer.clone() });
+                    out.push(ForwardOutput::LateForward { peer: peer.clone(), planned_by: None });
                 }
                 out.push(ForwardOutput::PlanHere { notes: std::mem::take(&mut self.notes) });
             }
             ForwardInput::Answered => {
                 let Some(to) = self.waiting.take() else { return };
                 self.done = true;
+                // Planned by `to`; a silent one may plan it too.
+                for peer in &self.tried {
+                    out.push(ForwardOutput::LateForward { peer: peer.clone(), planned_by: Some(to.clone()) });
+                }
                 out.push(ForwardOutput::Forwarded { to });
             }
             ForwardInput::Failed { why } => {

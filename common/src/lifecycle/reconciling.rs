@@ -15,6 +15,15 @@ pub enum ReconcileInput {
     LateForward {
         /// The silent peer.
         peer: String,
+        /// When another agent planned the job: told to the silent one
+        /// (which settles with that agent if it planned the job too).
+        hint: Option<Hint>,
+    },
+    /// A third agent told that `peer` planned a job this agent planned too
+    /// (a [`Hint`]): settle with `peer` at once.
+    Told {
+        /// The peer.
+        peer: String,
     },
     /// `peer` is alive again after being suspect or dead.
     PeerBack {
@@ -59,6 +68,9 @@ pub enum ReconcileOutput {
         timeout_ms: f64,
         /// Which try this is (1-based).
         attempt: u32,
+        /// Copies other agents planned of jobs forwarded to `peer` that it
+        /// left unanswered: told along with this agent's own.
+        hints: Vec<Hint>,
     },
     /// Every try went unanswered: settled when the peer next returns.
     GaveUp {
@@ -67,10 +79,24 @@ pub enum ReconcileOutput {
     },
 }
 
+/// A job another agent planned after a forward to the peer went
+/// unanswered: the peer, if it planned the job too, settles with that
+/// agent (the hint is not trusted beyond that: the two compare their own
+/// copies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hint {
+    /// Job id.
+    pub job: String,
+    /// The agent that planned it.
+    pub planner: String,
+}
+
 #[derive(Clone, Debug, Default)]
 struct Peer {
     /// A late forward's settlement is due at this time.
     late: Option<f64>,
+    /// Told at the next exchange.
+    hints: Vec<Hint>,
     /// An exchange under way: tries made, next wait (ms), and whether a
     /// retry timer is set (else a request is out).
     exchange: Option<(u32, f64, bool)>,
@@ -104,14 +130,20 @@ impl Reconciling {
             peer: peer.to_string(),
             timeout_ms: self.cfg.reconcile_timeout_ms,
             attempt: 1,
+            hints: p.hints.clone(),
         });
     }
 
     /// Advances on `input` at `now` (ms).
     pub fn handle(&mut self, input: ReconcileInput, now: f64, out: &mut Vec<ReconcileOutput>) {
         match input {
-            ReconcileInput::LateForward { peer } => {
+            ReconcileInput::LateForward { peer, hint } => {
                 let p = self.peers.entry(peer.clone()).or_default();
+                if let Some(h) = hint
+                    && !p.hints.contains(&h)
+                {
+                    p.hints.push(h);
+                }
                 // However many forwards went unanswered: settled once.
                 if p.late.is_none() {
                     let at = now + self.cfg.late_forward_ms;
@@ -119,7 +151,7 @@ impl Reconciling {
                     out.push(ReconcileOutput::Timer { peer, at });
                 }
             }
-            ReconcileInput::PeerBack { peer } => self.start(&peer, out),
+            ReconcileInput::PeerBack { peer } | ReconcileInput::Told { peer } => self.start(&peer, out),
             ReconcileInput::Due { peer } => {
                 let Some(p) = self.peers.get_mut(&peer) else { return };
                 match p.exchange {
@@ -129,6 +161,7 @@ impl Reconciling {
                             peer,
                             timeout_ms: self.cfg.reconcile_timeout_ms,
                             attempt: tries + 1,
+                            hints: p.hints.clone(),
                         });
                     }
                     _ => {
@@ -152,7 +185,8 @@ impl Reconciling {
                 let Some((tries, wait, false)) = p.exchange else { return };
                 if tries >= self.cfg.reconcile_tries {
                     p.exchange = None;
-                    if p.late.is_none() {
+                    // Hints wait for the peer's return.
+                    if p.late.is_none() && p.hints.is_empty() {
                         self.peers.remove(&peer);
                     }
                     out.push(ReconcileOutput::GaveUp { peer });

@@ -38,8 +38,8 @@ fn a_lost_forward_falls_back_to_the_next_agent_then_plans_here() {
     // later (`Reconciling`).
     f.handle(hop("me", 0.0), 2_500.0, &mut out);
     assert!(f.is_done());
-    assert_eq!(out[0], ForwardOutput::LateForward { peer: "far".into() });
-    assert_eq!(out[1], ForwardOutput::LateForward { peer: "nearer".into() });
+    assert_eq!(out[0], ForwardOutput::LateForward { peer: "far".into(), planned_by: None });
+    assert_eq!(out[1], ForwardOutput::LateForward { peer: "nearer".into(), planned_by: None });
     let ForwardOutput::PlanHere { notes } = &out[2] else { panic!("{out:?}") };
     assert_eq!(notes.len(), 2);
     assert!(notes[0].contains("far") && notes[0].contains("timed out"), "{notes:?}");
@@ -168,14 +168,17 @@ fn silent_peers_are_settled_once_after_the_late_forward_delay_and_asked_again() 
     let c = Config::default();
     let mut r = Reconciling::new(&c);
     let mut out = Vec::new();
-    r.handle(ReconcileInput::LateForward { peer: "b".into() }, 1_000.0, &mut out);
-    r.handle(ReconcileInput::LateForward { peer: "b".into() }, 2_000.0, &mut out);
+    r.handle(ReconcileInput::LateForward { peer: "b".into(), hint: None }, 1_000.0, &mut out);
+    r.handle(ReconcileInput::LateForward { peer: "b".into(), hint: None }, 2_000.0, &mut out);
     assert_eq!(out, vec![ReconcileOutput::Timer { peer: "b".into(), at: 16_000.0 }], "once per peer");
     out.clear();
     r.handle(ReconcileInput::Due { peer: "b".into() }, 15_999.0, &mut out);
     assert!(out.is_empty(), "not yet due");
     r.handle(ReconcileInput::Due { peer: "b".into() }, 16_000.0, &mut out);
-    assert_eq!(out, vec![ReconcileOutput::Exchange { peer: "b".into(), timeout_ms: 10_000.0, attempt: 1 }]);
+    assert_eq!(
+        out,
+        vec![ReconcileOutput::Exchange { peer: "b".into(), timeout_ms: 10_000.0, attempt: 1, hints: vec![] }]
+    );
     // Unanswered: asked again after 250 ms, 500 ms, … six tries in all.
     let mut now = 26_000.0;
     let mut waits = Vec::new();
@@ -204,6 +207,46 @@ fn silent_peers_are_settled_once_after_the_late_forward_delay_and_asked_again() 
     assert_eq!(out.len(), 1);
     r.handle(ReconcileInput::Answered { peer: "b".into() }, now, &mut out);
     assert!(!r.pending("b"));
+}
+
+// Rule: a forward left unanswered and then answered by another agent is
+// settled too: the silent agent is told (at the late-forward delay) which
+// agent planned the job, and, if it planned the job as well, settles with
+// that agent at once.
+#[test]
+fn a_silent_agent_is_told_who_planned_the_job_instead() {
+    let c = Config::default();
+    let mut out = Vec::new();
+    let mut f = Forwarding::new(&c, "me", None, &mut out);
+    f.handle(hop("far", 10.0), 0.0, &mut out);
+    f.handle(ForwardInput::Failed { why: "timed out".into() }, 2_000.0, &mut out);
+    f.handle(hop("next", 10.0), 2_000.0, &mut out);
+    out.clear();
+    f.handle(ForwardInput::Answered, 2_050.0, &mut out);
+    assert_eq!(
+        out,
+        vec![
+            ForwardOutput::LateForward { peer: "far".into(), planned_by: Some("next".into()) },
+            ForwardOutput::Forwarded { to: "next".into() },
+        ]
+    );
+    // The submitter's reconciliation carries the hint to the silent one…
+    let hint = Hint { job: "j".into(), planner: "next".into() };
+    let mut r = Reconciling::new(&c);
+    let mut out = Vec::new();
+    r.handle(ReconcileInput::LateForward { peer: "far".into(), hint: Some(hint.clone()) }, 2_050.0, &mut out);
+    assert_eq!(out, vec![ReconcileOutput::Timer { peer: "far".into(), at: 17_050.0 }]);
+    out.clear();
+    r.handle(ReconcileInput::Due { peer: "far".into() }, 17_050.0, &mut out);
+    assert_eq!(
+        out,
+        vec![ReconcileOutput::Exchange { peer: "far".into(), timeout_ms: 10_000.0, attempt: 1, hints: vec![hint] }]
+    );
+    // …which settles with the planner at once.
+    let mut far = Reconciling::new(&c);
+    out.clear();
+    far.handle(ReconcileInput::Told { peer: "next".into() }, 17_060.0, &mut out);
+    assert!(matches!(&out[..], [ReconcileOutput::Exchange { peer, attempt: 1, .. }] if peer == "next"), "{out:?}");
 }
 
 #[test]

@@ -15,10 +15,14 @@
 //! over ([`lifecycle::owner_lost`]); a forward that went unanswered is
 //! settled later by [`Reconciling`] exchanges.
 //!
-//! Not modelled: a forward that arrived but whose answer was lost is
-//! planned by the submitter only (the agents would plan it on both sides
-//! and reconciliation would stop one copy); the simulator counts those
-//! (`late_forwards`) and the exchanges that settle them.
+//! A forward that arrives late, or whose answer is lost, is planned on
+//! both ends, as with the agents: a second copy ([`SimJob::copy_of`]),
+//! settled by reconciliation (the copy farther from the origin stops; a
+//! silent agent is told who planned the job instead, [`lifecycle::Hint`]).
+//! A job's outcome is its copy that stays.
+//!
+//! A scripted scenario (`super::scenario`) lists the decisions made, as
+//! the agents log them.
 //!
 //! [`Replica::route`]: twinmesh_common::replica::Replica::route
 //! [`Replica::planning_view`]: twinmesh_common::replica::Replica::planning_view
@@ -30,9 +34,8 @@ use rand::RngExt;
 use twinmesh_common::execution::{ExecAction, ExecConfig, ExecEvent, Execution, Placed, Refusal, RunKey, placed};
 use twinmesh_common::job::Job;
 use twinmesh_common::lifecycle::{
-    self, Booking, ForwardInput, ForwardOutput, Forwarding, Hop, ReconcileInput, ReconcileOutput, Reconciling,
+    self, Booking, Decision, ForwardInput, ForwardOutput, Forwarding, Hint, Hop, ReconcileInput,
 };
-use twinmesh_common::liveness::{PeerState, Transition};
 use twinmesh_common::policy::{Policy, PolicyConfig};
 use twinmesh_common::view::FabricView;
 use twinmesh_common::wire::{self, JobHandoff, Message};
@@ -40,15 +43,16 @@ use twinmesh_common::wire::{self, JobHandoff, Message};
 use super::{Ev, Mesh};
 
 mod booking;
+mod settle;
 
 /// What happens to a job, at a time of the event queue.
 pub(super) enum JobEv {
     /// A forwarded job reaches its planner.
     Arrives { job: usize, at: usize },
-    /// The planner's answer to a forward reaches the submitter.
-    ForwardAnswered(usize),
-    /// A forward's answer did not come in time.
-    ForwardSilent(usize),
+    /// The answer of agent `from` to a forward reaches the submitter.
+    ForwardAnswered { job: usize, from: u32 },
+    /// A forward's timeout passed (answered or not).
+    ForwardSilent { job: usize, to: u32 },
     /// A booking request reaches the node's owner.
     BookAt { job: usize, key: RunKey, node: usize, owner: usize, ready_at: f64 },
     /// The owner's answer reaches the planner.
@@ -64,8 +68,9 @@ pub(super) enum JobEv {
     Grace { agent: u32, peer: u32 },
     /// A reconciliation timer of `agent` for `peer`.
     ReconcileDue { agent: u32, peer: u32 },
-    /// A reconciliation exchange of `agent` with `peer` ended.
-    Exchanged { agent: u32, peer: u32, answered: bool },
+    /// A reconciliation exchange of `agent` with `peer` ended (`hints`:
+    /// what it told of other agents' copies).
+    Exchanged { agent: u32, peer: u32, answered: bool, hints: Vec<Hint> },
 }
 
 /// One booking request in flight.
@@ -85,7 +90,7 @@ pub(super) struct SimJob {
     id: String,
     job: Job,
     submitted_to: u32,
-    forwarding: Option<Forwarding>,
+    pub(super) forwarding: Option<Forwarding>,
     planner: Option<u32>,
     exec: Option<Execution>,
     view: Option<Arc<FabricView>>,
@@ -99,6 +104,37 @@ pub(super) struct SimJob {
     pub latency_ms: f64,
     pub forwarded: bool,
     pub fell_back: bool,
+    /// A second plan of a job (a forward planned on both ends): the
+    /// job's index.
+    pub copy_of: Option<usize>,
+    /// Stopped by reconciliation: the planner whose copy stays.
+    pub superseded_by: Option<u32>,
+    /// When it was planned (ms).
+    planned_at: f64,
+}
+
+impl SimJob {
+    fn new(id: String, job: Job, submitted_to: u32, forwarding: Option<Forwarding>) -> Self {
+        SimJob {
+            id,
+            job,
+            submitted_to,
+            forwarding,
+            planner: None,
+            exec: None,
+            view: None,
+            asked: Vec::new(),
+            running: Vec::new(),
+            finals: 0,
+            failed: false,
+            latency_ms: f64::NAN,
+            forwarded: false,
+            fell_back: false,
+            copy_of: None,
+            superseded_by: None,
+            planned_at: f64::NAN,
+        }
+    }
 }
 
 /// A small three-stage pipeline from `cluster`, its run times `scale`
@@ -131,13 +167,53 @@ impl Mesh {
         self.queue.push(at, Ev::Job(slot));
     }
 
+    /// The agent that handles `ev` (a paused one holds it).
+    pub(super) fn actor(&self, ev: &Ev) -> Option<usize> {
+        let job_actor = |e: &JobEv| -> Option<usize> {
+            let planner = |k: usize| self.jobs[k].planner.map(|p| p as usize);
+            match *e {
+                JobEv::Arrives { at, .. } => Some(at),
+                JobEv::ForwardAnswered { job, .. } | JobEv::ForwardSilent { job, .. } => {
+                    Some(self.jobs[job].submitted_to as usize)
+                }
+                JobEv::BookAt { owner, .. } => Some(owner),
+                JobEv::Answer { job, .. }
+                | JobEv::BookingSilent { job, .. }
+                | JobEv::Confirm { job, .. }
+                | JobEv::RunEnds { job, .. } => planner(job),
+                JobEv::Grace { agent, .. } | JobEv::ReconcileDue { agent, .. } | JobEv::Exchanged { agent, .. } => {
+                    Some(agent as usize)
+                }
+            }
+        };
+        match *ev {
+            Ev::Tick(i) | Ev::Update(i) => Some(i as usize),
+            Ev::Gossip { to, .. } | Ev::Request { to, .. } | Ev::Response { to, .. } => Some(to as usize),
+            Ev::Timeout { at, .. } => Some(at as usize),
+            Ev::Job(slot) => self.job_events[slot as usize].as_ref().and_then(job_actor),
+            Ev::Submit | Ev::Step => None,
+        }
+    }
+
     /// Carries out a job event.
     pub(super) fn job_event(&mut self, ev: JobEv, now: f64) {
         match ev {
-            JobEv::Arrives { job, at } => self.plan_job(job, at, now),
-            JobEv::ForwardAnswered(job) => self.forward_input(job, ForwardInput::Answered, now),
-            JobEv::ForwardSilent(job) => {
-                self.forward_input(job, ForwardInput::Failed { why: "no answer in time".into() }, now);
+            JobEv::Arrives { job, at } => self.arrives(job, at, now),
+            JobEv::ForwardAnswered { job, from } => {
+                if self.waits_on(job, from) {
+                    self.forward_input(job, ForwardInput::Answered, now);
+                }
+            }
+            JobEv::ForwardSilent { job, to } => {
+                if self.waits_on(job, to) {
+                    if self.jobs[job].planner == Some(to) {
+                        self.late_forwards += 1; // planned there, its answer lost
+                    }
+                    let i = self.jobs[job].submitted_to as usize;
+                    let (id, to) = (self.jobs[job].id.clone(), self.names[to as usize].clone());
+                    self.decide(i, now, Decision::Unanswered { job: id, to });
+                    self.forward_input(job, ForwardInput::Failed { why: "no answer in time".into() }, now);
+                }
             }
             JobEv::BookAt { job, key, node, owner, ready_at } => self.book_at(job, key, node, owner, ready_at, now),
             JobEv::Answer { job, key, attempt, booked } => self.answered(job, key, attempt, booked, now),
@@ -155,12 +231,16 @@ impl Mesh {
                 let peer = self.names[peer as usize].clone();
                 self.reconcile(agent as usize, ReconcileInput::Due { peer }, now);
             }
-            JobEv::Exchanged { agent, peer, answered } => {
-                let peer = self.names[peer as usize].clone();
-                let input = if answered { ReconcileInput::Answered { peer } } else { ReconcileInput::Failed { peer } };
+            JobEv::Exchanged { agent, peer, answered, hints } => {
                 if answered && self.planned[agent as usize] > 0 {
                     self.reconciliations += 1;
+                    self.settle(agent as usize, peer as usize, now);
                 }
+                if answered {
+                    self.told(peer as usize, &hints, now);
+                }
+                let peer = self.names[peer as usize].clone();
+                let input = if answered { ReconcileInput::Answered { peer } } else { ReconcileInput::Failed { peer } };
                 self.reconcile(agent as usize, input, now);
             }
         }
@@ -178,23 +258,69 @@ impl Mesh {
         let job = twinmesh_common::spec::parse_job(&text).expect("the simulator's job document is valid");
         let mut out = Vec::new();
         let forwarding = Forwarding::new(&self.lifecycle, &self.names[i], None, &mut out);
-        self.jobs.push(SimJob {
-            id: format!("sim-{k:06}"),
-            job,
-            submitted_to: i as u32,
-            forwarding: Some(forwarding),
-            planner: None,
-            exec: None,
-            view: None,
-            asked: Vec::new(),
-            running: Vec::new(),
-            finals: 0,
-            failed: false,
-            latency_ms: f64::NAN,
-            forwarded: false,
-            fell_back: false,
-        });
+        self.jobs.push(SimJob::new(format!("sim-{k:06}"), job, i as u32, Some(forwarding)));
         self.forward_outputs(k, out, now);
+    }
+
+    /// A scripted job document submitted to agent `i` (its id: its name);
+    /// its index.
+    pub(super) fn submit_scripted(&mut self, i: usize, text: &str, now: f64) -> usize {
+        let k = self.jobs.len();
+        let job = match twinmesh_common::spec::parse_job(text) {
+            Ok(j) => j,
+            Err(e) => panic!("a scenario's job document is invalid: {e}"),
+        };
+        let mut out = Vec::new();
+        let forwarding = Forwarding::new(&self.lifecycle, &self.names[i], None, &mut out);
+        self.jobs.push(SimJob::new(job.name.clone(), job, i as u32, Some(forwarding)));
+        self.forward_outputs(k, out, now);
+        k
+    }
+
+    /// Whether job `k`'s submitter still waits on agent `j`'s answer.
+    fn waits_on(&self, k: usize, j: u32) -> bool {
+        self.jobs[k].forwarding.as_ref().and_then(|f| f.waiting_on()) == Some(self.names[j as usize].as_str())
+    }
+
+    /// A forwarded job reaches agent `j`, which plans it (a second copy if
+    /// the submitter gave up on the forward and planned it itself) and
+    /// answers.
+    fn arrives(&mut self, k: usize, j: usize, now: f64) {
+        let i = self.jobs[k].submitted_to as usize;
+        let (id, from) = (self.jobs[k].id.clone(), self.names[i].clone());
+        if !self.waits_on(k, j as u32) {
+            self.late_forwards += 1;
+        }
+        self.decide(j, now, Decision::PlanHere { job: id, from: Some(from) });
+        self.plan_copy(k, j, now);
+        if let Some(at) = self.deliver(j, i, now, 1024, false) {
+            self.schedule(at, JobEv::ForwardAnswered { job: k, from: j as u32 });
+        }
+    }
+
+    /// Agent `p` plans job `k`: the job itself if nobody planned it yet,
+    /// else a copy of its own (settled later by reconciliation).
+    fn plan_copy(&mut self, k: usize, p: usize, now: f64) {
+        match self.jobs[k].planner {
+            None => self.plan_job(k, p, now),
+            Some(q) if q as usize == p => {}
+            Some(_) => {
+                if self
+                    .copies
+                    .iter()
+                    .any(|&c| self.jobs[c].copy_of == Some(k) && self.jobs[c].planner == Some(p as u32))
+                {
+                    return;
+                }
+                let (id, job, at) = (self.jobs[k].id.clone(), self.jobs[k].job.clone(), self.jobs[k].submitted_to);
+                let mut copy = SimJob::new(id, job, at, None);
+                copy.copy_of = Some(k);
+                self.jobs.push(copy);
+                self.copies.push(self.jobs.len() - 1);
+                self.duplicates += 1;
+                self.plan_job(self.jobs.len() - 1, p, now);
+            }
+        }
     }
 
     fn forward_input(&mut self, k: usize, input: ForwardInput, now: f64) {
@@ -217,22 +343,31 @@ impl Mesh {
                         .map(|r| Hop { rtt_timeout_ms: self.replicas[i].timeout_for(&r.agent), agent: r.agent });
                     self.forward_input(k, ForwardInput::Routed(hop), now);
                 }
-                ForwardOutput::Forward { to, timeout_ms } => self.forward(k, i, &to, timeout_ms, now),
+                ForwardOutput::Forward { to, timeout_ms } => {
+                    self.decide(i, now, Decision::Forward { job: self.jobs[k].id.clone(), to: to.clone() });
+                    self.forward(k, i, &to, timeout_ms, now);
+                }
                 ForwardOutput::PlanHere { .. } => {
                     self.jobs[k].fell_back = self.jobs[k].forwarded;
-                    self.plan_job(k, i, now);
+                    self.decide(i, now, Decision::PlanHere { job: self.jobs[k].id.clone(), from: None });
+                    self.plan_copy(k, i, now);
+                    self.submission_answered(k, now);
                 }
-                ForwardOutput::LateForward { peer } => self.reconcile(i, ReconcileInput::LateForward { peer }, now),
-                ForwardOutput::Forwarded { .. } => {}
+                ForwardOutput::LateForward { peer, planned_by } => {
+                    let hint = planned_by.map(|planner| Hint { job: self.jobs[k].id.clone(), planner });
+                    self.reconcile(i, ReconcileInput::LateForward { peer, hint }, now);
+                }
+                ForwardOutput::Forwarded { .. } => self.submission_answered(k, now),
             }
         }
     }
 
     /// Sends job `k` from agent `i` to `to`: planned there if it arrives
-    /// and its answer comes back within `timeout_ms`.
+    /// (answered if its answer comes back within `timeout_ms`; planned on
+    /// both ends if not, until reconciled).
     fn forward(&mut self, k: usize, i: usize, to: &str, timeout_ms: f64, now: f64) {
         let Some(&j) = self.index.get(to) else {
-            return self.schedule(now, JobEv::ForwardSilent(k));
+            return self.forward_input(k, ForwardInput::Failed { why: format!("{to} is unknown") }, now);
         };
         let j = j as usize;
         if self.jobs[k].forwarded {
@@ -252,21 +387,10 @@ impl Mesh {
             submitted_to: self.names[i].clone(),
         });
         let bytes = wire::encode(&msg).len();
-        let arrives = self.deliver(i, j, now, bytes, false);
-        // The planner answers with its record (about as large again).
-        let back = arrives.and_then(|at| self.deliver(j, i, at, bytes, false));
-        match (arrives, back) {
-            (Some(at), Some(back)) if back <= now + timeout_ms => {
-                self.schedule(at, JobEv::Arrives { job: k, at: j });
-                self.schedule(back, JobEv::ForwardAnswered(k));
-            }
-            (arrived, _) => {
-                if arrived.is_some() {
-                    self.late_forwards += 1;
-                }
-                self.schedule(now + timeout_ms, JobEv::ForwardSilent(k));
-            }
+        if let Some(at) = self.deliver(i, j, now, bytes, false) {
+            self.schedule(at, JobEv::Arrives { job: k, at: j });
         }
+        self.schedule(now + timeout_ms, JobEv::ForwardSilent { job: k, to: j as u32 });
     }
 
     /// An owner agent with a node in cluster `c`, if any (the origin node).
@@ -281,6 +405,7 @@ impl Mesh {
             return;
         }
         self.jobs[k].planner = Some(p as u32);
+        self.jobs[k].planned_at = now;
         self.planned[p] += 1;
         let mut view = match self.replicas[p].planning_view(&self.fabric, now as u64) {
             Ok(v) => v,
@@ -324,7 +449,7 @@ impl Mesh {
                     self.reserve(k, p, &view, key, node, ready_at, duration_ms, now);
                 }
                 ExecAction::Release { key, node, at } => {
-                    let owner = self.index.get(&view.nodes.name[node]).copied().unwrap_or(p as u32) as usize;
+                    let owner = self.owner_of(&view, node, p);
                     if self.deliver(p, owner, now, 64, false).is_some() {
                         let id = self.jobs[k].id.clone();
                         self.replicas[owner].release(&id, key, at);
@@ -342,77 +467,33 @@ impl Mesh {
     /// An execution event for job `k` (stale or late ones are ignored by
     /// the execution itself).
     pub(super) fn exec_event(&mut self, k: usize, ev: ExecEvent, now: f64) {
-        let (Some(mut exec), Some(view)) = (self.jobs[k].exec.take(), self.jobs[k].view.clone()) else { return };
+        let (Some(mut exec), Some(planned)) = (self.jobs[k].exec.take(), self.jobs[k].view.clone()) else { return };
+        // Read in the planner's view as it is now (as the agent's driver
+        // does): a node whose owner is out of reach is not moved to.
+        let view = self.jobs[k].planner.and_then(|p| self.current_view(p as usize, now)).unwrap_or(planned);
         let mut out = Vec::new();
         exec.handle(&self.jobs[k].job, &view, now, ev, &mut out);
         self.jobs[k].exec = Some(exec);
         self.exec_actions(k, out, now);
     }
 
-    /// Agent `i`'s failure detector changed its mind about `t.peer`: runs
-    /// it planned on that peer's nodes fail over once the grace has passed
-    /// with the peer still unreachable.
-    pub(super) fn peer_changed(&mut self, i: usize, t: &Transition, now: f64) {
-        if t.to == PeerState::Alive || self.args.jobs_per_s <= 0.0 {
-            if t.to == PeerState::Alive && t.from != PeerState::Alive {
-                self.reconcile(i, ReconcileInput::PeerBack { peer: t.peer.clone() }, now);
-            }
-            return;
-        }
-        let Some(&j) = self.index.get(&t.peer) else { return };
-        self.schedule(now + self.lifecycle.failover_grace_ms, JobEv::Grace { agent: i as u32, peer: j });
+    /// Agent `p`'s planning view now, its own placements in flight counted.
+    fn current_view(&mut self, p: usize, now: f64) -> Option<Arc<FabricView>> {
+        let mut view = self.replicas[p].planning_view(&self.fabric, now as u64).ok()?;
+        self.inflight[p].expire(now);
+        self.inflight[p].apply(&mut view, now);
+        Some(Arc::new(view))
     }
 
-    fn grace(&mut self, i: usize, j: usize, now: f64) {
-        let Some(v) = self.replicas[i].liveness().view(&self.names[j]) else { return };
-        if lifecycle::owner_lost(&self.lifecycle, v.state == PeerState::Alive, v.since, now).is_none() {
-            return;
+    /// Job `k`'s outcome: the copy of it that stays (`None` for a copy).
+    pub(super) fn outcome(&self, k: usize) -> Option<&SimJob> {
+        let j = &self.jobs[k];
+        if j.copy_of.is_some() {
+            return None;
         }
-        for k in 0..self.jobs.len() {
-            if self.jobs[k].planner != Some(i as u32) || self.jobs[k].finals > 0 {
-                continue;
-            }
-            let lost: Vec<RunKey> =
-                self.jobs[k].running.iter().filter(|(_, o)| *o as usize == j).map(|(key, _)| *key).collect();
-            for key in lost {
-                self.jobs[k].running.retain(|(x, _)| *x != key);
-                self.failed_over += 1;
-                self.exec_event(k, ExecEvent::Failed { key }, now);
-            }
-        }
-    }
-
-    /// Feeds agent `i`'s reconciliations and carries out what they decide.
-    fn reconcile(&mut self, i: usize, input: ReconcileInput, now: f64) {
-        let mut out = Vec::new();
-        let cfg = self.lifecycle.clone();
-        self.reconciling.entry(i as u32).or_insert_with(|| Reconciling::new(&cfg)).handle(input, now, &mut out);
-        for o in out {
-            match o {
-                ReconcileOutput::Timer { peer, at } => {
-                    let Some(&j) = self.index.get(&peer) else { continue };
-                    self.schedule(at, JobEv::ReconcileDue { agent: i as u32, peer: j });
-                }
-                ReconcileOutput::Exchange { peer, timeout_ms, .. } => {
-                    let Some(&j) = self.index.get(&peer) else { continue };
-                    if self.planned[i] == 0 {
-                        // Nothing planned here: nothing to tell (the agent
-                        // sends no message either).
-                        self.schedule(now, JobEv::Exchanged { agent: i as u32, peer: j, answered: true });
-                        continue;
-                    }
-                    let back = self
-                        .deliver(i, j as usize, now, 128, false)
-                        .and_then(|at| self.deliver(j as usize, i, at, 128, false));
-                    let (at, answered) = match back {
-                        Some(b) if b <= now + timeout_ms => (b, true),
-                        _ => (now + timeout_ms, false),
-                    };
-                    self.schedule(at, JobEv::Exchanged { agent: i as u32, peer: j, answered });
-                }
-                ReconcileOutput::GaveUp { .. } => {}
-            }
-        }
+        let Some(w) = j.superseded_by else { return Some(j) };
+        let copy = self.copies.iter().map(|&c| &self.jobs[c]).find(|c| c.copy_of == Some(k) && c.planner == Some(w));
+        Some(copy.unwrap_or(j))
     }
 
     fn finish(&mut self, k: usize, failed: bool) {

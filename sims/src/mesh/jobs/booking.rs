@@ -2,7 +2,7 @@
 //! `common::lifecycle::Booking` decides them, over the simulated network.
 
 use twinmesh_common::execution::{ExecEvent, Refusal, RunKey};
-use twinmesh_common::lifecycle::{Ask, Booking, BookingInput, BookingOutput};
+use twinmesh_common::lifecycle::{Ask, Booking, BookingInput, BookingOutput, Decision};
 use twinmesh_common::truth;
 use twinmesh_common::view::FabricView;
 use twinmesh_common::wire::{self, Message, StageRun};
@@ -10,9 +10,11 @@ use twinmesh_common::wire::{self, Message, StageRun};
 use super::{Asked, JobEv, Mesh};
 
 impl Mesh {
-    /// The owner agent of `node` (the planner when nobody owns it).
-    fn owner_of(&self, view: &FabricView, node: usize, p: usize) -> usize {
-        self.index.get(&view.nodes.name[node]).copied().unwrap_or(p as u32) as usize
+    /// The owner agent of `node` in planner `p`'s twin (`p` itself when
+    /// nobody owns it).
+    pub(in crate::mesh) fn owner_of(&self, view: &FabricView, node: usize, p: usize) -> usize {
+        let owner = self.replicas[p].owner_of(&view.nodes.name[node]);
+        self.index.get(&owner).copied().unwrap_or(p as u32) as usize
     }
 
     /// Job `k`'s planner `p` asks `node`'s owner to book a run.
@@ -64,6 +66,9 @@ impl Mesh {
                 }
                 BookingOutput::Send { timeout_ms, attempt } => {
                     self.jobs[k].asked[pos].attempt = attempt;
+                    let (job, stage) =
+                        (self.jobs[k].id.clone(), self.jobs[k].job.stages[key.stage as usize].id.clone());
+                    self.decide(p, now, Decision::Book { job, stage, owner: self.names[owner].clone(), attempt });
                     if attempt > 1 {
                         self.booking_retries += 1;
                     }
@@ -94,6 +99,9 @@ impl Mesh {
                 }
                 BookingOutput::Unreachable => {
                     self.jobs[k].asked.remove(pos);
+                    let (job, stage) =
+                        (self.jobs[k].id.clone(), self.jobs[k].job.stages[key.stage as usize].id.clone());
+                    self.decide(p, now, Decision::Unreachable { job, stage, owner: self.names[owner].clone() });
                     return self.exec_event(k, ExecEvent::Refused { key, reason: Refusal::Unreachable }, now);
                 }
                 BookingOutput::Answer { .. } => {
