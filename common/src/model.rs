@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// A CPU instruction-set architecture, named as Kubernetes names it
 /// (`kubernetes.io/arch`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// x86-64.
@@ -74,7 +74,7 @@ impl FromStr for Arch {
 }
 
 /// How a stage's code is executed on a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// The node's own ISA, no emulation.

@@ -1,13 +1,16 @@
 //! A plan: where each stage of a job runs, in which format, what the twin
-//! predicts for it, and a shadow placement to fail over to.
+//! predicts for it, and a shadow placement to fail over to. Their JSON
+//! Schemas (the API's `Plan`) say these fields and no others.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Format;
 use crate::policy::Policy;
 
 /// One stage's placement.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Placement {
     /// Stage id.
     pub stage: String,
@@ -20,7 +23,8 @@ pub struct Placement {
 }
 
 /// Predicted timing of one stage, from the job's submission.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct StageTiming {
     /// Stage id.
     pub stage: String,
@@ -37,7 +41,8 @@ pub struct StageTiming {
 }
 
 /// What the twin predicts for a plan.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Prediction {
     /// End-to-end latency from submission (ms).
     pub latency_ms: f64,
@@ -61,7 +66,8 @@ pub struct Prediction {
 }
 
 /// A placement decision for a job.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Plan {
     /// Job name.
     pub job: String,

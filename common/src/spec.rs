@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -36,9 +37,21 @@ pub enum SpecError {
         /// What is wrong.
         reason: String,
     },
-    /// Well-formed, but not a job twinmesh can accept.
+    /// Well-formed, but a field's value is not one twinmesh accepts (out
+    /// of range, a bad name): what the document's JSON Schema says too.
     #[error("{field}: {reason}")]
     Invalid {
+        /// Path of the field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Every field is within its bounds, but they contradict each other or
+    /// refer to what is not there (a predecessor that is no stage, a
+    /// cycle, `min` above `max`): rules a JSON Schema cannot say, so the
+    /// API answers them apart (422, where the others are 400).
+    #[error("{field}: {reason}")]
+    Inconsistent {
         /// Path of the field.
         field: String,
         /// What is wrong.
@@ -50,24 +63,36 @@ impl SpecError {
     /// The path of the offending field.
     pub fn field(&self) -> &str {
         match self {
-            SpecError::Parse { field, .. } | SpecError::Invalid { field, .. } => field,
+            SpecError::Parse { field, .. }
+            | SpecError::Invalid { field, .. }
+            | SpecError::Inconsistent { field, .. } => field,
         }
     }
 
     fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         SpecError::Invalid { field: field.into(), reason: reason.into() }
     }
+
+    fn inconsistent(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        SpecError::Inconsistent { field: field.into(), reason: reason.into() }
+    }
 }
 
 /// The job document as written by a user.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Its JSON Schema is the API's: every bound one field can state is in it
+/// (names, ranges, lengths), so a document it accepts is refused only for
+/// a rule between fields (a cycle, a predecessor that is no stage).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobDocument {
     /// Must be [`API_VERSION`].
     #[serde(rename = "apiVersion")]
+    #[schemars(extend("const" = "twinmesh.io/v1"))]
     pub api_version: String,
     /// Optional; `Job` when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Job", null]))]
     pub kind: Option<String>,
     /// Name, deadline, origin.
     pub metadata: Metadata,
@@ -76,13 +101,15 @@ pub struct JobDocument {
 }
 
 /// `metadata` of a job document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
     /// Job name: lowercase letters, digits and `-`.
+    #[schemars(length(min = 1, max = MAX_JOB_NAME), pattern(NAME_PATTERN))]
     pub name: String,
     /// Deadline in ms from submission.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_DURATION_MS * 64.0), extend("exclusiveMinimum" = 0))]
     pub deadline_ms: Option<f64>,
     /// Where the job comes from.
     pub origin: OriginDoc,
@@ -92,29 +119,34 @@ pub struct Metadata {
 }
 
 /// `metadata.origin`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OriginDoc {
     /// Cluster of origin.
+    #[schemars(length(min = 1, max = MAX_REF_NAME))]
     pub cluster: String,
     /// Node of origin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_REF_NAME))]
     pub node: Option<String>,
 }
 
 /// `spec` of a job document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// The stages.
+    #[schemars(length(min = 1, max = MAX_STAGES))]
     pub stages: Vec<StageDoc>,
 }
 
 /// One entry of `spec.stages`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = predecessors_alias)]
 pub struct StageDoc {
     /// Unique id within the job.
+    #[schemars(length(min = 1, max = MAX_STAGE_ID), pattern(NAME_PATTERN))]
     pub id: String,
     /// Resource demand.
     pub compute: ComputeDoc,
@@ -126,27 +158,32 @@ pub struct StageDoc {
     pub predecessor: Option<OneOrMany>,
     /// Megabytes of output passed to each successor.
     #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0e7))]
     pub output_mb: f64,
 }
 
 /// `compute` of a stage.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComputeDoc {
     /// CPU cores.
+    #[schemars(range(max = 1024.0), extend("exclusiveMinimum" = 0))]
     pub cpu: f64,
     /// Memory in GB.
     #[serde(default)]
+    #[schemars(range(min = 0.0, max = 65536.0))]
     pub mem_gb: f64,
     /// Run time on one reference core, natively, in ms.
+    #[schemars(range(max = MAX_DURATION_MS), extend("exclusiveMinimum" = 0))]
     pub duration_ms: f64,
     /// GPU memory in GB.
     #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1024.0))]
     pub gpu_vram_gb: f64,
 }
 
 /// `constraints` of a stage.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConstraintsDoc {
     /// Architectures the code is built for.
@@ -157,8 +194,19 @@ pub struct ConstraintsDoc {
     pub formats: Vec<Format>,
 }
 
+/// `predecessors` is read as `predecessor` (a serde alias, which schemars
+/// does not see): the schema takes either, not both (serde calls that a
+/// duplicate field).
+fn predecessors_alias(schema: &mut schemars::Schema) {
+    let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else { return };
+    if let Some(p) = props.get("predecessor").cloned() {
+        props.insert("predecessors".into(), p);
+        schema.insert("not".into(), serde_json::json!({ "required": ["predecessor", "predecessors"] }));
+    }
+}
+
 /// One predecessor id or a list of them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     /// `predecessor: a`
@@ -191,6 +239,12 @@ pub fn parse_job(text: &str) -> Result<Job, SpecError> {
         },
     }
 }
+
+/// What a job, stage or service name may be (`valid_name`), as a JSON
+/// Schema pattern: lowercase letters, digits and `-`, not at either end.
+/// The end is `(?![\s\S])`, not `$`, which also matches before a final
+/// newline in some regex dialects (Python's, which generates test data).
+pub const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?(?![\\s\\S])";
 
 /// Longest name a node or cluster reference may have.
 pub const MAX_REF_NAME: usize = 253;
@@ -232,8 +286,14 @@ pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(text: &str) -> Result<
         de.end().map_err(|e| SpecError::Parse { field: ".".into(), reason: e.to_string() })?;
         Ok(doc)
     } else {
-        let de = serde_yaml_ng::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        // Through a JSON value, not straight into `T`: read straight, YAML
+        // lets any scalar fill a string field (`id: null` became a stage
+        // named "null") and `null` a list or a section, which the same
+        // document in JSON, and the API's schema, refuse. As a JSON value a
+        // YAML document means what its JSON spelling means.
+        let value: serde_json::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse { field: ".".into(), reason: e.to_string() })?;
+        serde_path_to_error::deserialize(value).map_err(|e| {
             let path = path_or_root(e.path().to_string());
             let inner = e.into_inner();
             SpecError::Parse { field: path, reason: inner.to_string() }
@@ -332,7 +392,10 @@ impl JobDocument {
                 ));
             }
             if let Some(j) = index.insert(&s.id, i) {
-                return Err(SpecError::invalid(f, format!("duplicate stage id '{}' (also spec.stages[{j}])", s.id)));
+                return Err(SpecError::inconsistent(
+                    f,
+                    format!("duplicate stage id '{}' (also spec.stages[{j}])", s.id),
+                ));
             }
         }
         let mut out = Vec::with_capacity(stages.len());
@@ -347,7 +410,7 @@ impl JobDocument {
             check_number(p("output_mb"), s.output_mb, None, 0.0, 1.0e7)?;
             let constraints = Constraints { arch: s.constraints.arch.clone(), formats: s.constraints.formats.clone() };
             if Arch::ALL.iter().all(|a| constraints.formats_on(*a).is_empty()) {
-                return Err(SpecError::invalid(
+                return Err(SpecError::inconsistent(
                     p("constraints"),
                     format!(
                         "no format can run this stage: formats {:?} with arch {:?} rule out every node",
@@ -361,10 +424,10 @@ impl JobDocument {
                 for id in pred.ids() {
                     match index.get(id) {
                         None => {
-                            return Err(SpecError::invalid(p("predecessor"), format!("unknown stage '{id}'")));
+                            return Err(SpecError::inconsistent(p("predecessor"), format!("unknown stage '{id}'")));
                         }
                         Some(&j) if j == i => {
-                            return Err(SpecError::invalid(p("predecessor"), "a stage cannot wait for itself"));
+                            return Err(SpecError::inconsistent(p("predecessor"), "a stage cannot wait for itself"));
                         }
                         Some(&j) => {
                             if !ps.contains(&j) {
@@ -391,7 +454,7 @@ impl JobDocument {
         let topo = topological_order(&preds).map_err(|on_cycle| {
             let cycle = find_cycle(&preds, on_cycle);
             let names: Vec<&str> = cycle.iter().map(|&k| stages[k].id.as_str()).collect();
-            SpecError::invalid(
+            SpecError::inconsistent(
                 format!("spec.stages[{}].predecessor", cycle[0]),
                 format!("stages form a cycle: {}", names.join(" → ")),
             )

@@ -25,22 +25,22 @@ fn post(api: &str, body: String, auth: Option<&str>) -> (u16, serde_json::Value,
     (r.status().as_u16(), r.json().unwrap_or(serde_json::Value::Null), took)
 }
 
-// Rule: the origin must exist: an unknown node, a node of another
-// cluster, an unknown cluster and an absurdly long name are refused with
-// 400 naming the field.
+// Rule: the origin must exist: an unknown node, an unknown cluster and an
+// absurdly long name are refused with 400 naming the field; a node of
+// another cluster (both names exist, they disagree) with 422.
 #[test]
 fn origin_is_checked_against_the_twin() {
     let dir = tempdir();
     let a = AgentProc::start("edge-srv-01", "edge-microdc", dir.path(), &[]);
     let (code, v, _) = post(&a.api, doc(r#"{"cluster":"edge-microdc","node":"edge-srv-02"}"#), None);
     assert_eq!(code, 202, "a real origin is accepted: {v}");
-    for (origin, field, says) in [
-        (r#"{"cluster":"edge-microdc","node":"nowhere-01"}"#, "metadata.origin.node", "unknown node"),
-        (r#"{"cluster":"edge-microdc","node":"dc-x86-01"}"#, "metadata.origin.node", "is in cluster 'dc-core'"),
-        (r#"{"cluster":"atlantis"}"#, "metadata.origin.cluster", "unknown cluster"),
+    for (origin, status, field, says) in [
+        (r#"{"cluster":"edge-microdc","node":"nowhere-01"}"#, 400, "metadata.origin.node", "unknown node"),
+        (r#"{"cluster":"edge-microdc","node":"dc-x86-01"}"#, 422, "metadata.origin.node", "is in cluster 'dc-core'"),
+        (r#"{"cluster":"atlantis"}"#, 400, "metadata.origin.cluster", "unknown cluster"),
     ] {
         let (code, v, _) = post(&a.api, doc(origin), None);
-        assert_eq!(code, 400, "{origin}: {v}");
+        assert_eq!(code, status, "{origin}: {v}");
         assert_eq!(v["field"], field, "{v}");
         assert!(v["error"].as_str().unwrap_or_default().contains(says), "{v}");
     }

@@ -250,7 +250,9 @@ fn bad_input_gets_4xx_naming_the_problem_and_the_agent_keeps_serving() {
     let cases: Vec<(String, &str, u16, &str)> = vec![
         ("{\"apiVersion\": ".to_string(), "/v1/jobs", 400, "EOF"),
         (good.replace("\"output_mb\":20", "\"output_mb\":20,\"colour\":1"), "/v1/jobs", 400, "spec.stages[0].colour"),
-        (good.replace("\"predecessor\":\"decode\"", "\"predecessor\":\"notify\""), "/v1/jobs", 400, "cycle"),
+        // Each field is fine, together they are not: 422, as the
+        // OpenAPI document says (its schema cannot state such rules).
+        (good.replace("\"predecessor\":\"decode\"", "\"predecessor\":\"notify\""), "/v1/jobs", 422, "cycle"),
         (good.replace("\"cpu\":2,", "\"cpu\":-2,"), "/v1/jobs", 400, "spec.stages[0].compute.cpu"),
         (good.clone(), "/v1/jobs?policy=fastest", 400, "policy"),
         (good.clone(), "/v1/jobs?colour=red", 400, "colour"),
@@ -268,6 +270,13 @@ fn bad_input_gets_4xx_naming_the_problem_and_the_agent_keeps_serving() {
         }
     }
     assert_eq!(a.get("/v1/jobs/missing").0, 404);
+    // A list's limit is bounded: past it, a 400 that names it, not a cut.
+    for q in ["/v1/jobs?limit=1001", "/v1/actions?limit=0", "/v1/jobs?limit=5000000"] {
+        let (s, e) = a.get(q);
+        assert_eq!((s, e["field"].as_str()), (400, Some("limit")), "{q}: {e}");
+        assert!(e["error"].as_str().unwrap().contains("outside 1–1000"), "{q}: {e}");
+    }
+    assert_eq!(a.get("/v1/jobs?limit=1000").0, 200);
     let (s, ok) = a.post("/v1/jobs", &good, None);
     assert_eq!(s, 202, "agent stopped serving after bad input: {ok}");
     let (s, m) = (reqwest::blocking::get(format!("{}/metrics", a.api)).unwrap().status().as_u16(), ());

@@ -43,12 +43,13 @@ fn an_agent_scales_a_service_and_its_replicas_hold_capacity() {
     let (code, r) = a.post("/v1/services", WEB, None);
     assert_eq!(code, 201, "{r}");
     assert_eq!((r["name"].as_str(), r["scaling"].as_str()), (Some("web"), Some("reactive HPA")));
-    // Refused: the same name again; a bad document, naming the field.
+    // Refused: the same name again (409); a document whose fields
+    // contradict each other (422), naming the field.
     let (code, r) = a.post("/v1/services", WEB, None);
-    assert_eq!(code, 400, "{r}");
+    assert_eq!((code, r["field"].as_str()), (409, Some("metadata.name")), "{r}");
     assert!(r["error"].as_str().unwrap().contains("runs already"), "{r}");
     let (code, r) = a.post("/v1/services", &WEB.replace("min: 1", "min: 9"), None);
-    assert_eq!(code, 400, "{r}");
+    assert_eq!(code, 422, "{r}");
     assert!(r.to_string().contains("spec.replicas.min"), "{r}");
     // It scales out when the load rises, within its bounds.
     let grown = wait_for(LIMIT, || {

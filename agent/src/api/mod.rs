@@ -11,11 +11,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use twinmesh_common::failures::FailureKind;
+
+use twinmesh_common::spec::SpecError;
 
 use crate::node::{Agent, SubmitError};
 
+mod failure;
 mod metrics;
+pub mod openapi;
 mod ui;
 
 /// Largest request body accepted.
@@ -41,8 +44,18 @@ impl ApiError {
 impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match &e {
+            // What a JSON Schema can say is a 400; rules between fields,
+            // which the OpenAPI document cannot state, a 422.
+            SubmitError::Spec(s @ SpecError::Inconsistent { .. }) => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: e.to_string(),
+                field: Some(s.field().to_string()),
+            },
             SubmitError::Spec(s) => {
                 ApiError { status: StatusCode::BAD_REQUEST, message: e.to_string(), field: Some(s.field().to_string()) }
+            }
+            SubmitError::Exists { field, .. } => {
+                ApiError { status: StatusCode::CONFLICT, message: e.to_string(), field: Some((*field).to_string()) }
             }
             SubmitError::Param { field, .. } => {
                 ApiError { status: StatusCode::BAD_REQUEST, message: e.to_string(), field: Some((*field).to_string()) }
@@ -77,8 +90,8 @@ pub fn router(agent: Arc<Agent>, token: Option<String>) -> Router {
         .route("/v1/plans/{id}", get(get_plan))
         .route("/v1/plans/{id}/verify", get(get_verification))
         .route("/v1/twin", get(get_twin))
-        .route("/v1/observe", post(observe))
-        .route("/v1/inject", post(inject))
+        .route("/v1/observe", post(failure::observe))
+        .route("/v1/inject", post(failure::inject))
         .route("/v1/events", get(ui::events))
         .route("/v1/services", post(submit_service).get(list_services))
         .route("/v1/services/{name}", get(get_service).delete(delete_service))
@@ -88,7 +101,7 @@ pub fn router(agent: Arc<Agent>, token: Option<String>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
-        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/openapi.json", get(serve_openapi))
         .route("/ui", get(ui::page))
         .route("/ui/", get(ui::page))
         .route("/ui/app.js", get(ui::script))
@@ -99,11 +112,15 @@ pub fn router(agent: Arc<Agent>, token: Option<String>) -> Router {
         .with_state(ctx)
 }
 
-/// This API's OpenAPI 3.0 document (checked against the handlers by
-/// schemathesis in CI). Open, like `/healthz`: it describes, it tells no
-/// secret.
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("../../api/openapi.json")).into_response()
+/// This API's OpenAPI 3.0 document ([`openapi`], checked against the
+/// handlers by schemathesis in CI), with this twin's clusters and nodes.
+/// Open, like `/healthz`: it describes, it tells no secret (the names are
+/// in every job's plan).
+async fn serve_openapi(State(ctx): State<Ctx>) -> Response {
+    let view = ctx.agent.view();
+    let mut nodes = view.nodes.name.clone();
+    nodes.sort();
+    Json(openapi::document(view.latency.names(), &nodes)).into_response()
 }
 
 /// Times every request (`twinmesh_api_request_seconds`).
@@ -212,13 +229,13 @@ async fn get_job(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Respo
 
 /// `GET /v1/actions`: the preemptive actions this agent took (what, why,
 /// the numbers, how the job ended), newest first; `?limit=` (default 100,
-/// at most 500). They are kept as long as their job.
+/// at most [`ui::MAX_LIMIT`]). They are kept as long as their job.
 async fn get_actions(
     State(ctx): State<Ctx>,
     q: Result<axum::extract::Query<ui::ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let axum::extract::Query(q) = q.map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e.body_text(), "query"))?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let limit = q.limit()?;
     let (mut all, _) =
         ctx.agent.store.actions().map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     all.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then(b.seq.cmp(&a.seq)));
@@ -279,94 +296,6 @@ async fn get_twin(State(ctx): State<Ctx>) -> Response {
         "digest": t.digest(),
     }))
     .into_response()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ObserveBody {
-    kind: String,
-    node: String,
-    #[serde(default = "default_failure_ms")]
-    duration_ms: u64,
-}
-
-fn default_failure_ms() -> u64 {
-    60_000
-}
-
-/// Reads an event body and checks its kind and node.
-fn parse_event(agent: &Agent, body: &str) -> Result<(ObserveBody, FailureKind), ApiError> {
-    // Any content type: curl users send form-encoded headers by default.
-    let b: ObserveBody = serde_json::from_str(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid event: {e}")))?;
-    let kind = match b.kind.as_str() {
-        "node_down" => FailureKind::NodeDown,
-        "node_up" | "recovered" => FailureKind::Recovered,
-        "thermal_throttle" => FailureKind::ThermalThrottle,
-        "network_degradation" => FailureKind::NetworkDegradation,
-        "system_crash" => FailureKind::SystemCrash,
-        other => {
-            return Err(ApiError {
-                status: StatusCode::BAD_REQUEST,
-                message: format!(
-                    "kind: unknown event '{other}' (expected node_down, node_up, thermal_throttle, network_degradation, system_crash)"
-                ),
-                field: Some("kind".into()),
-            });
-        }
-    };
-    if agent.view().node_index(&b.node).is_none() {
-        return Err(ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: format!("node: '{}' is not in the twin", b.node),
-            field: Some("node".into()),
-        });
-    }
-    Ok((b, kind))
-}
-
-async fn observe(
-    State(ctx): State<Ctx>,
-    body: Result<String, axum::extract::rejection::StringRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let (b, kind) = parse_event(&ctx.agent, &body)?;
-    let ev = ctx.agent.observe_failure(&b.node, kind, b.duration_ms).await;
-    Ok((StatusCode::ACCEPTED, Json(ev)).into_response())
-}
-
-/// Injects a failure: on Kubernetes, cordons the node (node_down,
-/// system_crash) or taints it (thermal_throttle) and reverts after
-/// `duration_ms`; on the virtual fabric, records it. Either way the event
-/// enters the twin and spreads.
-async fn inject(
-    State(ctx): State<Ctx>,
-    body: Result<String, axum::extract::rejection::StringRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let (b, kind) = parse_event(&ctx.agent, &body)?;
-    if kind == FailureKind::Recovered {
-        return Err(ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: "kind: inject a failure (node_down, system_crash, thermal_throttle, network_degradation); injected failures revert by themselves".into(),
-            field: Some("kind".into()),
-        });
-    }
-    let revert_at = crate::node::now_ms() + b.duration_ms;
-    let view = ctx.agent.view();
-    let cluster = view
-        .node_index(&b.node)
-        .map(|n| view.latency.names()[view.nodes.cluster[n] as usize].clone())
-        .unwrap_or_default();
-    let action = ctx
-        .agent
-        .actuator()
-        .inject(&cluster, &b.node, kind, b.duration_ms)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e))?;
-    let ev = ctx.agent.observe_failure(&b.node, kind, b.duration_ms).await;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "event": ev, "action": action, "reverts_at_ms": revert_at })))
-        .into_response())
 }
 
 /// Ready once the agent knows itself: on Kubernetes, when its own Node has

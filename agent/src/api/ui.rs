@@ -60,9 +60,6 @@ pub(super) async fn style() -> Response {
 /// Cookie that carries the API token for the page's own requests.
 pub(super) const TOKEN_COOKIE: &str = "twinmesh_token";
 
-/// Jobs listed at most.
-const MAX_LIST: usize = 500;
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UiQuery {
@@ -109,20 +106,41 @@ pub(super) fn cookie_token(headers: &axum::http::HeaderMap) -> Option<&str> {
         .find_map(|kv| kv.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
 }
 
+/// Most items a list answers (`?limit=`): a larger limit is refused, not
+/// cut, so a client learns the bound (the OpenAPI document says it too).
+pub const MAX_LIMIT: usize = 1000;
+
+/// The query of a list (`/v1/jobs`, `/v1/actions`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
-    pub(super) limit: Option<usize>,
+    limit: Option<usize>,
+}
+
+impl ListQuery {
+    /// `?limit=`: 100 when not given; outside 1–[`MAX_LIMIT`] a 400 that
+    /// names the parameter.
+    pub(super) fn limit(&self) -> Result<usize, super::ApiError> {
+        match self.limit {
+            None => Ok(100),
+            Some(n @ 1..=MAX_LIMIT) => Ok(n),
+            Some(n) => Err(super::ApiError::field(
+                StatusCode::BAD_REQUEST,
+                format!("limit: {n} is outside 1–{MAX_LIMIT}"),
+                "limit",
+            )),
+        }
+    }
 }
 
 /// `GET /v1/jobs`: the most recent jobs, newest first (unfinished ones
-/// first), as summaries; `?limit=` (default 100, at most 500).
+/// first), as summaries; `?limit=` (default 100, at most [`MAX_LIMIT`]).
 pub(super) async fn list(
     State(ctx): State<Ctx>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, super::ApiError> {
     let Query(q) = q.map_err(|e| super::ApiError::field(StatusCode::BAD_REQUEST, e.body_text(), "query"))?;
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIST);
+    let limit = q.limit()?;
     Ok(axum::Json(jobs_json(&ctx.agent, limit)).into_response())
 }
 

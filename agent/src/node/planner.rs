@@ -33,6 +33,14 @@ pub enum SubmitError {
     /// Too many jobs in flight here: not accepted; retry later.
     #[error("not accepted: {0} jobs are running or queued on this agent (--max-in-flight); retry later")]
     Overloaded(usize),
+    /// What the document names exists already (a service of that name).
+    #[error("{field}: {reason}")]
+    Exists {
+        /// The field that names it.
+        field: &'static str,
+        /// What exists.
+        reason: String,
+    },
     /// Bad query parameter.
     #[error("{field}: {reason}")]
     Param {
@@ -186,11 +194,13 @@ impl Agent {
                 None => return Err(bad("metadata.origin.node", format!("unknown node '{node}': not in the twin"))),
                 Some(n) => {
                     let c = &names[view.nodes.cluster[n] as usize];
+                    // Both names exist (the document lists them); they
+                    // disagree: a rule between fields.
                     if *c != origin.cluster {
-                        return Err(bad(
-                            "metadata.origin.node",
-                            format!("node '{node}' is in cluster '{c}', not '{}'", origin.cluster),
-                        ));
+                        return Err(SubmitError::Spec(SpecError::Inconsistent {
+                            field: "metadata.origin.node".into(),
+                            reason: format!("node '{node}' is in cluster '{c}', not '{}'", origin.cluster),
+                        }));
                     }
                 }
             }

@@ -77,13 +77,14 @@ impl Agent {
     /// period. A second service of the same name is refused.
     pub async fn submit_service(self: &Arc<Self>, text: &str) -> Result<ServiceRecord, SubmitError> {
         let (doc, _, mode) = parse(text)?;
-        self.check_origin(&Origin { cluster: doc.metadata.origin.cluster.clone(), node: None })?;
+        let origin = &doc.metadata.origin;
+        self.check_origin(&Origin { cluster: origin.cluster.clone(), node: origin.node.clone() })?;
         let name = doc.metadata.name.clone();
         if lock(&self.services).contains_key(&name) {
-            return Err(SubmitError::Spec(twinmesh_common::spec::SpecError::Invalid {
-                field: "metadata.name".into(),
+            return Err(SubmitError::Exists {
+                field: "metadata.name",
                 reason: format!("a service '{name}' runs already on this agent; DELETE /v1/services/{name} first"),
-            }));
+            });
         }
         let record = ServiceRecord {
             name: name.clone(),

@@ -34,7 +34,7 @@ use crate::predict::{Assignment, score_plan};
 use crate::view::{FabricView, OriginIdx, allowed_by_arch};
 
 /// A placement policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// kube-scheduler-like: fit + least allocated.

@@ -18,19 +18,23 @@
 //!     - { from_s: 60, rps: 60, requests: 3600 }
 //! ```
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{API_VERSION, OriginDoc, SpecError, check_number, deserialize, valid_name};
+use super::{API_VERSION, NAME_PATTERN, OriginDoc, SpecError, check_number, deserialize, valid_name};
 use crate::autoscale::{Phase, ScaleConfig, Scaling, ServiceCase};
 
-/// The service document as written by a user.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The service document as written by a user; its JSON Schema is the
+/// API's, as [`super::JobDocument`]'s is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceDocument {
     /// Must be [`API_VERSION`].
     #[serde(rename = "apiVersion")]
+    #[schemars(extend("const" = "twinmesh.io/v1"))]
     pub api_version: String,
     /// `Service`.
+    #[schemars(extend("const" = "Service"))]
     pub kind: String,
     /// Name and origin.
     pub metadata: ServiceMeta,
@@ -39,48 +43,57 @@ pub struct ServiceDocument {
 }
 
 /// `metadata` of a service document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceMeta {
     /// Lowercase letters, digits and `-`.
+    #[schemars(length(min = 1, max = 40), pattern(NAME_PATTERN))]
     pub name: String,
     /// Where its clients are.
     pub origin: OriginDoc,
 }
 
 /// What one replica holds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaDoc {
     /// Cores.
+    #[schemars(range(max = 1024.0), extend("exclusiveMinimum" = 0))]
     pub cpu: f64,
     /// Memory (GB).
     #[serde(default)]
+    #[schemars(range(min = 0.0, max = 4096.0))]
     pub mem_gb: f64,
 }
 
 /// Bounds on the replicas.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicasDoc {
     /// Fewest.
+    #[schemars(range(max = MAX_REPLICAS))]
     pub min: u32,
     /// Most.
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
     pub max: u32,
     /// At the start (default: `min`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_REPLICAS))]
     pub initial: Option<u32>,
 }
 
 /// One phase of offered load.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadPhase {
     /// From this many seconds after the start.
+    #[schemars(range(min = 0.0, max = 86_400.0))]
     pub from_s: f64,
     /// Requests per second (Poisson).
+    #[schemars(range(max = 1_000_000.0), extend("exclusiveMinimum" = 0))]
     pub rps: f64,
     /// How many requests the phase sends.
+    #[schemars(range(min = 1, max = MAX_REQUESTS))]
     pub requests: u64,
 }
 
@@ -101,7 +114,7 @@ fn default_scaling() -> String {
 }
 
 /// `spec` of a service document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     /// What each replica holds.
@@ -109,27 +122,35 @@ pub struct ServiceSpec {
     /// Bounds.
     pub replicas: ReplicasDoc,
     /// Mean time a replica takes per request (ms; exponential).
+    #[schemars(range(max = 3_600_000.0), extend("exclusiveMinimum" = 0))]
     pub service_ms: f64,
     /// A request answered later than this (ms) is late.
+    #[schemars(range(max = 3_600_000.0), extend("exclusiveMinimum" = 0))]
     pub objective_ms: f64,
     /// Utilisation per replica the rule aims at (0–1].
     #[serde(default = "default_target")]
+    #[schemars(range(max = 1.0), extend("exclusiveMinimum" = 0))]
     pub target: f64,
     /// No change while |observed / target − 1| is within this.
     #[serde(default = "default_tolerance")]
+    #[schemars(range(min = 0.0, max = 0.99))]
     pub tolerance: f64,
     /// How often the rule is applied (s).
     #[serde(default = "default_period")]
+    #[schemars(range(max = 86_400.0), extend("exclusiveMinimum" = 0))]
     pub period_s: f64,
     /// How long a new replica takes to be ready (s).
     #[serde(default = "default_cold_start")]
+    #[schemars(range(min = 0.0, max = 86_400.0))]
     pub cold_start_s: f64,
     /// `fixed` (stay at `min`), `reactive` (the HPA rule on the last
     /// period) or `predictive` (on the twin's forecast, checked in the
     /// DES).
     #[serde(default = "default_scaling")]
+    #[schemars(extend("enum" = ["fixed", "reactive", "predictive"]))]
     pub scaling: String,
     /// The offered load.
+    #[schemars(length(min = 1))]
     pub load: Vec<LoadPhase>,
 }
 
@@ -159,6 +180,8 @@ impl ServiceDocument {
 
 /// Most replicas a service may ask for.
 pub const MAX_REPLICAS: u32 = 1_000;
+/// Most requests a service's load may send, all phases together.
+pub const MAX_REQUESTS: u64 = 10_000_000;
 
 /// The document's `kind` (`None` when it has none or cannot be read), to
 /// tell a service from a job before parsing either.
@@ -202,15 +225,16 @@ impl ServiceDocument {
         check_number("spec.replica.cpu".into(), s.replica.cpu, Some(0.0), 0.0, 1024.0)?;
         check_number("spec.replica.mem_gb".into(), s.replica.mem_gb, None, 0.0, 4096.0)?;
         let r = &s.replicas;
-        if r.min > r.max {
-            return Err(SpecError::invalid("spec.replicas.min", format!("{} is more than max {}", r.min, r.max)));
+        if r.max == 0 || r.max > MAX_REPLICAS || r.min > MAX_REPLICAS {
+            let (f, v) = if r.min > MAX_REPLICAS { ("min", r.min) } else { ("max", r.max) };
+            return Err(SpecError::invalid(format!("spec.replicas.{f}"), format!("must be 1–{MAX_REPLICAS}, got {v}")));
         }
-        if r.max == 0 || r.max > MAX_REPLICAS {
-            return Err(SpecError::invalid("spec.replicas.max", format!("must be 1–{MAX_REPLICAS}, got {}", r.max)));
+        if r.min > r.max {
+            return Err(SpecError::inconsistent("spec.replicas.min", format!("{} is more than max {}", r.min, r.max)));
         }
         let initial = r.initial.unwrap_or(r.min);
         if initial < r.min || initial > r.max {
-            return Err(SpecError::invalid(
+            return Err(SpecError::inconsistent(
                 "spec.replicas.initial",
                 format!("{initial} is outside [{}, {}]", r.min, r.max),
             ));
@@ -239,13 +263,19 @@ impl ServiceDocument {
         for (i, p) in s.load.iter().enumerate() {
             check_number(format!("spec.load[{i}].from_s"), p.from_s, None, 0.0, 86_400.0)?;
             check_number(format!("spec.load[{i}].rps"), p.rps, Some(0.0), 0.0, 1_000_000.0)?;
-            if p.requests == 0 {
-                return Err(SpecError::invalid(format!("spec.load[{i}].requests"), "must be at least 1".to_string()));
+            if p.requests == 0 || p.requests > MAX_REQUESTS {
+                return Err(SpecError::invalid(
+                    format!("spec.load[{i}].requests"),
+                    format!("must be 1–{MAX_REQUESTS}, got {}", p.requests),
+                ));
             }
             total = total.saturating_add(p.requests);
         }
-        if total > 10_000_000 {
-            return Err(SpecError::invalid("spec.load", format!("{total} requests in all, at most 10,000,000")));
+        if total > MAX_REQUESTS {
+            return Err(SpecError::inconsistent(
+                "spec.load",
+                format!("{total} requests in all, at most {MAX_REQUESTS}"),
+            ));
         }
         let case = ServiceCase {
             service_ms: s.service_ms,

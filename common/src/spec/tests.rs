@@ -77,6 +77,24 @@ fn good_document_parses_in_yaml_and_json() {
     assert_eq!(parse_job(&json).unwrap(), job);
 }
 
+// Rule: in YAML as in JSON, a string field takes a string: `null`, a
+// boolean or a number is refused and named, not read as its spelling (a
+// stage named "null" was accepted). A quoted number is a string.
+#[test]
+fn a_yaml_scalar_that_is_not_a_string_does_not_fill_a_string_field() {
+    for bad in ["id: null", "id: false", "id: 12"] {
+        let e = err(&with("id: decode", bad));
+        assert_eq!(e.field(), "spec.stages[0].id", "{bad}: {e}");
+        assert!(e.to_string().contains("invalid type"), "{bad}: {e}");
+    }
+    let quoted = with("id: decode", "id: '12'").replace("predecessor: decode", "predecessor: '12'");
+    assert_eq!(parse_job(&quoted).unwrap().stages[0].id, "12");
+    let e = err(&with("constraints: { arch: [arm64, amd64] }", "constraints: null"));
+    assert_eq!(e.field(), "spec.stages[0].constraints", "{e}");
+    let e = err(&with("constraints: { arch: [arm64, amd64] }", "constraints: { arch: null }"));
+    assert_eq!(e.field(), "spec.stages[0].constraints.arch", "{e}");
+}
+
 #[test]
 fn unknown_field_is_named() {
     let e = err(&with("deadline_ms: 30000", "deadline_sm: 30000"));
