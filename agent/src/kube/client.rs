@@ -366,16 +366,23 @@ impl Kube {
                 Ok(_) => continue,
                 Err(e) => {
                     errors += 1;
-                    let msg = e.to_string();
-                    if msg.contains("403") || errors >= 20 {
-                        return Err(KubeError::Forbidden {
-                            cluster: cluster.into(),
-                            action: format!("watch pods in {}", self.settings.namespace),
-                            message: msg,
-                        });
+                    let (status, message) = (watch_status(&e), e.to_string());
+                    let action = format!("watch pods in {}", self.settings.namespace);
+                    let cluster = cluster.to_string();
+                    match watch_verdict(status, errors) {
+                        WatchVerdict::Retry => {
+                            debug!(cluster, pod = name, error = %message, "watch error; the watcher retries");
+                            continue;
+                        }
+                        WatchVerdict::Forbidden => return Err(KubeError::Forbidden { cluster, action, message }),
+                        WatchVerdict::GiveUp => {
+                            let message = format!("{errors} watch errors in a row, the last: {message}");
+                            return Err(match status {
+                                Some(code) => KubeError::Api { cluster, action, code, reason: String::new(), message },
+                                None => KubeError::Unreachable { cluster, action, message },
+                            });
+                        }
                     }
-                    debug!(cluster, pod = name, error = %msg, "watch error; the watcher retries");
-                    continue;
                 }
             };
             errors = 0;
@@ -527,5 +534,64 @@ impl Kube {
             };
             std::future::ready(r)
         }))
+    }
+}
+/// Consecutive failed watch attempts (each after the watcher's backoff)
+/// before a pod's watch is given up.
+const WATCH_ERRORS_MAX: u32 = 20;
+
+/// The API server's status code in a watch error, when it answered.
+fn watch_status(e: &watcher::Error) -> Option<u16> {
+    match e {
+        watcher::Error::InitialListFailed(k) | watcher::Error::WatchStartFailed(k) | watcher::Error::WatchFailed(k) => {
+            match k {
+                kube::Error::Api(s) => Some(s.code),
+                _ => None,
+            }
+        }
+        watcher::Error::WatchError(s) => Some(s.code),
+        watcher::Error::NoResourceVersion => None,
+    }
+}
+
+/// What to do about a watch error.
+#[derive(Debug, PartialEq, Eq)]
+enum WatchVerdict {
+    /// The watcher tries again (after its backoff).
+    Retry,
+    /// RBAC refused it: a permission is missing; retrying will not help.
+    Forbidden,
+    /// Too many errors in a row: given up, as what they are.
+    GiveUp,
+}
+
+/// A 403 is a missing permission at once; any other error is retried,
+/// and after [`WATCH_ERRORS_MAX`] in a row the watch is given up — as a
+/// server or transport error, never as a permission it is not.
+fn watch_verdict(status: Option<u16>, consecutive: u32) -> WatchVerdict {
+    match status {
+        Some(403) => WatchVerdict::Forbidden,
+        _ if consecutive >= WATCH_ERRORS_MAX => WatchVerdict::GiveUp,
+        _ => WatchVerdict::Retry,
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_403_is_a_permission_and_many_errors_are_what_they_are() {
+        assert_eq!(watch_verdict(Some(403), 1), WatchVerdict::Forbidden);
+        assert_eq!(watch_verdict(Some(500), 1), WatchVerdict::Retry);
+        assert_eq!(watch_verdict(None, WATCH_ERRORS_MAX - 1), WatchVerdict::Retry);
+        // Before, 20 transient errors were reported as an RBAC error.
+        assert_eq!(watch_verdict(Some(503), WATCH_ERRORS_MAX), WatchVerdict::GiveUp);
+        assert_eq!(watch_verdict(None, WATCH_ERRORS_MAX), WatchVerdict::GiveUp);
+        // A message that merely contains "403" is no status.
+        let e =
+            watcher::Error::WatchError(Box::new(kube::core::Status::failure("pod 4030 gone", "Gone").with_code(410)));
+        assert_eq!(watch_status(&e), Some(410));
+        assert_eq!(watch_status(&watcher::Error::NoResourceVersion), None);
     }
 }
