@@ -107,6 +107,13 @@ pub struct NodeSchedule {
 /// clock while its run is late ([`NodeSchedule::slide_overdue`]).
 pub const RESERVATION_SLIDE_MS: f64 = 10_000.0;
 
+/// A reservation slides once it is this late (ms), in one step to the
+/// clock: not at every event. Slid at every event, a busy node's queue
+/// was pushed again and again by a few ms (each pushed run a new start),
+/// which made the job DES superlinear in its load (`twinmesh bench core`
+/// did not finish; 488,357 shifts for 50 jobs). One agent tick.
+pub const SLIDE_STEP_MS: f64 = 250.0;
+
 /// Tags given to runs booked without one (high bit set; callers' tags
 /// keep it clear).
 const UNTAGGED: u64 = 1 << 63;
@@ -317,7 +324,9 @@ impl NodeSchedule {
     /// rank, and what it overlaps among reservations and runs not started
     /// ranked after it moves later ([`NodeSchedule::keep_rank`]). So a
     /// late stage keeps the room it was promised instead of finding it
-    /// taken by work planned after it. A reservation slides at most
+    /// taken by work planned after it. It slides once it is
+    /// [`SLIDE_STEP_MS`] late (its room is held meanwhile: its window
+    /// still covers the clock). A reservation slides at most
     /// [`RESERVATION_SLIDE_MS`] past where it was placed; then it stays
     /// and is forgotten like any reservation whose job is gone. Returns
     /// everything that moved (the slid reservations included).
@@ -325,7 +334,9 @@ impl NodeSchedule {
         let mut due: Vec<Entry> = self
             .entries
             .iter()
-            .filter(|e| e.reserved && !e.booked && e.b.start < now && now - e.first <= RESERVATION_SLIDE_MS)
+            .filter(|e| {
+                e.reserved && !e.booked && e.b.start + SLIDE_STEP_MS <= now && now - e.first <= RESERVATION_SLIDE_MS
+            })
             .copied()
             .collect();
         if due.is_empty() {

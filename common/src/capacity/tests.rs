@@ -201,30 +201,32 @@ proptest! {
 
 #[test]
 fn a_reservation_whose_run_is_late_slides_with_the_clock_and_keeps_its_rank() {
-    // A 2-core node. Stage a is reserved for [1,000, 1,100) on 2 cores;
+    // A 2-core node. Stage a is reserved for [1,000, 1,400) on 2 cores;
     // later, stage b (planned after a) books its run for right behind it.
     let mut s = NodeSchedule::new(2.0, 8.0);
-    s.reserve(1, 1_000.0, 100.0, 2.0, 1.0).unwrap();
+    s.reserve(1, 1_000.0, 400.0, 2.0, 1.0).unwrap();
     let b = s.book_run(2, 0.0, 4_000.0, 2.0, 1.0).unwrap().booking;
-    assert_eq!((b.start, b.end), (1_100.0, 5_100.0));
-    // At 1,050 a's inputs are still not there: a slides to start now and
+    assert_eq!((b.start, b.end), (1_400.0, 5_400.0));
+    // Less than a step late: nothing moves yet (a's window covers now).
+    assert!(s.slide_overdue(1_000.0 + SLIDE_STEP_MS - 1.0).is_empty());
+    // At 1,300 a's inputs are still not there: a slides to start now and
     // b, not started and ranked after it, moves behind it.
-    let moved = s.slide_overdue(1_050.0);
+    let moved = s.slide_overdue(1_300.0);
     assert_eq!(moved.len(), 2, "{moved:?}");
-    assert_eq!((moved[0].tag, moved[0].to.start), (1, 1_050.0));
-    assert_eq!((moved[1].tag, moved[1].to.start, moved[1].booked), (2, 1_150.0, true));
-    s.start_due(1_060.0);
-    // a's run arrives at 1,120, 120 ms late: it still starts at once —
-    // without sliding, b would have started at 1,100 and a would wait
+    assert_eq!((moved[0].tag, moved[0].to.start), (1, 1_300.0));
+    assert_eq!((moved[1].tag, moved[1].to.start, moved[1].booked), (2, 1_700.0, true));
+    s.start_due(1_310.0);
+    // a's run arrives at 1,420, 420 ms late: it still starts at once —
+    // without sliding, b would have started at 1,400 and a would wait
     // for b's 4 s.
-    s.slide_overdue(1_120.0);
-    let a = s.book_run(1, 1_120.0, 100.0, 2.0, 1.0).unwrap();
-    assert_eq!(a.booking.start, 1_120.0);
-    assert_eq!(s.held(2).unwrap().0.start, 1_220.0, "b behind a");
+    s.slide_overdue(1_420.0);
+    let a = s.book_run(1, 1_420.0, 400.0, 2.0, 1.0).unwrap();
+    assert_eq!(a.booking.start, 1_420.0);
+    assert_eq!(s.held(2).unwrap().0.start, 1_820.0, "b behind a");
     // Once b has started nothing moves it: a booked, b running.
-    s.start_due(1_220.0);
+    s.start_due(1_820.0);
     assert!(!s.held(2).unwrap().1, "started");
-    assert!(s.slide_overdue(1_400.0).is_empty());
+    assert!(s.slide_overdue(2_400.0).is_empty());
 }
 
 #[test]

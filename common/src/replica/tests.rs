@@ -237,10 +237,10 @@ fn a_run_booked_for_later_yields_to_a_late_run_ranked_before_it_until_it_starts(
     let cap = (4.0, 8.0);
     let w = r.reserve("A", ka, "n", cap, (4.0, 1.0), 0.0, 1_000.0, 0.0).unwrap();
     assert_eq!((w.start, w.end), (0.0, 1_000.0));
-    // B comes at 10 and is booked behind A's window — which, its run not
-    // there yet, has slid with the clock to [10, 1,010).
+    // B comes at 10 and is booked behind A's window (A's run is not
+    // there yet; less than a step late, the window has not slid).
     let b = r.book("B", kb, "n", cap, (4.0, 1.0), 0.0, 500.0, 10.0).unwrap();
-    assert_eq!((b.start, b.end), (1_010.0, 1_510.0));
+    assert_eq!((b.start, b.end), (1_000.0, 1_500.0));
     // A's run is 200 ms late: it keeps its rank, B moves behind it.
     let a = r.book("A", ka, "n", cap, (4.0, 1.0), 200.0, 1_000.0, 200.0).unwrap();
     assert_eq!((a.start, a.end), (200.0, 1_200.0), "A keeps its place (it went behind B before)");
