@@ -106,10 +106,12 @@ pub const MARKER: &str = "decision: ";
 /// Reads the decisions out of an agent's log: (agent, decision), in the
 /// order written.
 pub fn from_log(log: &str) -> Vec<(String, Decision)> {
+    // The logger's target (`twinmesh::decision: `) comes first: the marker
+    // is the one the JSON object follows.
+    let start = format!("{MARKER}{{");
     log.lines()
         .filter_map(|l| {
-            // The logger's target (`twinmesh::decision: `) comes first.
-            let json = &l[l.find("decision: {")? + MARKER.len()..];
+            let json = &l[l.find(&start)? + MARKER.len()..];
             let mut v: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
             let agent = v.as_object_mut()?.remove("agent")?.as_str()?.to_string();
             Some((agent, serde_json::from_value(v).ok()?))
